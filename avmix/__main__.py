@@ -1,0 +1,3 @@
+from avmix.cli import main
+
+main()

@@ -1,0 +1,102 @@
+"""The ``avmix`` command line: a Typer app over the library. Parsing and printing only, no DSP here.
+
+Each group of commands lives in ``avmix/commands/<name>.py`` with a ``register(app)`` function.
+Every AvmixError becomes one line on stderr and its exit code; ``--debug`` shows the traceback.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Optional
+
+import click
+import typer
+
+from avmix import __version__
+from avmix.errors import AvmixError
+
+COMMAND_MODULES = ["audio", "generate", "render", "models", "score", "batch"]
+
+app = typer.Typer(
+    name="avmix",
+    help="Compose sounding videos from separate audio tracks.",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"avmix {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Optional[bool] = typer.Option(None, "--version", callback=_version, is_eager=True,
+                                           help="Show the version and exit."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
+) -> None:
+    """Compose sounding videos from separate audio tracks."""
+
+
+for _name in COMMAND_MODULES:
+    try:
+        _mod = importlib.import_module(f"avmix.commands.{_name}")
+    except ModuleNotFoundError as _e:  # a command group not written yet
+        if _e.name != f"avmix.commands.{_name}":
+            raise
+        continue
+    _mod.register(app)
+
+
+def _say(message: str) -> None:
+    sys.stderr.write(f"avmix: {message}\n")
+    sys.stderr.flush()
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI with ``argv`` and return the exit code (never raises, never prints a traceback
+    unless ``--debug``)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        rv = app(args=argv, prog_name="avmix", standalone_mode=False)
+        return rv if isinstance(rv, int) else 0
+    except AvmixError as e:
+        if debug:
+            raise
+        _say(f"error: {e.message}")
+        if e.hint:
+            _say(f"hint: {e.hint}")
+        return e.exit_code
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.ClickException as e:
+        e.show()
+        return e.exit_code
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        _say("interrupted; no output was written")
+        return 130
+    except BrokenPipeError:
+        return 1
+    except MemoryError:
+        _say("error: out of memory")
+        return 1
+    except OSError as e:
+        if debug:
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        _say(f"error: {where}{e.strerror or e}")
+        return 1
+    except Exception as e:  # a bug: still one line, the traceback only with --debug
+        if debug:
+            raise
+        _say(f"internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback)")
+        return 1
+
+
+def main() -> None:
+    sys.exit(run())

@@ -1,0 +1,206 @@
+"""Finding and running the ffmpeg binary, and reading media info without ffprobe.
+
+The binary is ``$AVMIX_FFMPEG``, else ``ffmpeg`` on PATH, else the one in the imageio-ffmpeg wheel,
+so no system package is needed. Commands are lists (never a shell) and every path goes through
+:func:`url`, so a file name can never be read as an option, a protocol or filter text.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from avmix.errors import FFmpegError, InputError
+
+ERROR_LINES = 3  # lines of ffmpeg's stderr quoted in an error
+PROBE_TIMEOUT = 60.0  # seconds
+
+
+@functools.lru_cache(maxsize=None)
+def executable() -> str:
+    """Path of the ffmpeg binary to use."""
+    env = os.environ.get("AVMIX_FFMPEG")
+    if env:
+        if not (os.path.isfile(env) and os.access(env, os.X_OK)):
+            raise FFmpegError(f"AVMIX_FFMPEG={env} is not an executable file")
+        return env
+    found = shutil.which("ffmpeg")
+    if found:
+        return found
+    try:
+        import imageio_ffmpeg
+    except ImportError:  # pragma: no cover - imageio-ffmpeg is a core dependency
+        imageio_ffmpeg = None
+    if imageio_ffmpeg is not None:
+        try:
+            return imageio_ffmpeg.get_ffmpeg_exe()
+        except RuntimeError:
+            pass
+    raise FFmpegError("ffmpeg not found", hint="install ffmpeg, or pip install imageio-ffmpeg, or set AVMIX_FFMPEG")
+
+
+@functools.lru_cache(maxsize=None)
+def version() -> str:
+    out = subprocess.run([executable(), "-hide_banner", "-version"], capture_output=True, text=True, timeout=30)
+    m = re.match(r"ffmpeg version (\S+)", out.stdout)
+    return m.group(1) if m else "unknown"
+
+
+def url(path: str | os.PathLike) -> str:
+    """An ffmpeg input/output name for a local file that ffmpeg cannot misread."""
+    return "file:" + os.path.abspath(os.fspath(path))
+
+
+def last_lines(stderr: bytes | str, n: int = ERROR_LINES) -> str:
+    if isinstance(stderr, bytes):
+        stderr = stderr.decode("utf-8", "replace")
+    lines = [ln.strip() for ln in stderr.strip().splitlines() if ln.strip()]
+    return " | ".join(lines[-n:]) if lines else "no error output"
+
+
+def base_args() -> list[str]:
+    return [executable(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y"]
+
+
+def run(args: list[str], *, timeout: float | None = None, what: str = "ffmpeg", input: bytes | None = None) -> bytes:
+    """Run ffmpeg with ``args`` (without the binary); return stdout, or raise FFmpegError quoting stderr."""
+    cmd = base_args() + list(args)
+    try:
+        proc = subprocess.run(cmd, input=input, capture_output=True, timeout=timeout,
+                              stdin=None if input is not None else subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise FFmpegError(f"{what}: ffmpeg timed out after {timeout:.0f} s") from None
+    except OSError as e:
+        raise FFmpegError(f"{what}: cannot run ffmpeg: {e.strerror}") from None
+    if proc.returncode != 0:
+        raise FFmpegError(f"{what}: ffmpeg failed: {last_lines(proc.stderr)}")
+    return proc.stdout
+
+
+def popen(args: list[str], *, stdin=None, stdout=None) -> subprocess.Popen:
+    """Start ffmpeg for streaming; stderr goes to a pipe that :func:`finish` reads."""
+    return subprocess.Popen(base_args() + list(args), stdin=stdin if stdin is not None else subprocess.DEVNULL,
+                            stdout=stdout, stderr=subprocess.PIPE)
+
+
+def finish(proc: subprocess.Popen, *, what: str, timeout: float = 600.0) -> None:
+    """Wait for a streaming ffmpeg and raise FFmpegError if it failed. Kills it on timeout."""
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill(proc)
+        raise FFmpegError(f"{what}: ffmpeg timed out after {timeout:.0f} s") from None
+    if proc.returncode != 0:
+        raise FFmpegError(f"{what}: ffmpeg failed: {last_lines(err or b'')}")
+
+
+def kill(proc: subprocess.Popen) -> None:
+    """Stop a child ffmpeg and reap it, so none is left behind."""
+    if proc.poll() is None:
+        proc.kill()
+    try:
+        proc.communicate(timeout=10)
+    except (subprocess.TimeoutExpired, ValueError, OSError):
+        pass
+
+
+# ----------------------------------------------------------------------------------------- probing
+
+_LAYOUTS = {"mono": 1, "stereo": 2, "2.1": 3, "3.0": 3, "quad": 4, "4.0": 4, "4.1": 5, "5.0": 5,
+            "5.1": 6, "6.0": 6, "6.1": 7, "7.0": 7, "7.1": 8, "hexagonal": 6, "octagonal": 8, "downmix": 2}
+
+
+@dataclass
+class AudioStream:
+    codec: str
+    sample_rate: int
+    channels: int
+
+
+@dataclass
+class VideoStream:
+    codec: str
+    width: int
+    height: int
+    fps: float | None
+
+
+@dataclass
+class MediaInfo:
+    """What ``ffmpeg -i`` says of a file: container duration and its first audio and video streams."""
+
+    path: str
+    format: str
+    duration: float | None
+    audio: AudioStream | None = None
+    video: VideoStream | None = None
+    streams: list[str] = field(default_factory=list)
+
+
+def _channels(desc: str) -> int:
+    m = re.match(r"(\d+) channels", desc)
+    if m:
+        return int(m.group(1))
+    key = desc.split("(")[0].strip()
+    return _LAYOUTS.get(key, 2)
+
+
+def parse_info(path: str, stderr: str) -> MediaInfo:
+    fmt = re.search(r"Input #0, ([^,]+(?:,[^,\s]+)*), from", stderr)
+    dur = re.search(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)", stderr)
+    duration = None
+    if dur:
+        h, m, s = dur.groups()
+        duration = int(h) * 3600 + int(m) * 60 + float(s)
+    info = MediaInfo(path=path, format=fmt.group(1) if fmt else "unknown", duration=duration)
+    for line in stderr.splitlines():
+        line = line.strip()
+        if not line.startswith("Stream #0:"):
+            continue
+        info.streams.append(line)
+        am = re.search(r"Audio: ([^,\s]+)[^,]*, (\d+) Hz, ([^,]+)", line)
+        if am and info.audio is None:
+            info.audio = AudioStream(codec=am.group(1), sample_rate=int(am.group(2)), channels=_channels(am.group(3)))
+        vm = re.search(r"Video: ([^,\s]+).*?, (\d{1,5})x(\d{1,5})", line)
+        if vm and info.video is None and "attached pic" not in line:
+            fm = re.search(r"([\d.]+) fps", line) or re.search(r"([\d.]+) tbr", line)
+            info.video = VideoStream(codec=vm.group(1), width=int(vm.group(2)), height=int(vm.group(3)),
+                                     fps=float(fm.group(1)) if fm else None)
+    return info
+
+
+def probe(path: str | os.PathLike) -> MediaInfo:
+    """Media info of ``path`` from ``ffmpeg -i`` (no ffprobe needed). Raises InputError if unreadable."""
+    path = os.fspath(path)
+    cmd = [executable(), "-hide_banner", "-nostdin", "-i", url(path)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, timeout=PROBE_TIMEOUT, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise InputError("reading it timed out", path=path) from None
+    err = proc.stderr.decode("utf-8", "replace")
+    if "Input #0" not in err:
+        raise InputError(f"not a media file ffmpeg can read ({last_lines(err, 1)})", path=path)
+    return parse_info(path, err)
+
+
+def has_encoder(name: str) -> bool:
+    return name in _encoders()
+
+
+@functools.lru_cache(maxsize=None)
+def _encoders() -> frozenset[str]:
+    out = subprocess.run([executable(), "-hide_banner", "-encoders"], capture_output=True, text=True, timeout=30)
+    names = set()
+    for line in out.stdout.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and len(parts[0]) == 6:
+            names.add(parts[1])
+    return frozenset(names)
+
+
+def exists(path: str | os.PathLike) -> bool:
+    return Path(path).exists()

@@ -1,0 +1,83 @@
+"""Checking output paths and writing them atomically (temp file beside the target, then rename)."""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from avmix.errors import InputError, OutputError
+
+STDIO = "-"
+
+
+def check_input(path: str | os.PathLike) -> Path:
+    """Raise InputError unless ``path`` is an existing, readable, non-empty regular file."""
+    if os.fspath(path) == STDIO:
+        return Path(STDIO)
+    p = Path(path)
+    if not p.exists():
+        raise InputError("no such file", path=p)
+    if p.is_dir():
+        raise InputError("is a directory, not a file", path=p)
+    if not os.access(p, os.R_OK):
+        raise InputError("permission denied", path=p)
+    if p.stat().st_size == 0:
+        raise InputError("file is empty (0 bytes)", path=p)
+    return p
+
+
+def check_output(path: str | os.PathLike, inputs: Sequence[str | os.PathLike] = (), *, overwrite: bool = False) -> Path:
+    """Validate an output path before any work is done."""
+    if os.fspath(path) == STDIO:
+        return Path(STDIO)
+    p = Path(path)
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.exists():
+        raise OutputError("output directory does not exist", path=parent, hint="create it first")
+    if not parent.is_dir():
+        raise OutputError("output directory is not a directory", path=parent)
+    if p.is_dir():
+        raise OutputError("output is a directory", path=p)
+    for i in inputs:
+        if os.fspath(i) != STDIO and Path(i).exists() and p.exists() and os.path.samefile(p, i):
+            raise OutputError("output is the same file as an input; refusing to overwrite it", path=p)
+        if os.fspath(i) != STDIO and os.path.abspath(i) == os.path.abspath(p):
+            raise OutputError("output is the same file as an input; refusing to overwrite it", path=p)
+    if p.exists() and not overwrite:
+        raise OutputError("already exists", path=p, hint="pass -y/--overwrite to replace it")
+    if not os.access(parent, os.W_OK):
+        raise OutputError("output directory is not writable", path=parent)
+    return p
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, *, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it into place only if the block succeeds.
+
+    The temporary name keeps the target's extension so that tools choosing a format by extension work.
+    """
+    p = Path(path)
+    ext = suffix if suffix is not None else p.suffix
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.stem[:40]}.", suffix=".part" + ext, dir=p.parent if str(p.parent) else ".")
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, p)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp_path.unlink()
+        raise
+
+
+def sidecar(output: str | os.PathLike, kind: str = "timeline") -> Path:
+    """``OUT.timeline.json`` beside ``OUT``."""
+    p = Path(output)
+    return p.with_name(p.name + f".{kind}.json")
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")

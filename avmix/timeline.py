@@ -1,0 +1,225 @@
+"""The files that pass between stages: timeline.json and analysis.json (schema ``avmix.<kind>/1``).
+
+A Timeline is both the plan the compose engine renders and the record the video stage reads: for every
+source it says where the source sits in the output, in samples, with its gain, fades and ducking.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from avmix.errors import InputError
+from avmix.paths import write_text_atomic
+
+TIMELINE_SCHEMA = "avmix.timeline/1"
+ANALYSIS_SCHEMA = "avmix.analysis/1"
+HASH_CHUNK = 1 << 20
+
+
+def file_hash(path: str | os.PathLike) -> str:
+    """``sha256:<hex>`` of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(HASH_CHUNK):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()
+
+
+@dataclass
+class Duck:
+    """Lower this source by ``db`` while source ``by`` sounds (sidechain with attack/release in seconds)."""
+
+    db: float
+    by: int
+    attack: float = 0.01
+    release: float = 0.25
+    threshold_db: float = -45.0
+
+
+@dataclass
+class Source:
+    """One input track placed in the output.
+
+    Output samples ``[start_sample, end_sample)`` hold the source read from ``offset_sample`` on, for
+    ``source_frames`` frames (at the job's sample rate); with ``loop`` the segment repeats to ``end_sample``.
+    Fades are in seconds at the placement's start and end.
+    """
+
+    index: int
+    path: str
+    label: str
+    start_sample: int
+    end_sample: int
+    source_frames: int
+    offset_sample: int = 0
+    loop: bool = False
+    gain_db: float = 0.0
+    fade_in: float = 0.0
+    fade_out: float = 0.0
+    fade_curve: str = "equal-power"
+    duck: Duck | None = None
+    hash: str = ""
+    sample_rate: int = 0  # the file's own rate
+    channels: int = 0  # the file's own channel count
+
+
+@dataclass
+class Timeline:
+    mode: str
+    sample_rate: int
+    channels: int
+    frames: int
+    sources: list[Source]
+    master_gain_db: float = 0.0
+    fade_in: float = 0.0
+    fade_out: float = 0.0
+    limit_dbtp: float | None = -1.0  # true-peak ceiling, None = no limiter
+    output: str = ""
+    peak_dbfs: float | None = None  # measured on the written output
+    lufs: float | None = None  # integrated loudness of the written output
+    schema: str = TIMELINE_SCHEMA
+
+    @property
+    def duration(self) -> float:
+        return self.frames / self.sample_rate
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d = {"schema": d.pop("schema"), **d}
+        d["duration"] = self.duration
+        for s, sd in zip(self.sources, d["sources"]):
+            sd["start"] = s.start_sample / self.sample_rate
+            sd["end"] = s.end_sample / self.sample_rate
+        return d
+
+    def save(self, path: str | os.PathLike) -> None:
+        write_text_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], *, where: str = "timeline") -> "Timeline":
+        check_schema(d, TIMELINE_SCHEMA, where)
+        try:
+            sources = []
+            for sd in d["sources"]:
+                sd = _known(Source, sd)
+                if sd.get("duck"):
+                    sd["duck"] = Duck(**_known(Duck, sd["duck"]))
+                sources.append(Source(**sd))
+            top = _known(cls, d)
+            top["sources"] = sources
+            tl = cls(**top)
+        except (KeyError, TypeError, ValueError) as e:
+            raise InputError(f"malformed timeline ({e})", path=where) from None
+        tl.validate(where)
+        return tl
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Timeline":
+        return cls.from_dict(read_json(path), where=os.fspath(path))
+
+    def validate(self, where: str = "timeline") -> None:
+        bad = None
+        if not isinstance(self.sample_rate, int) or not 1000 <= self.sample_rate <= 768000:
+            bad = f"sample_rate {self.sample_rate!r}"
+        elif not isinstance(self.channels, int) or not 1 <= self.channels <= 64:
+            bad = f"channels {self.channels!r}"
+        elif not isinstance(self.frames, int) or self.frames < 0:
+            bad = f"frames {self.frames!r}"
+        for s in self.sources:
+            if bad:
+                break
+            if not (0 <= s.start_sample <= s.end_sample) or s.source_frames < 0 or s.offset_sample < 0:
+                bad = f"source {s.index} placement"
+            elif not all(math.isfinite(x) for x in (s.gain_db, s.fade_in, s.fade_out)):
+                bad = f"source {s.index} gain/fades"
+        if bad:
+            raise InputError(f"malformed timeline: bad {bad}", path=where)
+
+
+@dataclass
+class TrackAnalysis:
+    """Features of one track as it sits in the composed audio, on the video's frame grid."""
+
+    label: str
+    envelope: list[float]  # loudness 0..1, one value per video frame
+    onsets: list[float]  # seconds
+    beats: list[float] = field(default_factory=list)  # seconds
+    tempo: float | None = None  # BPM
+    start: float = 0.0
+    end: float = 0.0
+    index: int = -1  # source index, -1 for the mix
+
+
+@dataclass
+class Analysis:
+    fps: float
+    frames: int  # video frames
+    duration: float
+    tracks: list[TrackAnalysis]
+    mix: TrackAnalysis
+    mode: str = "mix"
+    schema: str = ANALYSIS_SCHEMA
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        return {"schema": d.pop("schema"), **d}
+
+    def save(self, path: str | os.PathLike) -> None:
+        write_text_atomic(path, json.dumps(self.to_dict(), separators=(",", ":")) + "\n")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Analysis":
+        d = read_json(path)
+        check_schema(d, ANALYSIS_SCHEMA, os.fspath(path))
+        try:
+            tracks = [TrackAnalysis(**_known(TrackAnalysis, t)) for t in d["tracks"]]
+            mix = TrackAnalysis(**_known(TrackAnalysis, d["mix"]))
+            top = _known(cls, d)
+            top.update(tracks=tracks, mix=mix)
+            return cls(**top)
+        except (KeyError, TypeError, ValueError) as e:
+            raise InputError(f"malformed analysis ({e})", path=path) from None
+
+
+def _known(cls, d: dict[str, Any]) -> dict[str, Any]:
+    if not isinstance(d, dict):
+        raise TypeError(f"expected an object, got {type(d).__name__}")
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in d.items() if k in names}
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError("no such file", path=p) from None
+    except IsADirectoryError:
+        raise InputError("is a directory, not a file", path=p) from None
+    except PermissionError:
+        raise InputError("permission denied", path=p) from None
+    except UnicodeDecodeError:
+        raise InputError("not a UTF-8 JSON file", path=p) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InputError(f"invalid JSON at line {e.lineno} column {e.colno}", path=p) from None
+    except RecursionError:
+        raise InputError("invalid JSON (nested too deeply)", path=p) from None
+
+
+def check_schema(d: Any, expected: str, where: str) -> None:
+    if not isinstance(d, dict):
+        raise InputError("not a JSON object", path=where)
+    schema = d.get("schema")
+    kind, _, major = expected.rpartition("/")
+    if not isinstance(schema, str) or not schema.startswith(kind + "/"):
+        raise InputError(f"not an {kind} file (schema {schema!r})", path=where)
+    if schema.rpartition("/")[2] != major:
+        raise InputError(f"unsupported schema version {schema!r}; this avmix reads {expected}", path=where,
+                         hint="upgrade avmix")
