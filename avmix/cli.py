@@ -15,6 +15,11 @@ import typer
 from avmix import __version__
 from avmix.errors import AvmixError
 
+try:  # typer >= 0.26 vendors its own click: its parse errors are not click.ClickException
+    from typer._click.exceptions import ClickException as _TyperClickException
+except ImportError:  # pragma: no cover - older typer uses click itself
+    _TyperClickException = click.ClickException
+
 COMMAND_MODULES = ["audio", "generate", "render", "models", "score", "batch"]
 
 app = typer.Typer(
@@ -74,8 +79,12 @@ def run(argv: list[str] | None = None) -> int:
         return e.exit_code
     except click.exceptions.Exit as e:
         return e.exit_code
-    except click.ClickException as e:
-        e.show()
+    except (click.ClickException, _TyperClickException) as e:
+        # one line like every other error, plus where to look
+        _say(f"error: {e.format_message()}")
+        ctx = getattr(e, "ctx", None)
+        if ctx is not None:
+            _say(f"hint: see '{ctx.command_path} --help'")
         return e.exit_code
     except (click.exceptions.Abort, KeyboardInterrupt):
         _say("interrupted; no output was written")

@@ -23,7 +23,7 @@ def check_input(path: str | os.PathLike) -> Path:
         raise InputError("is a directory, not a file", path=p)
     if not os.access(p, os.R_OK):
         raise InputError("permission denied", path=p)
-    if p.stat().st_size == 0:
+    if p.is_file() and p.stat().st_size == 0:  # pipes (<(...), FIFOs) report 0 bytes
         raise InputError("file is empty (0 bytes)", path=p)
     return p
 

@@ -1,0 +1,665 @@
+"""The compose stage: mix, concat and overlay audio tracks, streaming, to the sample.
+
+``plan_*`` turn inputs and options into a :class:`~avmix.timeline.Timeline` (integer sample arithmetic
+on the inputs' lengths at the job's rate, no float drift); :func:`render` streams a Timeline block by
+block: every source overlapping a block is read, scaled by its gain, fades and ducking, summed in
+float32, then master gain, master fades and the true-peak limiter are applied and the block is written.
+Memory stays flat in the inputs' length. With ``limit=False`` the output is the exact float sum.
+
+Loudness normalisation takes two passes: the first measures (BS.1770 integrated loudness or sample
+peak), the second writes with the master gain. Silent mixes are left unchanged (with a note);
+mixes shorter than 0.4 s are measured as one block.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import math
+import os
+import queue
+import re
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from avmix import paths
+from avmix.audio import dynamics
+from avmix.audio.io import AudioFile, AudioWriter, open_audio
+from avmix.audio.loudness import LoudnessMeter, peak_dbfs
+from avmix.errors import UsageError
+from avmix.progress import ProgressFn, note, report
+from avmix.timeline import Duck, Source, Timeline, file_hash
+
+BLOCK = 1 << 16  # frames per engine block (a multiple of the ducker's hop)
+MAX_SECONDS = 24 * 3600.0  # longer times, offsets, fades are a typing mistake
+DEFAULT_LUFS = -14.0
+DEFAULT_PEAK = -1.0
+TRIM_DB = -60.0  # --trim-silence threshold (dBFS sample peak)
+DURATIONS = ("longest", "shortest", "first")
+NORMALIZE = ("none", "peak", "lufs")
+
+
+@dataclass
+class Settings:
+    """Options common to mix, concat and overlay. Gains in dB, one per input in order (missing = 0)."""
+
+    sample_rate: int | None = None
+    channels: int | None = None
+    gains: list[float] = field(default_factory=list)
+    normalize: str = "none"
+    target: float | None = None  # LUFS for lufs (default -14), dBFS for peak (default -1)
+    limit: bool = True
+    ceiling: float = -1.0  # dBTP
+    fade_in: float = 0.0  # seconds
+    fade_out: float = 0.0
+    labels: list[str] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------------------ checks
+
+def _check_number(name: str, value: float, lo: float, hi: float, unit: str = "") -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"{name} must be a number, not {value!r}") from None
+    if not math.isfinite(v) or not lo <= v <= hi:
+        u = f" {unit}" if unit else ""
+        raise UsageError(f"{name} {value!r}{u} is out of range ({lo:g}..{hi:g}{u})")
+    return v
+
+
+def _seconds(name: str, value: float) -> float:
+    return _check_number(name, value, 0.0, MAX_SECONDS, "s")
+
+
+def _check_settings(s: Settings, n_inputs: int) -> None:
+    if len(s.gains) > n_inputs:
+        raise UsageError(f"{len(s.gains)} gains for {n_inputs} input{'s' if n_inputs != 1 else ''}",
+                         hint="give one --gain per input, in order")
+    for g in s.gains:
+        _check_number("gain", g, -120.0, 60.0, "dB")
+    if s.normalize not in NORMALIZE:
+        raise UsageError(f"normalize must be one of {', '.join(NORMALIZE)}, not {s.normalize!r}")
+    if s.target is not None:
+        if s.normalize == "lufs":
+            _check_number("target", s.target, -70.0, 0.0, "LUFS")
+        elif s.normalize == "peak":
+            _check_number("target", s.target, -120.0, 0.0, "dBFS")
+    _check_number("ceiling", s.ceiling, -60.0, 0.0, "dBTP")
+    _seconds("fade-in", s.fade_in)
+    _seconds("fade-out", s.fade_out)
+    if s.sample_rate is not None:
+        _check_number("sample rate", s.sample_rate, 1000, 768000, "Hz")
+    if s.channels is not None:
+        _check_number("channels", s.channels, 1, 64)
+
+
+def _job_format(files: Sequence[AudioFile], s: Settings) -> tuple[int, int]:
+    sr = int(s.sample_rate) if s.sample_rate else max(f.sample_rate for f in files)
+    ch = int(s.channels) if s.channels else max(f.channels for f in files)
+    return sr, ch
+
+
+def _label(s: Settings, i: int, f: AudioFile) -> str:
+    if i < len(s.labels) and s.labels[i]:
+        return str(s.labels[i])
+    return "stdin" if f.path == paths.STDIO else Path(f.path).stem
+
+
+def _source(i: int, f: AudioFile, s: Settings, sr: int, **kw) -> Source:
+    gain = float(s.gains[i]) if i < len(s.gains) else 0.0
+    return Source(index=i, path=f.path, label=_label(s, i, f), gain_db=gain, sample_rate=f.sample_rate,
+                  channels=f.channels, **kw)
+
+
+def _timeline(mode: str, files: Sequence[AudioFile], sources: list[Source], frames: int, sr: int, ch: int,
+              s: Settings) -> Timeline:
+    tl = Timeline(mode=mode, sample_rate=sr, channels=ch, frames=frames, sources=sources,
+                  fade_in=float(s.fade_in), fade_out=float(s.fade_out),
+                  limit_dbtp=float(s.ceiling) if s.limit else None)
+    tl._files = list(files)  # the opened inputs (stdin copies included), reused by render
+    tl._settings = s
+    return tl
+
+
+# ------------------------------------------------------------------------------------------ plans
+
+def plan_mix(files: list[AudioFile], *, duration: str = "longest", match_loudness: bool = False,
+             settings: Settings | None = None, progress: ProgressFn = None) -> Timeline:
+    """Tracks start together; the output is as long as the longest/shortest/first track.
+
+    With ``match_loudness`` every track's integrated loudness is measured (streaming) and its gain is
+    adjusted so all reach the mean loudness of the non-silent tracks (recorded in ``gain_db``).
+    """
+    s = settings or Settings()
+    if not files:
+        raise UsageError("mix needs at least one input")
+    if duration not in DURATIONS:
+        raise UsageError(f"duration must be one of {', '.join(DURATIONS)}, not {duration!r}")
+    _check_settings(s, len(files))
+    sr, ch = _job_format(files, s)
+    lengths = [f.target_frames(sr) for f in files]
+    frames = {"longest": max, "shortest": min}.get(duration, lambda x: x[0])(lengths)
+    sources = []
+    for i, (f, n) in enumerate(zip(files, lengths)):
+        m = min(n, frames)
+        sources.append(_source(i, f, s, sr, start_sample=0, end_sample=m, source_frames=m))
+    if match_loudness:
+        levels = [measure_file(f, sr, ch, progress=progress) for f in files]
+        ok = [v for v in levels if math.isfinite(v)]
+        if ok:
+            ref = float(np.mean(ok))
+            for src, v in zip(sources, levels):
+                if math.isfinite(v):
+                    src.gain_db = round(src.gain_db + ref - v, 6)
+    return _timeline("mix", files, sources, frames, sr, ch, s)
+
+
+def plan_concat(files: list[AudioFile], *, crossfade: float = 0.0, curve: str = dynamics.EQUAL_POWER,
+                gap: float = 0.0, trim_silence: bool = False, settings: Settings | None = None,
+                progress: ProgressFn = None) -> Timeline:
+    """Tracks back to back. Output length = sum of lengths - crossfades + gaps, exactly.
+
+    Each junction starts the next track ``gap - crossfade`` seconds after the end of the previous one;
+    a crossfade fades the previous track out and the next in over the same samples (``curve``).
+    ``trim_silence`` first cuts each track's leading and trailing samples below -60 dBFS.
+    """
+    s = settings or Settings()
+    if not files:
+        raise UsageError("concat needs at least one input")
+    if curve not in dynamics.CURVES:
+        raise UsageError(f"curve must be one of {', '.join(dynamics.CURVES)}, not {curve!r}")
+    crossfade = _seconds("crossfade", crossfade)
+    gap = _seconds("gap", gap)
+    _check_settings(s, len(files))
+    sr, ch = _job_format(files, s)
+    x = int(round(crossfade * sr))
+    g = int(round(gap * sr))
+    spans = []
+    for f in files:
+        if trim_silence:
+            spans.append(silence_bounds(f, sr, ch, progress=progress))
+        else:
+            spans.append((0, f.target_frames(sr)))
+    n_files = len(files)
+    for i, (f, (off, n)) in enumerate(zip(files, spans)):
+        ends = (i > 0) + (i < n_files - 1)  # crossfaded ends of this track
+        if x and ends and x * ends > n:
+            what = "half the length of" if ends == 2 and x <= n else "longer than"
+            raise UsageError(f"crossfade {crossfade:g} s is {what} the track ({n / sr:.3f} s"
+                             f"{' after trimming silence' if trim_silence else ''})", path=f.path,
+                             hint="use a shorter --crossfade" + (" (a middle track is crossfaded at both ends)"
+                                                                 if ends == 2 else ""))
+    sources = []
+    pos = 0
+    for i, (f, (off, n)) in enumerate(zip(files, spans)):
+        fi = crossfade if (x and i > 0) else 0.0
+        fo = crossfade if (x and i < n_files - 1) else 0.0
+        sources.append(_source(i, f, s, sr, start_sample=pos, end_sample=pos + n, source_frames=n,
+                               offset_sample=off, fade_in=x / sr if fi else 0.0, fade_out=x / sr if fo else 0.0,
+                               fade_curve=curve))
+        pos += n
+        if i < n_files - 1:
+            pos += g - x
+    frames = max([src.end_sample for src in sources] + [0])
+    return _timeline("concat", files, sources, frames, sr, ch, s)
+
+
+def plan_overlay(base: AudioFile, top: AudioFile, *, at: float = 0.0, loop: bool = False,
+                 duck_db: float | None = None, settings: Settings | None = None,
+                 attack: float = 0.01, release: float = 0.25) -> Timeline:
+    """TOP laid over BASE from ``at`` seconds (sample round(at * rate)).
+
+    ``loop`` repeats TOP to the end of BASE (at least once). ``duck_db`` lowers BASE by that many dB
+    while TOP sounds. The output extends past BASE when TOP does. An offset past the end of BASE is an
+    error.
+    """
+    s = settings or Settings()
+    at = _seconds("offset (--at)", at)
+    if duck_db is not None:
+        duck_db = abs(_check_number("duck", duck_db, -120.0, 120.0, "dB"))
+    _check_settings(s, 2)
+    sr, ch = _job_format([base, top], s)
+    nb, nt = base.target_frames(sr), top.target_frames(sr)
+    start = int(round(at * sr))
+    if start > nb:
+        raise UsageError(f"offset {at:g} s is past the end of the base track ({nb / sr:.3f} s)", path=base.path,
+                         hint="use an --at within the base track")
+    end = max(nb, start + nt) if loop else start + nt
+    b = _source(0, base, s, sr, start_sample=0, end_sample=nb, source_frames=nb)
+    t = _source(1, top, s, sr, start_sample=start, end_sample=end, source_frames=nt, loop=bool(loop))
+    if duck_db:
+        b.duck = Duck(db=duck_db, by=1, attack=attack, release=release)
+    return _timeline("overlay", [base, top], [b, t], max(nb, end), sr, ch, s)
+
+
+# ------------------------------------------------------------------------------------------ scans
+
+def measure_file(f: AudioFile, sample_rate: int, channels: int, *, progress: ProgressFn = None) -> float:
+    """Integrated loudness (LUFS, -inf for silence) of one input at the job's rate and channels."""
+    m = LoudnessMeter(sample_rate, channels)
+    total = f.target_frames(sample_rate)
+    done = 0
+    for b in f.blocks(sample_rate=sample_rate, channels=channels, blocksize=BLOCK):
+        m.add(b)
+        done += len(b)
+        report(progress, "measure", done, total)
+    return m.integrated()
+
+
+def silence_bounds(f: AudioFile, sample_rate: int, channels: int, *, threshold_db: float = TRIM_DB,
+                   progress: ProgressFn = None) -> tuple[int, int]:
+    """(offset, frames) of the part of ``f`` between its first and last sample above ``threshold_db``."""
+    thr = 10.0 ** (threshold_db / 20.0)
+    first = last = -1
+    pos = 0
+    total = f.target_frames(sample_rate)
+    for b in f.blocks(sample_rate=sample_rate, channels=channels, blocksize=BLOCK):
+        loud = np.flatnonzero((np.abs(b) > thr).any(axis=1))
+        if len(loud):
+            if first < 0:
+                first = pos + int(loud[0])
+            last = pos + int(loud[-1])
+        pos += len(b)
+        report(progress, "scan", pos, total)
+    if first < 0:
+        return 0, 0
+    return first, last + 1 - first
+
+
+# ------------------------------------------------------------------------------------------ engine
+
+class _Reader:
+    """A source's samples as placed: ``take(n)`` returns the next n frames (looping if asked)."""
+
+    def __init__(self, f: AudioFile, src: Source, sr: int, ch: int):
+        self.f, self.src, self.sr, self.ch = f, src, sr, ch
+        self._it: Iterator[np.ndarray] | None = None
+        self._buf: np.ndarray | None = None
+        self._left = 0  # frames left in the current pass over the segment
+
+    def _restart(self) -> None:
+        self.close()
+        self._it = _prefetch(self.f.blocks(sample_rate=self.sr, channels=self.ch, start=self.src.offset_sample,
+                                           frames=self.src.source_frames, blocksize=BLOCK))
+        self._left = self.src.source_frames
+
+    def close(self) -> None:
+        if self._it is not None:
+            self._it.close()
+
+    def take(self, n: int) -> np.ndarray:
+        parts = []
+        while n > 0:
+            if self._buf is None or len(self._buf) == 0:
+                if self._left == 0:
+                    if self._it is not None and not self.src.loop or self.src.source_frames == 0:
+                        parts.append(np.zeros((n, self.ch), np.float32))
+                        break
+                    self._restart()
+                self._buf = next(self._it)
+                self._left -= len(self._buf)
+            k = min(n, len(self._buf))
+            parts.append(self._buf[:k])
+            self._buf = self._buf[k:]
+            n -= k
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+_DONE = object()
+
+
+def _prefetch(it: Iterator[np.ndarray], depth: int = 2) -> Iterator[np.ndarray]:
+    """Run a block iterator on its own thread, ``depth`` blocks ahead: inputs decode in parallel with
+    each other and with mixing and writing (libsndfile, soxr and numpy release the GIL)."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def work() -> None:
+        try:
+            for b in it:
+                while not stop.is_set():
+                    try:
+                        q.put(b, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    break
+            item = _DONE
+        except BaseException as e:  # handed to the consumer
+            item = e
+        finally:
+            it.close()
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    t = threading.Thread(target=work, name="avmix-read", daemon=True)
+    t.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        t.join()
+
+
+class _Engine:
+    """Produces the output (or selected sources' contributions) block by block, before the limiter."""
+
+    def __init__(self, tl: Timeline, files: Sequence[AudioFile] | None = None):
+        self.tl = tl
+        if files is None:
+            files = getattr(tl, "_files", None)
+        if files is None or len(files) != len(tl.sources):
+            files = [open_audio(s.path) for s in tl.sources]
+        self.files = list(files)
+        sr = tl.sample_rate
+        self.fades = [(int(round(s.fade_in * sr)), int(round(s.fade_out * sr))) for s in tl.sources]
+        self.master_fades = (int(round(tl.fade_in * sr)), int(round(tl.fade_out * sr)))
+
+    def blocks(self, *, only: int | None = None, master_gain_db: float = 0.0,
+               blocksize: int = BLOCK) -> Iterator[np.ndarray]:
+        """float32 (n, channels) blocks covering the whole output: the mix, or source ``only`` alone."""
+        tl, sr, ch = self.tl, self.tl.sample_rate, self.tl.channels
+        srcs = tl.sources
+        wanted = set(range(len(srcs))) if only is None else {only}
+        for i in list(wanted):  # ducked sources need their sidechain
+            if srcs[i].duck is not None:
+                wanted.add(srcs[i].duck.by)
+        readers = {i: _Reader(self.files[i], srcs[i], sr, ch) for i in wanted}
+        duckers = {i: dynamics.Ducker(sr, srcs[i].duck.db, attack=srcs[i].duck.attack,
+                                      release=srcs[i].duck.release, threshold_db=srcs[i].duck.threshold_db)
+                   for i in wanted if srcs[i].duck is not None}
+        order = sorted(wanted, key=lambda i: srcs[i].duck is not None)  # sidechains first
+        master = 10.0 ** (master_gain_db / 20.0)
+        try:
+            for pos in range(0, tl.frames, blocksize):
+                n = min(blocksize, tl.frames - pos)
+                out = np.empty((n, ch), np.float32)
+                fresh = True  # out holds no samples yet (filled by the first source or zeroed)
+                parts: dict[int, tuple[int, np.ndarray]] = {}
+                for i in order:
+                    s = srcs[i]
+                    a, b = max(pos, s.start_sample), min(pos + n, s.end_sample)
+                    if i in duckers:
+                        ctl = np.zeros((n, ch), np.float32)
+                        if s.duck.by in parts:
+                            ca, seg_c = parts[s.duck.by]
+                            ctl[ca:ca + len(seg_c)] = seg_c
+                        dg = duckers[i].gains(ctl)
+                    if b <= a:
+                        continue
+                    seg = readers[i].take(b - a)
+                    g = np.float32(10.0 ** (s.gain_db / 20.0))
+                    fi, fo = self.fades[i]
+                    fg = dynamics.fade_gains(a - s.start_sample, b - a, s.end_sample - s.start_sample, fi, fo,
+                                             s.fade_curve)
+                    if g != 1.0 or fg is not None or i in duckers:
+                        seg = seg * g
+                        if fg is not None:
+                            seg *= fg.astype(np.float32)[:, None]
+                        if i in duckers:
+                            seg *= dg[a - pos:b - pos, None]
+                    parts[i] = (a - pos, seg)
+                    if only is not None and i != only:
+                        continue
+                    if fresh and b - a == n:
+                        np.copyto(out, seg)
+                    else:
+                        if fresh:
+                            out.fill(0.0)
+                        out[a - pos:b - pos] += seg
+                    fresh = False
+                if fresh:
+                    out.fill(0.0)
+                if master != 1.0:
+                    out *= np.float32(master)
+                fi, fo = self.master_fades
+                fg = dynamics.fade_gains(pos, n, tl.frames, fi, fo, dynamics.EQUAL_POWER)
+                if fg is not None:
+                    out *= fg.astype(np.float32)[:, None]
+                yield out
+        finally:
+            for r in readers.values():
+                r.close()
+
+
+def source_blocks(timeline: Timeline, index: int, *, blocksize: int = BLOCK) -> Iterator[np.ndarray]:
+    """Source ``index`` exactly as it sits in the output: float32 (n, channels) blocks over the whole
+    output length, with gain, fades, ducking and master gain applied (not the limiter)."""
+    if not 0 <= index < len(timeline.sources):
+        raise IndexError(f"timeline has no source {index}")
+    eng = _Engine(timeline)
+    it = eng.blocks(only=index, master_gain_db=timeline.master_gain_db)
+    if blocksize == BLOCK:
+        yield from it
+        return
+    buf = np.zeros((0, timeline.channels), np.float32)
+    for b in it:
+        buf = np.concatenate([buf, b]) if len(buf) else b
+        while len(buf) >= blocksize:
+            yield buf[:blocksize]
+            buf = buf[blocksize:]
+    if len(buf):
+        yield buf
+
+
+def render(timeline: Timeline, output: str | os.PathLike, *, bit_depth: int | None = None,
+           stems_dir: str | os.PathLike | None = None, loudness: bool | None = None,
+           progress: ProgressFn = None) -> Timeline:
+    """Write the composed audio to ``output`` (atomically); fill ``master_gain_db``, ``peak_dbfs``,
+    ``lufs`` and ``output`` of the timeline and return it. Two passes when normalising.
+
+    ``loudness``: measure the output's integrated loudness into ``timeline.lufs`` (K-weighting costs
+    about as much as the whole plain mix); None = only when normalising, else ``lufs`` stays None.
+    """
+    if loudness is None:
+        s = getattr(timeline, "_settings", None)
+        loudness = s is not None and s.normalize != "none"
+    with dynamics.single_thread_blas():
+        return _render(timeline, output, bit_depth=bit_depth, stems_dir=stems_dir, loudness=loudness,
+                       progress=progress)
+
+
+def _render(timeline: Timeline, output: str | os.PathLike, *, bit_depth: int | None,
+            stems_dir: str | os.PathLike | None, loudness: bool, progress: ProgressFn) -> Timeline:
+    tl = timeline
+    s: Settings = getattr(tl, "_settings", None) or Settings()
+    eng = _Engine(tl)
+    sr, ch, total = tl.sample_rate, tl.channels, tl.frames
+    if s.normalize != "none":
+        tl.master_gain_db = _normalize_gain(eng, s, progress)
+    limiter = (dynamics.TruePeakLimiter(sr, ch, ceiling_db=tl.limit_dbtp) if tl.limit_dbtp is not None
+               else None)
+    done = 0
+    with _Measure(sr, ch, lufs=loudness) as meas, \
+            AudioWriter(output, sample_rate=sr, channels=ch, bit_depth=bit_depth, frames=total) as w:
+        for block in eng.blocks(master_gain_db=tl.master_gain_db):
+            y = limiter.process(block) if limiter else block
+            meas.add(y)
+            w.write(y)
+            done += len(block)
+            report(progress, "mix", done, total)
+        if limiter:
+            y = limiter.flush()
+            meas.add(y)
+            w.write(y)
+        peak, tl.lufs = meas.result()
+    tl.peak_dbfs = peak_dbfs(peak)
+    tl.output = os.fspath(output)
+    if stems_dir is not None:
+        write_stems(tl, stems_dir, bit_depth=bit_depth)
+    return tl
+
+
+def _normalize_gain(eng: _Engine, s: Settings, progress: ProgressFn) -> float:
+    """Pass 1: the master gain (dB) that brings the mix to the target loudness or peak."""
+    tl = eng.tl
+    done = 0
+    with _Measure(tl.sample_rate, tl.channels, lufs=s.normalize == "lufs") as meas:
+        for block in eng.blocks():
+            meas.add(block)
+            done += len(block)
+            report(progress, "measure", done, tl.frames)
+        peak, lufs = meas.result()
+    if s.normalize == "lufs":
+        level, target = lufs, (DEFAULT_LUFS if s.target is None else s.target)
+    else:
+        level, target = peak_dbfs(peak), (DEFAULT_PEAK if s.target is None else s.target)
+    if not math.isfinite(level):
+        note("the mix is silent; loudness normalisation left it unchanged")
+        return 0.0
+    return round(float(target - level), 6)
+
+
+class _Measure:
+    """Sample peak and integrated loudness of a block stream, measured on a worker thread so that
+    K-weighting overlaps reading, mixing and writing (numpy releases the GIL in the heavy parts)."""
+
+    def __init__(self, sample_rate: int, channels: int, *, lufs: bool = True):
+        self._meter = LoudnessMeter(sample_rate, channels) if lufs else None
+        self._q: queue.Queue = queue.Queue(maxsize=4)  # bounded: memory stays flat
+        self._peak = 0.0
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, name="avmix-measure", daemon=True)
+
+    def __enter__(self) -> "_Measure":
+        self._thread.start()
+        return self
+
+    def _work(self) -> None:
+        while (b := self._q.get()) is not None:
+            if self._error is not None:
+                continue
+            try:
+                if len(b):
+                    self._peak = max(self._peak, float(b.max()), -float(b.min()))
+                    if self._meter is not None:
+                        self._meter.add(b)
+            except BaseException as e:  # re-raised in the caller's thread by result()
+                self._error = e
+
+    def add(self, block: np.ndarray) -> None:
+        self._q.put(block)  # the block is never modified afterwards, so no copy
+
+    def result(self) -> tuple[float, float | None]:
+        """(linear sample peak, LUFS or None); waits for the worker."""
+        self._stop()
+        if self._error is not None:
+            raise self._error
+        return self._peak, (self._meter.integrated() if self._meter is not None else None)
+
+    def _stop(self) -> None:
+        if self._thread.is_alive():
+            self._q.put(None)
+            self._thread.join()
+
+    def __exit__(self, *exc) -> None:
+        self._stop()
+
+
+def write_stems(tl: Timeline, stems_dir: str | os.PathLike, *, bit_depth: int | None = None) -> list[Path]:
+    """Write every source as it sits in the output to ``stems_dir/NN-label.wav``."""
+    d = Path(stems_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    out = []
+    for s in tl.sources:
+        name = re.sub(r"[^A-Za-z0-9._-]+", "_", s.label).strip("._") or "track"
+        p = d / f"{s.index:02d}-{name}.wav"
+        with AudioWriter(p, sample_rate=tl.sample_rate, channels=tl.channels, bit_depth=bit_depth,
+                         frames=tl.frames) as w:
+            for b in source_blocks(tl, s.index):
+                w.write(b)
+        out.append(p)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ entry points
+
+def _settings(kw: dict) -> Settings:
+    names = set(Settings.__dataclass_fields__)
+    unknown = set(kw) - names
+    if unknown:
+        raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
+    s = Settings(**kw)
+    s.gains = [float(g) for g in (s.gains or [])]
+    s.labels = [str(x) for x in (s.labels or [])]
+    return s
+
+
+def _run(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, plan, *,
+         bit_depth: int | None, overwrite: bool, timeline_path: str | os.PathLike | None,
+         loudness: bool | None, progress: ProgressFn) -> Timeline:
+    names = [os.fspath(p) for p in inputs]
+    for p in names:
+        paths.check_input(p)
+    paths.check_output(output, names, overwrite=overwrite)
+    if timeline_path is not None:
+        paths.check_output(timeline_path, names + [os.fspath(output)], overwrite=True)
+    files = [open_audio(p) for p in names]
+    tl = plan(files)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:  # hash while rendering
+        hashes = pool.submit(lambda: [file_hash(f.local_path) for f in files])
+        render(tl, output, bit_depth=bit_depth, loudness=loudness, progress=progress)
+        for src, h in zip(tl.sources, hashes.result()):
+            src.hash = h
+    side = timeline_path if timeline_path is not None else (
+        None if os.fspath(output) == paths.STDIO else paths.sidecar(output))
+    if side is not None:
+        tl.save(side)
+    return tl
+
+
+def mix(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, *, duration: str = "longest",
+        match_loudness: bool = False, bit_depth: int | None = None, overwrite: bool = False,
+        timeline_path: str | os.PathLike | None = None, loudness: bool | None = None,
+        progress: ProgressFn = None, **settings) -> Timeline:
+    """Mix ``inputs`` (starting together) into ``output``; write ``OUTPUT.timeline.json``; return the Timeline.
+
+    ``settings`` are :class:`Settings` fields (gains, normalize, target, limit, ceiling, fade_in, ...).
+    """
+    s = _settings(settings)
+    return _run(inputs, output, lambda fs: plan_mix(fs, duration=duration, match_loudness=match_loudness,
+                                                    settings=s, progress=progress),
+                bit_depth=bit_depth, overwrite=overwrite, timeline_path=timeline_path, loudness=loudness,
+                progress=progress)
+
+
+def concat(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, *, crossfade: float = 0.0,
+           curve: str = dynamics.EQUAL_POWER, gap: float = 0.0, trim_silence: bool = False,
+           bit_depth: int | None = None, overwrite: bool = False, timeline_path: str | os.PathLike | None = None,
+           loudness: bool | None = None, progress: ProgressFn = None, **settings) -> Timeline:
+    """Join ``inputs`` back to back into ``output`` (crossfade or gap seconds between them)."""
+    s = _settings(settings)
+    _seconds("crossfade", crossfade)
+    _seconds("gap", gap)
+    return _run(inputs, output,
+                lambda fs: plan_concat(fs, crossfade=crossfade, curve=curve, gap=gap, trim_silence=trim_silence,
+                                       settings=s, progress=progress),
+                bit_depth=bit_depth, overwrite=overwrite, timeline_path=timeline_path, loudness=loudness,
+                progress=progress)
+
+
+def overlay(base: str | os.PathLike, top: str | os.PathLike, output: str | os.PathLike, *, at: float = 0.0,
+            loop: bool = False, duck: float | None = None, bit_depth: int | None = None, overwrite: bool = False,
+            timeline_path: str | os.PathLike | None = None, loudness: bool | None = None,
+            progress: ProgressFn = None, **settings) -> Timeline:
+    """Lay ``top`` over ``base`` from ``at`` seconds into ``output`` (``duck`` dB lowers base under top)."""
+    s = _settings(settings)
+    _seconds("offset (--at)", at)
+    return _run([base, top], output,
+                lambda fs: plan_overlay(fs[0], fs[1], at=at, loop=loop, duck_db=duck, settings=s),
+                bit_depth=bit_depth, overwrite=overwrite, timeline_path=timeline_path, loudness=loudness,
+                progress=progress)

@@ -1,0 +1,167 @@
+"""The mux stage: put a video and an audio track into one file, fitted to one length.
+
+``fit="audio"`` (default) makes the result as long as the audio: a longer video is cut; a shorter one
+has its last frame held (``tpad=stop_mode=clone``) when it covers at least half of the audio, and is
+looped from the start (``-stream_loop -1``) when it covers less (a short clip held for most of the
+audio would look frozen). ``fit="video"`` pads the audio with silence (``apad``) or cuts it to the
+video's length; ``fit="shortest"`` cuts both to the shorter one. A still image (png, jpg) counts as a
+one-frame video, so ``render cover.png song.wav`` makes a video of the picture for the whole song.
+
+Containers by extension: .mp4/.m4v/.mov/.mkv get H.264 yuv420p + AAC (mp4/mov with ``+faststart``),
+.webm gets VP9 + Opus. When the video already is H.264 yuv420p of the right length, it is copied
+(no re-encode). Output is written to a temporary file beside the target and renamed into place.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import ffmpeg as ffmpeg_python  # ffmpeg-python, only used to build the command line
+
+from avmix import ffmpeg, paths
+from avmix.errors import InputError, UsageError
+from avmix.progress import ProgressFn, report
+
+FITS = ("audio", "video", "shortest")
+LOOP_BELOW = 0.5  # loop the video instead of holding its last frame when it covers < this of the audio
+DEFAULT_FPS = 25.0  # when the video's rate is unknown
+MUX_TIMEOUT = 6 * 3600.0  # seconds; a mux of hours of video is still bounded
+
+# extension -> (ffmpeg format, video codec, audio codec)
+CONTAINERS = {
+    ".mp4": ("mp4", "libx264", "aac"),
+    ".m4v": ("mp4", "libx264", "aac"),
+    ".mov": ("mov", "libx264", "aac"),
+    ".mkv": ("matroska", "libx264", "aac"),
+    ".webm": ("webm", "libvpx-vp9", "libopus"),
+}
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+
+
+def container(output: str | os.PathLike) -> tuple[str, str, str]:
+    """(format, video codec, audio codec) for an output name; UsageError for an unknown extension."""
+    ext = Path(output).suffix.lower()
+    if ext not in CONTAINERS:
+        raise UsageError(f"unknown video container {ext or '(no extension)'!r}", path=output,
+                         hint="use one of " + ", ".join(CONTAINERS))
+    return CONTAINERS[ext]
+
+
+def check_options(*, fit: str = "audio", crf: int = 18, preset: str = "veryfast", audio_bitrate: str = "192k") -> None:
+    """UsageError for a bad fit, CRF, x264 preset or bitrate (callers check before doing any work)."""
+    if fit not in FITS:
+        raise UsageError(f"unknown --fit {fit!r}", hint="use audio, video or shortest")
+    if not isinstance(crf, int) or not 0 <= crf <= 51:
+        raise UsageError(f"--crf {crf} out of range 0..51")
+    if preset not in X264_PRESETS:
+        raise UsageError(f"unknown --preset {preset!r}", hint="use one of " + ", ".join(X264_PRESETS))
+    if not re.fullmatch(r"\d+(\.\d+)?[kKmM]?", str(audio_bitrate)):
+        raise UsageError(f"bad --audio-bitrate {audio_bitrate!r}", hint="e.g. 192k")
+
+
+def audio_duration(path: str | os.PathLike, info: ffmpeg.MediaInfo | None = None) -> float:
+    """Exact duration of an audio file in seconds (sample count for wav/flac, else ffmpeg's header)."""
+    try:
+        import soundfile
+
+        si = soundfile.info(os.fspath(path))
+        if si.frames > 0 and si.samplerate > 0:
+            return si.frames / si.samplerate
+    except Exception:  # not a libsndfile format: ask ffmpeg
+        pass
+    info = info or ffmpeg.probe(path)
+    if not info.duration:
+        raise InputError("cannot tell the audio's duration", path=path)
+    return info.duration
+
+
+def _vp9_options(crf: int, preset: str) -> dict:
+    # VP9's quality scale is wider than x264's: crf 18 (x264) looks about like 31 (VP9).
+    fast = X264_PRESETS.index(preset) <= X264_PRESETS.index("fast")
+    return {"crf": min(63, round(crf * 1.7)), "b:v": 0, "row-mt": 1,
+            "deadline": "realtime" if fast else "good", "cpu-used": 8 if fast else 2}
+
+
+def render(video: str | os.PathLike, audio: str | os.PathLike, output: str | os.PathLike, *,
+           fit: str = "audio", crf: int = 18, preset: str = "veryfast", audio_bitrate: str = "192k",
+           overwrite: bool = False, progress: ProgressFn = None) -> dict:
+    """Mux ``video`` (its first video stream) with ``audio`` (its first audio stream) into ``output``.
+
+    Returns ``{"output", "duration" (s), "fit", "video_copied", "video_codec", "audio_codec",
+    "width", "height", "fps", "method" ("cut"|"hold"|"loop"|"as-is")}``.
+    """
+    check_options(fit=fit, crf=crf, preset=preset, audio_bitrate=audio_bitrate)
+    fmt, vcodec, acodec = container(output)
+    video, audio = paths.check_input(video), paths.check_input(audio)
+    out = paths.check_output(output, [video, audio], overwrite=overwrite)
+
+    vinfo = ffmpeg.probe(video)
+    if vinfo.video is None:
+        raise InputError("has no video stream", path=video, hint="give a video file as the first input")
+    ainfo = ffmpeg.probe(audio)
+    if ainfo.audio is None:
+        raise InputError("has no audio stream", path=audio)
+    fps = vinfo.video.fps or DEFAULT_FPS
+    # a still image has no duration: it is one frame, looped to the length needed
+    dv = vinfo.duration or 1.0 / fps
+    da = audio_duration(audio, ainfo)
+    target = {"audio": da, "video": dv, "shortest": min(da, dv)}[fit]
+    frame = 1.0 / fps
+
+    vin_opts: dict = {}
+    method = "as-is" if abs(dv - target) < frame else ("cut" if dv > target else "hold")
+    if method == "hold" and dv < LOOP_BELOW * target:
+        method = "loop"
+        vin_opts["stream_loop"] = -1
+    vin = ffmpeg_python.input(ffmpeg.url(video), **vin_opts)
+    ain = ffmpeg_python.input(ffmpeg.url(audio))
+
+    stream_line = next((s for s in vinfo.streams if "Video:" in s), "")
+    copy = (vcodec == "libx264" and vinfo.video.codec == "h264" and "yuv420p" in stream_line
+            and method == "as-is")
+    v = vin["v:0"]
+    if not copy:
+        if method == "hold":
+            v = v.filter("tpad", stop_mode="clone", stop_duration=f"{target - dv + 2 * frame:.6f}")
+        if vinfo.video.width % 2 or vinfo.video.height % 2:  # yuv420p needs even sizes
+            v = v.filter("scale", "trunc(iw/2)*2", "trunc(ih/2)*2")
+    a = ain["a:0"]
+    if da < target:
+        a = a.filter("apad")
+
+    opts: dict = {"f": fmt, "t": f"{target:.6f}", "acodec": acodec, "b:a": audio_bitrate}
+    if copy:
+        opts["vcodec"] = "copy"
+    elif vcodec == "libx264":
+        opts.update(vcodec="libx264", pix_fmt="yuv420p", crf=crf, preset=preset)
+    else:
+        opts.update(vcodec=vcodec, pix_fmt="yuv420p", **_vp9_options(crf, preset))
+    if fmt in ("mp4", "mov"):
+        opts["movflags"] = "+faststart"
+
+    with paths.atomic_path(out) as tmp:
+        args = ffmpeg_python.output(v, a, ffmpeg.url(tmp), **opts).global_args(
+            "-nostats", "-progress", "pipe:1").get_args()
+        _run_with_progress(args, target, progress)
+    return {"output": os.fspath(out), "duration": target, "fit": fit, "video_copied": copy,
+            "video_codec": "h264" if copy else vcodec, "audio_codec": acodec, "method": method,
+            "width": vinfo.video.width - vinfo.video.width % 2,
+            "height": vinfo.video.height - vinfo.video.height % 2, "fps": fps}
+
+
+def _run_with_progress(args: list[str], total: float, progress: ProgressFn) -> None:
+    """Run ffmpeg, turning its ``-progress`` lines (out_time_us) into progress('mux', s, total)."""
+    proc = ffmpeg.popen(args, stdout=subprocess.PIPE)
+    try:
+        report(progress, "mux", 0.0, total)
+        for raw in proc.stdout:
+            key, _, value = raw.decode("ascii", "replace").strip().partition("=")
+            if key == "out_time_us" and value.isdigit():
+                report(progress, "mux", min(total, int(value) / 1e6), total)
+        ffmpeg.finish(proc, what="mux", timeout=MUX_TIMEOUT)
+    except BaseException:
+        ffmpeg.kill(proc)
+        raise
+    report(progress, "mux", total, total)

@@ -1,0 +1,437 @@
+"""``generate``: compose -> analyze -> video -> mux, through files in a work directory, with a cache.
+
+Work directory files: audio.wav (32-bit float, so stems sum to it exactly), timeline.json,
+analysis.json, video.mp4 (silent) and manifest.json (see :mod:`avmix.manifest`). Every stage writes
+its files atomically, and the manifest records a stage only once its files are complete, so Ctrl-C or
+SIGTERM at any moment leaves a work directory the next run resumes from, and never a partial output.
+
+Without ``workdir`` the work directory is ``.OUT.avmix-work`` beside the output (same file system, and
+found again by a rerun after an interruption); it is removed after success unless ``keep``.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from avmix import mux, paths
+from avmix.errors import OutputError, UsageError
+from avmix.manifest import MANIFEST, Manifest, key, versions
+from avmix.progress import ProgressFn, note, report
+from avmix.timeline import Analysis, Timeline, file_hash
+
+AUDIO, TIMELINE, ANALYSIS, VIDEO = "audio.wav", "timeline.json", "analysis.json", "video.mp4"
+WORK_FILES = (AUDIO, TIMELINE, ANALYSIS, VIDEO, MANIFEST)
+WORK_BIT_DEPTH = 32  # float: the work audio is exact, stems sum to it
+MODES = ("mix", "concat", "overlay")
+BACKENDS = ("auto", "procedural", "diffusion")
+FPS_MIN, FPS_MAX = 1, 120
+SIDE_MIN, SIDE_MAX = 16, 7680
+
+
+def parse_size(size: str | Sequence[int]) -> tuple[int, int]:
+    """``"1280x720"`` or ``(1280, 720)`` -> (width, height); both even and in 16..7680."""
+    if isinstance(size, str):
+        m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", size)
+        if not m:
+            raise UsageError(f"bad --size {size!r}", hint="use WIDTHxHEIGHT, e.g. 1280x720")
+        w, h = int(m.group(1)), int(m.group(2))
+    else:
+        try:
+            w, h = (int(v) for v in size)
+        except (TypeError, ValueError):
+            raise UsageError(f"bad --size {size!r}", hint="use WIDTHxHEIGHT, e.g. 1280x720") from None
+    for name, v in (("width", w), ("height", h)):
+        if not SIDE_MIN <= v <= SIDE_MAX:
+            raise UsageError(f"--size {name} {v} out of range {SIDE_MIN}..{SIDE_MAX}")
+        if v % 2:
+            raise UsageError(f"--size {name} {v} is odd", hint="H.264 (yuv420p) needs even sizes")
+    return w, h
+
+
+def label_from_name(path: str | os.PathLike) -> str:
+    """'dog_barking-01.wav' -> 'dog barking 01'."""
+    return re.sub(r"[\s_\-.]+", " ", Path(path).stem).strip() or Path(path).name
+
+
+def choose_backend(backend: str, model: str | None) -> tuple[str, str]:
+    """(backend, reason). auto: diffusion only when a model is configured and usable here."""
+    if backend == "procedural":
+        return "procedural", "requested with --backend procedural"
+    if backend == "diffusion":
+        if not model:
+            raise UsageError("--backend diffusion needs a model", hint="pass --model ID_OR_DIR or set AVMIX_MODEL")
+        return "diffusion", f"requested with --backend diffusion (model {model})"
+    if not model:
+        return "procedural", "no diffusion model configured; pass --model or set AVMIX_MODEL"
+    from avmix.video import diffusion  # only now: it may pull in torch
+
+    ok, why = diffusion.available(model)
+    if ok:
+        return "diffusion", f"model {model} is configured and usable ({why})"
+    return "procedural", f"model {model} is configured but not usable here ({why})"
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """During generate, SIGTERM raises KeyboardInterrupt so the same clean-up as Ctrl-C runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _raise(signum, frame):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, _raise)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+@contextlib.contextmanager
+def _locked(workdir: Path) -> Iterator[None]:
+    """One run per work directory at a time."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    with open(workdir / ".lock", "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise OutputError("work directory is in use by another avmix run", path=workdir) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _workdir(workdir: str | os.PathLike | None, output: Path, inputs: list[Path]) -> tuple[Path, bool]:
+    """(work directory, whether it is ours to remove); refuses a non-empty directory that is not one."""
+    default = workdir is None
+    work = output.with_name(f".{output.name}.avmix-work") if default else Path(workdir)
+    if work.exists() and not work.is_dir():
+        raise UsageError("work directory is not a directory", path=work)
+    if work.is_dir() and not (work / MANIFEST).exists() and any(p.name != ".lock" for p in work.iterdir()):
+        raise UsageError("not empty and not an avmix work directory (no manifest.json)", path=work,
+                         hint="give a new or empty --workdir")
+    for p in inputs:
+        for name in WORK_FILES:
+            if os.path.abspath(p) == os.path.abspath(work / name):
+                raise UsageError("an input is a file of the work directory; use another --workdir", path=p)
+    try:
+        work.mkdir(parents=not default, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot create the work directory ({e.strerror})", path=work) from None
+    return work, default
+
+
+def _check_compose(n: int, *, labels: list[str], gains, normalize: str, target, limit: bool, ceiling: float,
+                   fade_in: float, fade_out: float, sample_rate, channels, duration: str, curve: str,
+                   crossfade: float, gap: float, at: float, duck: float | None) -> float | None:
+    """The audio commands' checks (UsageError before any work); returns --duck as a positive dB value."""
+    from avmix.commands import common as c
+
+    c.audio_settings(max(n, 1), gain=list(gains or []), normalize=normalize, target=target, limit=limit,
+                     ceiling=ceiling, fade_in=fade_in, fade_out=fade_out, sample_rate=sample_rate,
+                     channels=channels, label=labels)
+    if duration not in ("longest", "shortest", "first"):
+        raise UsageError(f"unknown --duration {duration!r}", hint="use longest, shortest or first")
+    if curve not in ("equal-power", "linear"):
+        raise UsageError(f"unknown --curve {curve!r}", hint="use equal-power or linear")
+    for name, value in (("--crossfade", crossfade), ("--gap", gap), ("--at", at)):
+        c.check_seconds(name, value)
+    if crossfade > 0 and gap > 0:
+        raise UsageError("--crossfade and --gap cannot be combined")
+    if duck is not None:
+        c.check_number("--duck", abs(duck), 0.0, 60.0, unit="dB")
+        duck = abs(duck)
+    return duck
+
+
+class _Stages:
+    """Runs or reuses cached stages, keeping timings and the manifest up to date."""
+
+    def __init__(self, manifest: Manifest, *, no_cache: bool, progress: ProgressFn):
+        self.manifest, self.no_cache, self.progress = manifest, no_cache, progress
+        self.timings: dict[str, float] = {}
+        self.reused: list[str] = []
+
+    def run(self, name: str, stage_key: str, depends: dict, outputs: list[str], fn) -> dict | None:
+        m = self.manifest
+        if not self.no_cache and m.fresh(name, stage_key):
+            m.mark_reused(name)
+            self.timings[name] = 0.0
+            self.reused.append(name)
+            report(self.progress, name, 1, 1)
+            return m.stages[name].get("info")
+        m.invalidate(name)
+        t = time.perf_counter()
+        info = fn()
+        seconds = time.perf_counter() - t
+        m.record(name, stage_key, depends=depends, outputs=outputs, seconds=seconds, info=info)
+        self.timings[name] = round(seconds, 4)
+        return info
+
+
+def generate(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode: str = "mix",
+             labels: Sequence[str] | None = None, fps: float = 30, size: str | Sequence[int] = (1280, 720),
+             seed: int = 0, backend: str = "auto", model: str | None = None, device: str = "auto",
+             offload: bool = False, prompt: str = "", negative_prompt: str = "", steps: int | None = None,
+             guidance: float | None = None, tagger: str | None = None, captions: bool = False,
+             workdir: str | os.PathLike | None = None, keep: bool = False, preview: str | os.PathLike | None = None,
+             stems: str | os.PathLike | None = None, overwrite: bool = False, no_cache: bool = False,
+             # compose options, as for the audio commands
+             gains: Sequence[float] | None = None, duration: str = "longest", match_loudness: bool = False,
+             crossfade: float = 0.0, curve: str = "equal-power", gap: float = 0.0, trim_silence: bool = False,
+             at: float = 0.0, loop: bool = False, duck: float | None = None, normalize: str = "none",
+             target: float | None = None, limit: bool = True, ceiling: float = -1.0, fade_in: float = 0.0,
+             fade_out: float = 0.0, sample_rate: int | None = None, channels: int | None = None,
+             # muxing
+             crf: int = 18, preset: str = "veryfast",
+             progress: ProgressFn = None, quiet: bool = True) -> dict:
+    """Compose ``inputs``, analyse, render a video and mux it into ``output``.
+
+    Returns ``{"output", "duration" (s), "backend", "backend_reason", "workdir" (None once removed),
+    "timings" {stage: s}, "reused" [stages taken from the cache], "preview", "stems"}``.
+    """
+    # -- check everything before any work
+    inputs = [Path(p) for p in inputs]
+    if not inputs:
+        raise UsageError("generate needs at least one input")
+    if any(os.fspath(p) == paths.STDIO for p in inputs):
+        raise UsageError("generate reads files, not standard input", hint="save the audio to a file first")
+    if mode not in MODES:
+        raise UsageError(f"unknown --mode {mode!r}", hint="use mix, concat or overlay")
+    if backend not in BACKENDS:
+        raise UsageError(f"unknown --backend {backend!r}", hint="use auto, procedural or diffusion")
+    if not FPS_MIN <= float(fps) <= FPS_MAX:
+        raise UsageError(f"--fps {fps} out of range {FPS_MIN}..{FPS_MAX}")
+    width, height = parse_size(size)
+    for p in inputs:
+        paths.check_input(p)
+    composed = len(inputs) == 1 and paths.sidecar(inputs[0]).is_file()
+    if mode == "overlay" and len(inputs) != 2 and not composed:
+        raise UsageError(f"--mode overlay takes exactly two inputs (BASE TOP), got {len(inputs)}")
+    labels = list(labels or [])
+    duck = _check_compose(len(labels) if composed else len(inputs), labels=labels, gains=gains,
+                          normalize=normalize, target=target, limit=limit, ceiling=ceiling, fade_in=fade_in,
+                          fade_out=fade_out, sample_rate=sample_rate, channels=channels, duration=duration,
+                          curve=curve, crossfade=crossfade, gap=gap, at=at, duck=duck)
+    mux.container(output)
+    mux.check_options(crf=crf, preset=preset)
+    out = paths.check_output(output, inputs, overwrite=overwrite)
+    if preview is not None:
+        if Path(preview).suffix.lower() != ".png":
+            raise UsageError("the preview must be a .png file", path=preview)
+        paths.check_output(preview, [*inputs, out], overwrite=overwrite)
+    model = model or os.environ.get("AVMIX_MODEL") or None
+    chosen, why = choose_backend(backend, model)
+    if backend == "auto":
+        note(f"backend {chosen}: {why}", quiet=quiet)
+
+    work, ours = _workdir(workdir, out, inputs)
+    started = time.perf_counter()
+    options = dict(mode=mode, labels=labels, fps=fps, size=[width, height], seed=seed, backend=backend,
+                   model=model, device=device, offload=offload, prompt=prompt, negative_prompt=negative_prompt,
+                   steps=steps, guidance=guidance, tagger=tagger, captions=captions, gains=list(gains or []),
+                   duration=duration, match_loudness=match_loudness, crossfade=crossfade, curve=curve, gap=gap,
+                   trim_silence=trim_silence, at=at, loop=loop, duck=duck, normalize=normalize, target=target,
+                   limit=limit, ceiling=ceiling, fade_in=fade_in, fade_out=fade_out, sample_rate=sample_rate,
+                   channels=channels, crf=crf, preset=preset, preview=os.fspath(preview) if preview else None,
+                   stems=os.fspath(stems) if stems else None, no_cache=no_cache)
+    try:
+        with _sigterm_as_interrupt(), _locked(work):
+            result = _run(inputs, out, work, composed=composed, options=options, chosen=chosen, why=why,
+                          no_cache=no_cache, overwrite=overwrite, progress=progress, quiet=quiet)
+    except BaseException:
+        if (work / MANIFEST).exists():
+            note(f"work directory kept: {work} (run the same command again to resume)", quiet=quiet)
+        raise
+    result["timings"]["total"] = round(time.perf_counter() - started, 4)
+    if ours and not keep:
+        shutil.rmtree(work, ignore_errors=True)
+        result["workdir"] = None
+    return result
+
+
+def _run(inputs: list[Path], out: Path, work: Path, *, composed: bool, options: dict, chosen: str, why: str,
+         no_cache: bool, overwrite: bool, progress: ProgressFn, quiet: bool) -> dict:
+    man = Manifest.load(work)
+    hashes = [file_hash(p) for p in inputs]
+    vers = versions()
+    man.data.update(avmix=vers["avmix"], versions=vers, options=options, seed=options["seed"],
+                    inputs=[{"path": os.path.abspath(p), "hash": h, "bytes": p.stat().st_size}
+                            for p, h in zip(inputs, hashes)],
+                    backend={"name": chosen, "reason": why}, output=os.fspath(out))
+    man.save()
+    stages = _Stages(man, no_cache=no_cache, progress=progress)
+    o = options
+
+    # -- compose: audio.wav + timeline.json
+    labels = list(o["labels"])
+    if o["tagger"] and not composed and len(labels) < len(inputs):
+        from avmix.video import diffusion
+
+        tagged = diffusion.tag_labels([os.fspath(p) for p in inputs[len(labels):]], o["tagger"])
+        labels += list(tagged)
+    if not composed:
+        labels += [label_from_name(p) for p in inputs[len(labels):]]
+    compose_opts = {k: o[k] for k in ("mode", "gains", "duration", "match_loudness", "crossfade", "curve", "gap",
+                                      "trim_silence", "at", "loop", "duck", "normalize", "target", "limit",
+                                      "ceiling", "fade_in", "fade_out", "sample_rate", "channels")}
+    depends = {"inputs": [{"path": os.path.abspath(p), "hash": h} for p, h in zip(inputs, hashes)],
+               "labels": labels}
+    if composed:
+        depends["timeline"] = file_hash(paths.sidecar(inputs[0]))
+    else:
+        depends["options"] = compose_opts
+    k_compose = key("compose", depends)
+    stages.run("compose", k_compose, depends, [AUDIO, TIMELINE],
+               lambda: _compose(inputs, work, composed=composed, labels=labels, opts=compose_opts,
+                                progress=progress))
+    timeline = Timeline.load(work / TIMELINE)
+    stems = _write_stems(timeline, work, o["stems"], inputs, overwrite=overwrite, man=man) if o["stems"] else None
+
+    # -- analyze: analysis.json
+    depends = {"compose": k_compose, "fps": o["fps"]}
+    k_analyze = key("analyze", depends)
+
+    def _analyze() -> None:
+        from avmix.audio import analyze
+
+        analyze.analyze(timeline, work / AUDIO, fps=o["fps"], progress=progress).save(work / ANALYSIS)
+
+    stages.run("analyze", k_analyze, depends, [ANALYSIS], _analyze)
+    analysis = Analysis.load(work / ANALYSIS)
+
+    # -- video: video.mp4 (silent)
+    depends = {"analyze": k_analyze, "backend": chosen, "size": o["size"], "seed": o["seed"],
+               "captions": o["captions"]}
+    if chosen == "diffusion":
+        depends.update({k: o[k] for k in ("model", "device", "prompt", "negative_prompt", "steps", "guidance")})
+    video_info = stages.run("video", key("video", depends), depends, [VIDEO],
+                            lambda: _video(chosen, analysis, timeline, work, o, progress))
+
+    # -- mux: OUT (always; the video is H.264 of the right length, so it is copied, not re-encoded)
+    t = time.perf_counter()
+    muxed = mux.render(work / VIDEO, work / AUDIO, out, fit="audio", crf=o["crf"], preset=o["preset"],
+                       overwrite=overwrite, progress=progress)
+    stages.timings["mux"] = round(time.perf_counter() - t, 4)
+
+    preview = None
+    if o["preview"]:
+        t = time.perf_counter()
+        from avmix.video import preview as preview_mod
+
+        with paths.atomic_path(o["preview"]) as tmp:
+            preview_mod.contact_sheet(work / VIDEO, analysis, tmp)
+        preview = o["preview"]
+        stages.timings["preview"] = round(time.perf_counter() - t, 4)
+
+    man.data["run"] = {"timings": stages.timings, "reused": stages.reused, "mux": muxed,
+                       "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    man.data["video"] = video_info
+    man.save()
+    note(f"wrote {out} ({timeline.duration:.2f} s, backend {chosen}"
+         + (f", reused {', '.join(stages.reused)}" if stages.reused else "") + ")", quiet=quiet)
+    return {"output": os.fspath(out), "duration": timeline.duration, "backend": chosen, "backend_reason": why,
+            "workdir": os.fspath(work), "timings": dict(stages.timings), "reused": list(stages.reused),
+            "preview": preview, "stems": stems, "video_copied": muxed["video_copied"]}
+
+
+def _compose(inputs: list[Path], work: Path, *, composed: bool, labels: list[str], opts: dict,
+             progress: ProgressFn) -> None:
+    from avmix.audio import compose, io
+
+    if composed:  # one already-composed file: take its timeline, copy its audio at the timeline's format
+        timeline = Timeline.load(paths.sidecar(inputs[0]))
+        for source, label in zip(timeline.sources, labels):
+            source.label = label
+        audio = io.open_audio(inputs[0])
+        with io.AudioWriter(work / AUDIO, sample_rate=timeline.sample_rate, channels=timeline.channels,
+                            bit_depth=WORK_BIT_DEPTH, frames=timeline.frames) as w:
+            for block in audio.blocks(sample_rate=timeline.sample_rate, channels=timeline.channels,
+                                      frames=timeline.frames):
+                w.write(block)
+        timeline.output = os.fspath(work / AUDIO)
+        timeline.save(work / TIMELINE)
+        return
+    files = [io.open_audio(p) for p in inputs]
+    settings = compose.Settings(sample_rate=opts["sample_rate"], channels=opts["channels"], gains=list(opts["gains"]),
+                                normalize=opts["normalize"], target=opts["target"], limit=opts["limit"],
+                                ceiling=opts["ceiling"], fade_in=opts["fade_in"], fade_out=opts["fade_out"],
+                                labels=labels)
+    if opts["mode"] == "mix":
+        plan = compose.plan_mix(files, duration=opts["duration"], match_loudness=opts["match_loudness"],
+                                settings=settings)
+    elif opts["mode"] == "concat":
+        plan = compose.plan_concat(files, crossfade=opts["crossfade"], curve=opts["curve"], gap=opts["gap"],
+                                   trim_silence=opts["trim_silence"], settings=settings)
+    else:
+        plan = compose.plan_overlay(files[0], files[1], at=opts["at"], loop=opts["loop"], duck_db=opts["duck"],
+                                    settings=settings)
+    timeline = compose.render(plan, work / AUDIO, bit_depth=WORK_BIT_DEPTH, progress=progress)
+    timeline.save(work / TIMELINE)
+
+
+def _video(backend: str, analysis: Analysis, timeline: Timeline, work: Path, o: dict, progress: ProgressFn) -> dict:
+    width, height = o["size"]
+    if backend == "procedural":
+        from avmix.video import procedural
+
+        info = procedural.render(analysis, work / VIDEO, width=width, height=height, seed=o["seed"],
+                                 captions=o["captions"], progress=progress)
+    else:
+        from avmix.video import diffusion
+
+        info = diffusion.render(analysis, timeline, work / VIDEO, width=width, height=height, fps=o["fps"],
+                                seed=o["seed"], model=o["model"], device=o["device"], offload=o["offload"],
+                                prompt=o["prompt"], negative_prompt=o["negative_prompt"], steps=o["steps"],
+                                guidance=o["guidance"], progress=progress)
+    return dict(info or {}, backend=backend)
+
+
+def stem_name(index: int, label: str) -> str:
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", label).strip("-").lower()[:40] or "track"
+    return f"{index:02d}-{slug}.wav"
+
+
+def _write_stems(timeline: Timeline, work: Path, stems_dir: str, inputs: list[Path], *, overwrite: bool,
+                 man: Manifest) -> dict:
+    """Each source exactly as it sits in the composed audio (float WAV, full length) plus mix.wav.
+
+    Existing files are replaced with ``overwrite`` or when this work directory wrote them (a resumed run).
+    """
+    from avmix.audio import compose, io
+
+    d = Path(stems_dir)
+    if d.exists() and not d.is_dir():
+        raise OutputError("--stems must be a directory", path=d)
+    try:
+        d.mkdir(exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot create the stems directory ({e.strerror})", path=d) from None
+    names = [stem_name(i, s.label) for i, s in enumerate(timeline.sources)]
+    ours = set(man.data.get("stems_written") or [])
+    targets = [os.path.abspath(d / name) for name in names + ["mix.wav"]]
+    for t in targets:
+        paths.check_output(t, inputs, overwrite=overwrite or t in ours)
+    man.data["stems_written"] = sorted(ours | set(targets))
+    man.save()
+    for i, name in enumerate(names):
+        with io.AudioWriter(d / name, sample_rate=timeline.sample_rate, channels=timeline.channels,
+                            bit_depth=WORK_BIT_DEPTH, frames=timeline.frames) as w:
+            for block in compose.source_blocks(timeline, i):
+                w.write(block)
+    with paths.atomic_path(d / "mix.wav") as tmp:
+        shutil.copyfile(work / AUDIO, tmp)
+    return {"dir": os.fspath(d), "files": names, "mix": "mix.wav"}

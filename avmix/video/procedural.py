@@ -1,0 +1,406 @@
+"""The built-in audio-reactive renderer: one glowing element per source track over a mix-level layer.
+
+Each track owns a shape, a colour and a place. Its size, brightness and spin follow the track's
+envelope (instant attack, smooth release), it flashes and sends out a ripple on each onset, and it
+fades in and out with the track's placement in the timeline. In ``concat`` the sounding track moves to
+centre stage while the others wait as small chips along the top; in ``overlay`` the top track's element
+enters at its offset. Underneath, a scrolling band shows every track's envelope stacked in its colour
+(past on the left, what is coming on the right of the playhead), and the background breathes with the
+mix and takes the hue of what is sounding.
+
+Speed: frames are drawn in float32 as planar G, B, R at a reduced internal size (about 640x360 pixels)
+and ffmpeg upscales them inside the H.264 encode (x264 preset superfast by default); every shape is
+evaluated as a signed distance only inside its bounding box. Memory does not grow with the length.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from avmix.errors import UsageError
+from avmix.progress import ProgressFn, report
+from avmix.timeline import Analysis, TrackAnalysis
+from avmix.video.writer import VideoWriter, check_size
+
+INTERNAL_PIXELS = 640 * 360  # draw at about this many pixels; ffmpeg scales to the output size
+RELEASE_S = 0.18  # envelope release time constant
+FLASH_S = 0.12  # onset flash decay time constant
+RIPPLE_S = 0.55  # onset ripple lifetime
+PRESENCE_S = 0.3  # fade of an element in/out at its track's start/end
+BAND_WINDOW_S = 10.0  # seconds shown across the scrolling band
+STAGE_BOTTOM = 0.78  # elements live above this fraction of the height; the band below
+BG = np.array([0.018, 0.022, 0.045], np.float32)
+
+# A designed palette: saturated, evenly bright hues that read well on a dark background.
+PALETTE = [
+    (0.27, 0.80, 1.00),  # sky cyan
+    (1.00, 0.38, 0.62),  # rose
+    (1.00, 0.72, 0.30),  # amber
+    (0.55, 0.95, 0.45),  # lime
+    (0.70, 0.52, 1.00),  # violet
+    (0.30, 1.00, 0.82),  # aqua
+    (1.00, 0.50, 0.35),  # coral
+    (0.98, 0.90, 0.45),  # gold
+]
+SHAPES = ["circle", "hexagon", "diamond", "square", "triangle", "ring"]
+
+
+def track_color(i: int) -> tuple[float, float, float]:
+    """Colour (0..1 RGB) of track ``i``; shared with the preview so lanes match the video."""
+    return PALETTE[i % len(PALETTE)]
+
+
+def internal_size(width: int, height: int) -> tuple[int, int, int]:
+    """(w, h, factor): the size frames are drawn at before ffmpeg upscales them by ``factor``."""
+    f = max(1, round(math.sqrt(width * height / INTERNAL_PIXELS)))
+    return max(2, width // f), max(2, height // f), f
+
+
+# ---------------------------------------------------------------------------------------- shapes
+
+def sdf(shape: str, u: np.ndarray, v: np.ndarray, r: float) -> np.ndarray:
+    """Signed distance (px, negative inside) of ``shape`` of size ``r`` at rotated offsets ``u, v``."""
+    if shape == "circle":
+        return np.sqrt(u * u + v * v) - r
+    au, av = np.abs(u), np.abs(v)
+    if shape == "hexagon":
+        return np.maximum(av, au * 0.8660254 + av * 0.5) - r * 0.92
+    if shape == "diamond":
+        return (au + av) * 0.70710677 - r * 0.78
+    if shape == "square":  # rounded square
+        b, rr = r * 0.62, r * 0.22
+        qx, qy = au - b, av - b
+        out = np.sqrt(np.maximum(qx, 0) ** 2 + np.maximum(qy, 0) ** 2)
+        return out + np.minimum(np.maximum(qx, qy), 0) - rr
+    if shape == "triangle":
+        return np.maximum(au * 0.8660254 + v * 0.5, -v) - r * 0.55
+    if shape == "ring":
+        return np.abs(np.sqrt(u * u + v * v) - r * 0.8) - r * 0.2
+    raise ValueError(shape)
+
+
+# ---------------------------------------------------------------------------------------- layout
+
+@dataclass
+class Element:
+    index: int
+    label: str
+    color: np.ndarray  # (3,) float32
+    shape: str
+    home: tuple[float, float, float]  # x, y, radius when the track is silent / absent
+    stage: tuple[float, float, float]  # x, y, radius while the track sounds
+    start: float
+    end: float
+    phase: tuple[float, float, float, float]  # wobble phases and rates (seeded)
+    spin: float  # rad/s at full loudness, signed
+
+
+def _grid(n: int, w: float, h: float) -> list[tuple[float, float, float]]:
+    """``n`` slots (x, y, radius) filling a w x h area in centred rows."""
+    cols = max(1, min(n, round(math.sqrt(n * w / h))))
+    rows = math.ceil(n / cols)
+    cw, ch = w / cols, h / rows
+    r = 0.34 * min(cw, ch)
+    slots = []
+    for i in range(n):
+        row, col = divmod(i, cols)
+        in_row = min(cols, n - row * cols)
+        x = w / 2 + (col - (in_row - 1) / 2) * cw
+        y = (row + 0.5) * ch
+        slots.append((x, y, r))
+    return slots
+
+
+def make_layout(analysis: Analysis, w: int, h: int, seed: int) -> list[Element]:
+    rng = np.random.default_rng(seed)
+    n = len(analysis.tracks)
+    stage_h = h * STAGE_BOTTOM
+    shape_offset = int(rng.integers(len(SHAPES)))
+    elements = []
+    if analysis.mode == "concat" and n > 1:
+        chip_r = min(h * 0.035, w / n * 0.18)
+        chips = [(w * (i + 0.5) / n, h * 0.085, chip_r) for i in range(n)]
+        centre = (w / 2, stage_h * 0.56, min(stage_h * 0.30, w * 0.26))
+        places = [(c, centre) for c in chips]
+    else:
+        slots = _grid(n, w, stage_h) if n else []
+        places = [(s, s) for s in slots]
+    for i, (t, (home, stage)) in enumerate(zip(analysis.tracks, places)):
+        elements.append(Element(
+            index=t.index if t.index >= 0 else i, label=t.label, color=np.asarray(track_color(i), np.float32),
+            shape=SHAPES[(i + shape_offset) % len(SHAPES)], home=home, stage=stage,
+            start=float(t.start), end=float(t.end if t.end > t.start else analysis.duration),
+            phase=tuple(float(v) for v in rng.uniform(0, 2 * np.pi, 2)) + tuple(float(v) for v in rng.uniform(0.07, 0.19, 2)),
+            spin=float(rng.choice([-1.0, 1.0]) * rng.uniform(0.5, 1.1)),
+        ))
+    return elements
+
+
+def _smoothstep(x: float) -> float:
+    x = min(1.0, max(0.0, x))
+    return x * x * (3 - 2 * x)
+
+
+# ---------------------------------------------------------------------------------------- drawing
+
+class _TrackState:
+    """Per-track animation state advanced once per frame (release smoothing, onset pointer, spin)."""
+
+    def __init__(self, track: TrackAnalysis, fps: float):
+        self.env = np.asarray(track.envelope, np.float32)
+        self.onset_frames = np.floor(np.asarray(track.onsets, np.float64) * fps + 1e-6).astype(np.int64)
+        self.release = math.exp(-1.0 / (RELEASE_S * fps))
+        self.level = 0.0
+        self.angle = 0.0
+        self.next_onset = 0
+        self.last_onset = -10 ** 9
+
+    def step(self, k: int, fps: float, spin: float) -> None:
+        e = float(self.env[k]) if k < len(self.env) else 0.0
+        self.level = e if e > self.level else self.level * self.release + e * (1 - self.release)
+        while self.next_onset < len(self.onset_frames) and self.onset_frames[self.next_onset] <= k:
+            self.last_onset = int(self.onset_frames[self.next_onset])
+            self.next_onset += 1
+        self.angle += spin * (0.15 + self.level) / fps
+
+    def since_onset(self, k: int, fps: float) -> float:
+        return (k - self.last_onset) / fps
+
+
+PLANES = [1, 2, 0]  # frames are planar G, B, R (ffmpeg's gbrp): contiguous planes are fast in numpy
+
+
+class Painter:
+    """Draws frames of one analysis at the internal size; ``frame(k)`` returns uint8 (3, h, w) G, B, R planes."""
+
+    def __init__(self, analysis: Analysis, w: int, h: int, *, seed: int, captions: bool):
+        self.a, self.w, self.h = analysis, w, h
+        self.fps = float(analysis.fps)
+        self.elements = make_layout(analysis, w, h, seed)
+        for el in self.elements:
+            el.color = el.color[PLANES]
+        self.states = [_TrackState(t, self.fps) for t in analysis.tracks]
+        self.mix = _TrackState(analysis.mix, self.fps)
+        self.buf = np.empty((3, h, w), np.float32)
+        self.out = np.empty((3, h, w), np.uint8)
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        rad = np.sqrt(((xx - w / 2) / (w * 0.62)) ** 2 + ((yy - h * 0.42) / (h * 0.75)) ** 2)
+        self.vignette = (np.clip(1.15 - rad, 0.0, 1.0) ** 1.6).astype(np.float32)
+        rng = np.random.default_rng(seed + 7919)
+        # random rounding on the final cast: no banding in the dark gradients
+        self.dither = rng.random((3, h, w), dtype=np.float32) / 255.0
+        self.band_y0, self.band_y1 = int(h * 0.82), int(h * 0.97)
+        bh = self.band_y1 - self.band_y0
+        self.band_d = np.abs(np.arange(bh, dtype=np.float32) - (bh - 1) / 2)[:, None]
+        self.band_half = bh / 2 - 1
+        xs = np.arange(w, dtype=np.float32)
+        self.band_dt = (xs - w / 2) * (BAND_WINDOW_S / w)  # seconds from now per column
+        side = np.where(xs < w / 2, 0.62, 0.30).astype(np.float32)
+        self.band_shade = (side + 0.8 * np.exp(-((xs - w / 2) / (w * 0.012)) ** 2)).astype(np.float32)
+        self.envs = [np.asarray(t.envelope, np.float32) for t in analysis.tracks]
+        self.grid = np.arange(analysis.frames, dtype=np.float32)
+        self.captions = [_text_mask(e.label, max(9, h // 28)) for e in self.elements] if captions else None
+
+    # -- one frame
+    def frame(self, k: int) -> np.ndarray:
+        t = k / self.fps
+        for el, st in zip(self.elements, self.states):
+            st.step(k, self.fps, el.spin)
+        self.mix.step(k, self.fps, 0.0)
+        pres = [self._presence(el, t) for el in self.elements]
+        self._background(pres)
+        self._band(t)
+        for el, st, p in zip(self.elements, self.states, pres):
+            self._element(el, st, p, k, t)
+        buf = self.buf
+        np.multiply(buf, 255.0, out=buf)
+        np.minimum(buf, 255.0, out=buf)
+        self.out[...] = buf  # float -> uint8 truncates; with the dither that is random rounding
+        return self.out
+
+    def _presence(self, el: Element, t: float) -> float:
+        if t < el.start:
+            return 0.0
+        if t <= el.end:
+            return _smoothstep((t - el.start) / PRESENCE_S) if el.start > 0 else 1.0
+        return 1.0 - _smoothstep((t - el.end) / PRESENCE_S)
+
+    def _background(self, pres: list[float]) -> None:
+        tint = np.zeros(3, np.float32)
+        weight = 1e-6
+        for el, st, p in zip(self.elements, self.states, pres):
+            wgt = p * (0.25 + st.level)
+            tint += el.color * wgt
+            weight += wgt
+        tint = tint / max(weight, 1.0) * (0.05 + 0.07 * self.mix.level)
+        color = BG[PLANES] * (1.0 + 0.6 * self.mix.level) + tint
+        for c in range(3):
+            np.multiply(self.vignette, color[c], out=self.buf[c])
+        self.buf += self.dither
+
+    def _band(self, t: float) -> None:
+        if not self.envs:
+            return
+        y0, y1 = self.band_y0, self.band_y1
+        region = self.buf[:, y0:y1]
+        times = (t + self.band_dt) * self.fps - 0.5
+        n = len(self.envs)
+        scale = self.band_half / max(1.0, n ** 0.6)
+        below = np.zeros((1, self.w), np.float32)
+        cover_prev = np.clip(below - self.band_d + 0.5, 0, 1)
+        for el, env in zip(self.elements, self.envs):
+            height = np.interp(times, self.grid, env, left=0.0, right=0.0).astype(np.float32)[None, :] * scale
+            top = np.minimum(below + height, self.band_half)
+            cover = np.clip(top - self.band_d + 0.5, 0, 1)
+            alpha = (cover - cover_prev) * self.band_shade
+            # brighter at the outer edge of each layer: reads as light, not as a bar chart
+            alpha *= 0.55 + 0.45 * np.clip(1.0 - (top - self.band_d) / 3.0, 0, 1)
+            for c in range(3):
+                region[c] += alpha * el.color[c]
+            below, cover_prev = top, cover
+        mid = (y1 - y0) // 2
+        region[:, mid] += 0.05
+        xc = self.w // 2
+        region[:, :, xc - 1:xc + 1] += 0.10
+        # upcoming and past onsets as small ticks above the band, in each track's colour
+        tick_y = max(0, y0 - 5)
+        for el, st in zip(self.elements, self.states):
+            for o in self._onsets_in(st, t):
+                x = int(self.w / 2 + (o - t) * self.w / BAND_WINDOW_S)
+                if 0 <= x < self.w - 1:
+                    self.buf[:, tick_y:tick_y + 3, x:x + 2] += (el.color * (0.6 if o <= t else 0.3))[:, None, None]
+
+    def _onsets_in(self, st: _TrackState, t: float) -> np.ndarray:
+        half = BAND_WINDOW_S / 2
+        of = st.onset_frames / self.fps
+        i0, i1 = np.searchsorted(of, t - half), np.searchsorted(of, t + half)
+        return of[i0:i1]
+
+    def _element(self, el: Element, st: _TrackState, p: float, k: int, t: float) -> None:
+        (hx, hy, hr), (sx, sy, sr) = el.home, el.stage
+        moving = el.home != el.stage
+        if p <= 0.002 and not moving:
+            return
+        q = _smoothstep(p) if moving else 1.0
+        cx, cy, base = hx + (sx - hx) * q, hy + (sy - hy) * q, hr + (sr - hr) * q
+        vis = 0.35 + 0.65 * p if moving else p  # a concat chip stays visible while it waits
+        lvl = st.level * p
+        age = st.since_onset(k, self.fps)
+        flash = math.exp(-age / FLASH_S) * p if age >= 0 else 0.0
+        ph0, ph1, f0, f1 = el.phase
+        wob = base * (0.03 + 0.10 * lvl)
+        cx += wob * math.sin(2 * math.pi * f0 * t + ph0)
+        cy += wob * math.sin(2 * math.pi * f1 * t + ph1)
+        r = base * (1.0 if moving else p) * (0.55 + 0.45 * lvl + 0.14 * flash)
+        if r < 0.5:
+            return
+        ripple_r = r + base * 0.9 * (age / RIPPLE_S) if 0 <= age < RIPPLE_S and p > 0.05 else None
+        glow_w = base * (0.45 + 0.45 * lvl + 0.35 * flash)
+        half = max(r + glow_w, (ripple_r or 0) + 4) + 2
+        x0, x1 = max(0, int(cx - half)), min(self.w, int(cx + half) + 2)
+        y0, y1 = max(0, int(cy - half)), min(self.band_y0 - 8, int(cy + half) + 2)
+        if x1 <= x0 or y1 <= y0:
+            return
+        xs = np.arange(x0, x1, dtype=np.float32) - np.float32(cx)
+        ys = np.arange(y0, y1, dtype=np.float32)[:, None] - np.float32(cy)
+        if el.shape == "circle":
+            u, v = xs[None, :], ys
+        else:
+            c, s = np.float32(math.cos(st.angle)), np.float32(math.sin(st.angle))
+            u, v = xs * c + ys * s, ys * c - xs * s
+        d = sdf(el.shape, u, v, r)
+        fill = np.clip(0.5 - d / 0.8, 0, 1)  # anti-aliased over ~1 px
+        # glass: the inside brightens towards the edge, a neon rim, a soft glow outside
+        inner = fill * np.clip(1.0 + d / (0.7 * r), 0.15, 1.0)
+        rim = np.clip(1.0 - np.abs(d) / (1.2 + 0.02 * base), 0, 1)
+        glow = np.clip(1.0 - np.maximum(d, 0) / glow_w, 0, 1)
+        glow *= glow
+        inten = inner * np.float32(vis * (0.18 + 0.5 * lvl))
+        inten += rim * np.float32(vis * (0.45 + 0.55 * lvl))
+        inten += glow * np.float32(vis * (0.06 + 0.30 * lvl + 0.35 * flash))
+        if ripple_r is not None:
+            life = 1.0 - age / RIPPLE_S
+            dr = sdf(el.shape, u, v, ripple_r)
+            inten += np.clip(1.0 - np.abs(dr) / (1.0 + 2.5 * life), 0, 1) * np.float32(0.8 * life * life * p)
+        region = self.buf[:, y0:y1, x0:x1]
+        white = fill * np.float32(0.6 * flash) if flash > 0.02 else None  # the core turns white on the onset
+        for c in range(3):
+            region[c] += inten * el.color[c]
+            if white is not None:
+                region[c] += white
+        if self.captions is not None:
+            self._caption(el, cx, cy + base * 1.1 + 2, cy - base * 1.1 - 2, vis * (0.6 + 0.4 * lvl))
+
+    def _caption(self, el: Element, x: float, below: float, above: float, alpha: float) -> None:
+        mask = self.captions[self.elements.index(el)]
+        if mask is None or alpha <= 0.01:
+            return
+        mh, mw = mask.shape
+        x0, y0 = int(round(x - mw / 2)), int(round(below))
+        if y0 + mh > self.band_y0 - 8:  # no room under the element: put the label above it
+            y0 = int(round(above - mh))
+        sx0, sy0 = max(0, -x0), max(0, -y0)
+        x0c, y0c = max(0, x0), max(0, y0)
+        x1c, y1c = min(self.w, x0 + mw), min(self.h, y0 + mh)
+        if x1c <= x0c or y1c <= y0c:
+            return
+        m = mask[sy0:sy0 + (y1c - y0c), sx0:sx0 + (x1c - x0c)] * np.float32(alpha)
+        col = 0.5 * el.color + 0.5
+        for c in range(3):
+            self.buf[c, y0c:y1c, x0c:x1c] += m * col[c]
+
+
+def _text_mask(text: str, size: int) -> np.ndarray | None:
+    """Anti-aliased text as a float32 alpha mask, with Pillow's built-in font (no system fonts)."""
+    try:
+        from PIL import Image, ImageDraw, ImageFont
+    except ImportError:
+        raise UsageError("captions need Pillow", hint="pip install pillow") from None
+    text = text.strip()[:48]
+    if not text:
+        return None
+    try:
+        font = ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: fixed bitmap font
+        font = ImageFont.load_default()
+    x0, y0, x1, y1 = font.getbbox(text)
+    img = Image.new("L", (max(1, x1 - x0 + 2), max(1, y1 - y0 + 2)), 0)
+    ImageDraw.Draw(img).text((1 - x0, 1 - y0), text, fill=255, font=font)
+    return np.asarray(img, np.float32) / 255.0
+
+
+# ---------------------------------------------------------------------------------------- entry
+
+def layout_boxes(elements: list[Element], factor: float, width: int, height: int) -> list[dict]:
+    """Where each track's element lives while its track sounds, in output pixels."""
+    out = []
+    for el in elements:
+        x, y, r = el.stage
+        ext = r * 1.15
+        box = [max(0, int((x - ext) * factor)), max(0, int((y - ext) * factor)),
+               min(width, int(math.ceil((x + ext) * factor))), min(height, int(math.ceil((y + ext) * factor)))]
+        out.append({"index": el.index, "label": el.label, "box": box, "start": el.start, "end": el.end})
+    return out
+
+
+def render(analysis: Analysis, output: str | os.PathLike, *, width: int = 1280, height: int = 720, seed: int = 0,
+           captions: bool = False, progress: ProgressFn = None, crf: int = 18, preset: str = "superfast") -> dict:
+    """Render a silent H.264 video of ``analysis.frames`` frames at ``analysis.fps`` to ``output``.
+
+    Returns ``{"backend": "procedural", "layout": [{"index", "label", "box": [x0, y0, x1, y1], "start",
+    "end"}, ...]}`` with each track's element box in output pixels (for concat: its centre-stage box).
+    """
+    check_size(width, height, analysis.fps)
+    w, h, f = internal_size(width, height)
+    painter = Painter(analysis, w, h, seed=seed, captions=captions)
+    n = analysis.frames
+    with VideoWriter(output, width=width, height=height, fps=analysis.fps, crf=crf, preset=preset,
+                     src_size=(w, h), pix_fmt="gbrp") as writer:
+        for k in range(n):
+            writer.write(painter.frame(k))
+            if k % 10 == 0 or k == n - 1:
+                report(progress, "video", k + 1, n)
+    return {"backend": "procedural", "layout": layout_boxes(painter.elements, width / w, width, height)}

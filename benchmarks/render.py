@@ -1,0 +1,124 @@
+"""Video stage benchmark: `avmix generate --backend procedural` against ffmpeg's showwaves and showspectrum.
+
+    .venv/bin/python benchmarks/render.py            # 60 s of audio (and 240 s for memory flatness)
+    .venv/bin/python benchmarks/render.py --quick    # 10 s (and 40 s), one run each
+
+Every tool makes a 1280x720 30 fps H.264 (libx264, crf 18, preset veryfast, yuv420p, as
+avmix/video/writer.py) + AAC 192k MP4 with +faststart from the same stereo 48 kHz WAV, muxing
+included. Outputs are probed (duration within a frame of the audio, size, fps, an audio stream).
+Writes benchmarks/results-render.json.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+from common import DATA  # noqa: E402
+
+SIZE, FPS, CRF, PRESET = "1280x720", 30, 18, "veryfast"
+ENCODE = ["-c:v", "libx264", "-preset", PRESET, "-crf", str(CRF), "-pix_fmt", "yuv420p",
+          "-c:a", "aac", "-b:a", "192k", "-movflags", "+faststart"]
+
+
+def avmix(audio: Path, out: Path) -> list[str]:
+    return common.avmix_cmd() + ["generate", audio, "-o", out, "--backend", "procedural", "--size", SIZE,
+                                 "--fps", str(FPS), "-y"]
+
+
+def ffmpeg_viz(audio: Path, out: Path, viz: str) -> list[str]:
+    graph = f"[0:a]{viz},format=yuv420p[v]"
+    return common.ffmpeg_cmd("-i", str(audio), "-filter_complex", graph, "-map", "[v]", "-map", "0:a",
+                             *ENCODE, str(out))
+
+
+def check(path: Path, seconds: float, r: dict, *, slack: float = 1.5 / FPS) -> str:
+    """Probe an output: 1280x720, 30 fps, an audio stream, duration within ``slack`` s of the audio."""
+    from avmix import ffmpeg
+    if r["exit_codes"] != [0]:
+        return common.failed(r)
+    try:
+        info = ffmpeg.probe(path)
+    except Exception as e:  # a broken output is a failed run, whatever the error
+        return f"FAIL: cannot probe output: {e}"
+    v, problems = info.video, []
+    if v is None or (v.width, v.height) != (1280, 720) or not v.fps or abs(v.fps - FPS) > 0.01:
+        problems.append(f"video {v}")
+    if info.audio is None:
+        problems.append("no audio stream")
+    if info.duration is None or abs(info.duration - seconds) > slack:
+        problems.append(f"duration {info.duration} s")
+    r["duration_s"] = info.duration
+    return "FAIL: " + "; ".join(problems) if problems else f"ok, {info.duration:.3f} s"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="10 s of audio (40 s for memory), one run each")
+    ap.add_argument("--runs", type=int, default=None, help="runs per command (default 3, quick 1)")
+    ap.add_argument("--no-spectrum", action="store_true", help="skip the slow showspectrum peer")
+    args = ap.parse_args(argv)
+    seconds, long_seconds = (10, 40) if args.quick else (60, 240)
+    runs = args.runs or (1 if args.quick else 3)
+    audio = common.make_wav(DATA / f"render_{seconds}.wav", seconds, seed=5, peak=0.9)
+    long_audio = common.make_wav(DATA / f"render_{long_seconds}.wav", long_seconds, seed=5, peak=0.9)
+    out = DATA / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    common.warm(audio, long_audio)
+    started, env = time.time(), common.environment()  # load average before we add ours
+
+    o = {k: out / f"render_{k}.mp4" for k in ("avmix", "showwaves", "showspectrum", "avmix_long")}
+    cmds = {
+        "avmix generate procedural": avmix(audio, o["avmix"]),
+        "ffmpeg showwaves": ffmpeg_viz(audio, o["showwaves"], f"showwaves=s={SIZE}:rate={FPS}"),
+    }
+    if not args.no_spectrum:
+        cmds["ffmpeg showspectrum"] = ffmpeg_viz(audio, o["showspectrum"], f"showspectrum=s={SIZE}:slide=scroll:fps={FPS}")
+    print(f"render {seconds} s of audio at {SIZE} {FPS} fps, muxed MP4 (runs interleaved)", flush=True)
+    res = common.run_side_by_side(cmds, runs)
+    rows = []
+    for (tool, r), key in zip(res.items(), ("avmix", "showwaves", "showspectrum")):
+        # avmix promises one frame; the peers get 0.2 s (showwaves' video runs 2 frames long)
+        ok = check(o[key], seconds, r, **({} if key == "avmix" else {"slack": 0.2}))
+        rows.append({"job": f"render {seconds} s", "tool": tool, **r, "check": ok,
+                     "realtime_x": round(seconds / r["wall_s"], 2), "cmd": " ".join(map(str, cmds[tool]))})
+
+    print(f"memory: avmix generate on {long_seconds} s of audio (one run)", flush=True)
+    cmd = avmix(long_audio, o["avmix_long"])
+    (tool, r), = common.run_side_by_side({f"avmix generate {long_seconds} s": cmd}, 1).items()
+    rows.append({"job": f"render {long_seconds} s", "tool": tool, **r, "check": check(o["avmix_long"], long_seconds, r),
+                 "realtime_x": round(long_seconds / r["wall_s"], 2), "cmd": " ".join(map(str, cmd))})
+
+    base = rows[0]["wall_s"]
+    for r in rows[:len(res)]:
+        r["ratio"] = round(r["wall_s"] / base, 2)
+    av, waves, av_long = rows[0], rows[1], rows[-1]
+    fine = not av["check"].startswith("FAIL") and not av_long["check"].startswith("FAIL")
+    goals = {
+        f"avmix >= 3x real time ({seconds} s in <= {seconds / 3:.0f} s)": fine and av["wall_s"] <= seconds / 3,
+        "avmix <= ffmpeg showwaves": fine and av["wall_s"] <= waves["wall_s"],
+        f"peak memory flat ({long_seconds} s <= {seconds} s + 10%)": fine and av_long["peak_mb"] <= av["peak_mb"] * 1.1,
+        "all outputs checked ok": not any(r["check"].startswith("FAIL") for r in rows),
+    }
+    print()
+    print(common.table(rows))
+    print("(x avmix = tool wall time / avmix wall time; peak MB = largest of single-process maxrss and "
+          "the summed RSS of the process tree)")
+    print()
+    for name, ok in goals.items():
+        print(f"{'PASS' if ok else 'MISS'}  {name}")
+    results = DATA / "results-render-quick.json" if args.quick else common.HERE / "results-render.json"
+    common.save(results, {
+        "date": time.strftime("%Y-%m-%d %H:%M", time.localtime(started)), "quick": args.quick,
+        "seconds": seconds, "long_seconds": long_seconds, "runs": runs, "size": SIZE, "fps": FPS,
+        "crf": CRF, "preset": PRESET, "environment": env, "rows": rows, "targets": goals,
+    })
+    print(f"wrote {results}")
+    return 0 if goals["all outputs checked ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

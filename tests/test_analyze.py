@@ -1,0 +1,131 @@
+"""Audio features on the video frame grid: envelopes, onsets, tempo, beats, frame counts."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from avmix.audio import analyze as an
+from avmix.timeline import Analysis, Source, Timeline
+from conftest import sine, write_wav
+
+SR = 48000
+
+
+def clicks(times, seconds, sr=SR, amp=0.8):
+    x = np.zeros(int(seconds * sr), np.float32)
+    for t in times:
+        i = int(round(t * sr))
+        x[i:i + 48] = amp * np.hanning(48)
+    return x
+
+
+def test_tone_only_in_frames_10_to_19():
+    fps = 30
+    x = np.zeros((2 * SR, 2), np.float32)
+    a, b = round(10 * SR / fps), round(20 * SR / fps)
+    x[a:b] = sine(440, (b - a) / SR, amp=0.5, channels=2)
+    env = an.envelope(x, SR, fps)
+    assert len(env) == 60
+    assert np.all(env[:10] == 0) and np.all(env[20:] == 0)
+    assert np.all(env[10:20] > 0.5)
+
+
+def test_envelope_follows_level_in_db_and_silence_is_zero():
+    fps = 25
+    quiet = sine(440, 1.0, amp=0.05)  # -29 dBFS RMS
+    loud = sine(440, 1.0, amp=0.5)  # -9 dBFS RMS
+    x = np.concatenate([quiet, np.zeros_like(quiet), loud])
+    env = an.envelope(x, SR, fps)
+    assert np.all(env[25:50] == 0)
+    assert 0.3 < env[10] < env[60] and env[60] == pytest.approx(1.0, abs=0.01)
+    # 20 dB quieter = a third of the way down a 60 dB range
+    assert env[60] - env[10] == pytest.approx(20 / 51, abs=0.05)
+    assert not np.any(an.envelope(np.zeros((SR, 2), np.float32), SR, fps))
+
+
+def test_frame_count_is_ceil_of_duration_times_fps():
+    assert an.n_video_frames(SR * 2, SR, 30) == 60
+    assert an.n_video_frames(SR * 2 + 1, SR, 30) == 61
+    assert an.n_video_frames(44100 * 3, 44100, 29.97) == math.ceil(3 * 29.97)
+    ta = an.analyze_array(np.zeros(SR // 10 * 25 + 7, np.float32), SR, fps=24)
+    assert len(ta.envelope) == an.n_video_frames(SR // 10 * 25 + 7, SR, 24)
+
+
+def test_click_onsets_within_10_ms():
+    times = [0.5, 1.234, 2.0071, 3.3333, 4.9, 5.61]
+    found = an.onsets(clicks(times, 6.0), SR)
+    assert len(found) == len(times)
+    assert np.max(np.abs(found - times)) < 0.010
+
+
+def test_onsets_of_tone_bursts_over_noise_at_44100():
+    sr = 44100
+    rng = np.random.default_rng(0)
+    x = 0.01 * rng.standard_normal(sr * 5).astype(np.float32)
+    times = [0.6, 1.45, 2.8, 3.9]
+    n = int(0.3 * sr)
+    burst = (0.5 * np.sin(2 * np.pi * 660 * np.arange(n) / sr) * np.exp(-np.arange(n) / sr / 0.1)).astype(np.float32)
+    for t in times:
+        i = int(t * sr)
+        x[i:i + n] += burst
+    found = an.onsets(x, sr)
+    found = found[found > 0.1]  # the noise itself starts at 0
+    assert len(found) == len(times)
+    assert np.max(np.abs(found - times)) < 0.010
+
+
+def test_tempo_and_beats_of_120_bpm_click_track():
+    times = np.arange(0.25, 10.0, 0.5)
+    ta = an.analyze_array(clicks(times, 10.0), SR, fps=30)
+    assert ta.tempo == pytest.approx(120, abs=2)
+    beats = np.asarray(ta.beats)
+    assert len(beats) >= len(times) - 2
+    assert np.median(np.diff(beats)) == pytest.approx(0.5, abs=0.02)
+    # each beat lies on a click
+    assert np.max(np.min(np.abs(beats[:, None] - times[None, :]), axis=1)) < 0.03
+
+
+def test_no_tempo_without_onsets():
+    ta = an.analyze_array(sine(220, 3.0), SR, fps=30)
+    assert ta.tempo is None and ta.beats == []
+    assert len(ta.onsets) <= 1
+
+
+def test_results_do_not_depend_on_block_size():
+    rng = np.random.default_rng(3)
+    x = (clicks([0.3, 1.1, 2.2], 3.0)[:, None] + 0.02 * rng.standard_normal((3 * SR, 2))).astype(np.float32)
+    a = an.analyze_array(x, SR, fps=30, blocksize=65536)
+    b = an.analyze_array(x, SR, fps=30, blocksize=997)
+    assert a.onsets == b.onsets
+    assert np.allclose(a.envelope, b.envelope, atol=1e-4)
+
+
+def test_analyze_timeline_reads_sources_and_mix(tmp_path):
+    compose = pytest.importorskip("avmix.audio.compose")
+    if not hasattr(compose, "source_blocks"):
+        pytest.skip("compose.source_blocks not available yet")
+    a = np.zeros((2 * SR, 1), np.float32)
+    a[: SR // 2] = sine(440, 0.5, amp=0.5)
+    b = clicks([0.2, 0.9, 1.5], 2.0)[:, None]
+    pa, pb = write_wav(tmp_path / "a.wav", a), write_wav(tmp_path / "b.wav", b)
+    mix = write_wav(tmp_path / "mix.wav", a + b)
+    sources = [Source(index=i, path=str(p), label=lab, start_sample=0, end_sample=2 * SR, source_frames=2 * SR,
+                      sample_rate=SR, channels=1)
+               for i, (p, lab) in enumerate([(pa, "tone"), (pb, "clicks")])]
+    tl = Timeline(mode="mix", sample_rate=SR, channels=1, frames=2 * SR, sources=sources, limit_dbtp=None)
+    res = an.analyze(tl, mix, fps=25)
+    assert res.frames == 50 and res.fps == 25 and res.mode == "mix"
+    tone, clk = res.tracks
+    assert tone.label == "tone" and clk.label == "clicks"
+    assert np.all(np.asarray(tone.envelope[13:]) == 0) and min(tone.envelope[:12]) > 0.5
+    assert np.max(np.abs(np.asarray(clk.onsets) - [0.2, 0.9, 1.5])) < 0.01
+    assert len(res.mix.envelope) == 50
+    back = Analysis.load(_save(res, tmp_path / "analysis.json"))
+    assert back.tracks[1].onsets == clk.onsets
+
+
+def _save(analysis, path):
+    analysis.save(path)
+    return path

@@ -1,0 +1,187 @@
+"""Bad input through the CLI: one line naming the file and the problem, the right exit code, no traceback,
+and no output file created or changed."""
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from avmix import ffmpeg
+from conftest import sine, write_wav
+
+FF = ffmpeg.executable()
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.skipif(not (ROOT / "avmix" / "audio" / "compose.py").exists(),
+                                reason="avmix/audio/compose.py not written yet")
+
+
+def ff(*args: str) -> None:
+    subprocess.run([FF, "-hide_banner", "-loglevel", "error", "-y", *args], check=True, capture_output=True)
+
+
+@pytest.fixture
+def good(tmp_path) -> Path:
+    return write_wav(tmp_path / "good.wav", sine(440, 1.0, 48000, 2), subtype="PCM_16")
+
+
+def check_failed(r, *, code: int, name: str, what: str, out_dir: Path, before: set[str]) -> None:
+    assert r.code == code, (r.code, r.err)
+    lines = r.err.strip().splitlines()
+    assert lines, "no error message"
+    assert lines[0].startswith("avmix: error: "), r.err
+    assert name in lines[0] and what in lines[0].lower(), r.err
+    assert all(ln.startswith("avmix: hint: ") for ln in lines[1:]) and len(lines) <= 2, r.err
+    assert "Traceback" not in r.err and r.out == ""
+    assert set(os.listdir(out_dir)) == before, "an output or temp file was left behind"
+
+
+def make_bad(kind: str, d: Path, good: Path) -> Path:
+    p = d / {"text": "notes.wav", "image": "photo.wav", "video": "silent.mp4", "empty": "empty.wav",
+             "dir": "folder.wav", "missing": "missing.wav", "trunc_wav": "cut.wav", "trunc_flac": "cut.flac",
+             "trunc_mp3": "cut.mp3", "corrupt_mp3": "broken.mp3", "zero_len": "nothing.wav",
+             "junk": "junk.ogg"}[kind]
+    if kind == "text":
+        p.write_text("this is a text file, not audio\n" * 50)
+    elif kind == "image":
+        ff("-f", "lavfi", "-i", "color=c=red:s=32x32", "-frames:v", "1", "-f", "image2", "-c:v", "png", str(p))
+    elif kind == "video":
+        ff("-f", "lavfi", "-i", "color=c=red:s=64x64:r=10:d=1", "-c:v", "libx264", "-preset", "ultrafast", str(p))
+    elif kind == "empty":
+        p.write_bytes(b"")
+    elif kind == "dir":
+        p.mkdir()
+    elif kind == "trunc_wav":
+        p.write_bytes(good.read_bytes()[:len(good.read_bytes()) // 3])
+    elif kind == "trunc_flac":
+        full = d / "full.flac"
+        ff("-i", str(good), str(full))
+        p.write_bytes(full.read_bytes()[:full.stat().st_size // 3])
+        full.unlink()
+    elif kind in ("trunc_mp3", "corrupt_mp3"):
+        full = d / "full.mp3"
+        ff("-f", "lavfi", "-i", "sine=f=440:d=3", "-c:a", "libmp3lame", str(full))
+        data = bytearray(full.read_bytes())
+        full.unlink()
+        if kind == "trunc_mp3":
+            data = data[:len(data) // 3]
+        else:
+            rng = np.random.default_rng(0)
+            mid = len(data) // 2
+            data[mid:mid + 4000] = rng.integers(0, 256, 4000, dtype=np.uint8).tobytes()
+        p.write_bytes(bytes(data))
+    elif kind == "zero_len":
+        write_wav(p, np.zeros((0, 2), np.float32))
+    elif kind == "junk":
+        p.write_bytes(np.random.default_rng(1).integers(0, 256, 20000, dtype=np.uint8).tobytes())
+    return p
+
+
+BAD = [
+    ("missing", "no such file"),
+    ("dir", "directory"),
+    ("empty", "empty"),
+    ("text", "not an audio file"),
+    ("image", "no audio stream"),
+    ("video", "no audio stream"),
+    ("trunc_wav", "truncated"),
+    ("trunc_flac", "truncated"),
+    ("trunc_mp3", "truncated"),
+    ("corrupt_mp3", "corrupt"),
+    ("zero_len", "no audio"),
+    ("junk", "not an audio file"),
+]
+
+
+@pytest.mark.parametrize("kind,what", BAD, ids=[b[0] for b in BAD])
+@pytest.mark.parametrize("cmd", ["mix", "concat", "overlay"])
+def test_bad_input_file(run_cli, tmp_path, good, kind, what, cmd):
+    bad = make_bad(kind, tmp_path, good)
+    before = set(os.listdir(tmp_path))
+    args = [cmd, good, bad] if cmd != "overlay" else [cmd, bad, good]
+    r = run_cli(*args, "-o", tmp_path / "out.wav")
+    check_failed(r, code=1, name=bad.name, what=what, out_dir=tmp_path, before=before)
+
+
+def test_unreadable_file(run_cli, tmp_path, good, monkeypatch):
+    bad = tmp_path / "locked.wav"
+    bad.write_bytes(good.read_bytes())
+    bad.chmod(0)
+    if os.access(bad, os.R_OK):  # root reads anything: simulate what a normal user sees
+        real = os.access
+        monkeypatch.setattr(os, "access", lambda p, m, *a, **k: False if Path(p) == bad else real(p, m, *a, **k))
+    before = set(os.listdir(tmp_path))
+    r = run_cli("mix", good, bad, "-o", tmp_path / "out.wav")
+    check_failed(r, code=1, name="locked.wav", what="permission denied", out_dir=tmp_path, before=before)
+
+
+def test_output_directory_missing(run_cli, tmp_path, good):
+    before = set(os.listdir(tmp_path))
+    r = run_cli("mix", good, good, "-o", tmp_path / "nodir" / "out.wav")
+    check_failed(r, code=1, name="nodir", what="does not exist", out_dir=tmp_path, before=before)
+
+
+def test_output_equal_to_input_is_refused(run_cli, tmp_path, good):
+    data = good.read_bytes()
+    before = set(os.listdir(tmp_path))
+    r = run_cli("mix", good, good, "-o", good, "-y")
+    check_failed(r, code=1, name="good.wav", what="same file as an input", out_dir=tmp_path, before=before)
+    assert good.read_bytes() == data
+    os.chdir(tmp_path)  # the same file by another spelling
+    r = run_cli("concat", "good.wav", good, "-o", f"./{good.name}", "-y")
+    assert r.code == 1 and "same file as an input" in r.err and good.read_bytes() == data
+
+
+def test_existing_output_unchanged_without_overwrite(run_cli, tmp_path, good):
+    out = tmp_path / "out.wav"
+    out.write_bytes(b"precious")
+    before = set(os.listdir(tmp_path))
+    r = run_cli("mix", good, good, "-o", out)
+    check_failed(r, code=1, name="out.wav", what="already exists", out_dir=tmp_path, before=before)
+    assert "--overwrite" in r.err and out.read_bytes() == b"precious"
+    r = run_cli("mix", good, good, "-o", out, "-y", "-q")
+    assert r.code == 0, r.err
+    assert out.read_bytes() != b"precious"
+
+
+def test_bad_input_leaves_existing_output_unchanged(run_cli, tmp_path, good):
+    out = tmp_path / "out.wav"
+    out.write_bytes(b"precious")
+    bad = make_bad("trunc_wav", tmp_path, good)
+    r = run_cli("mix", good, bad, "-o", out, "-y")
+    assert r.code == 1 and "truncated" in r.err and "Traceback" not in r.err
+    assert out.read_bytes() == b"precious"
+
+
+@pytest.mark.parametrize("args,what", [
+    (["--gain", "-500"], "--gain -500 db is out of range"),
+    (["--fade-in", "-3"], "--fade-in -3 s is out of range"),
+    (["--sample-rate", "-48000"], "--sample-rate -48000 hz is out of range"),
+    (["--channels", "1000"], "--channels 1000 is out of range"),
+])
+def test_negative_or_absurd_numbers(run_cli, tmp_path, good, args, what):
+    before = set(os.listdir(tmp_path))
+    r = run_cli("mix", good, good, "-o", tmp_path / "out.wav", *args)
+    check_failed(r, code=2, name="", what=what, out_dir=tmp_path, before=before)
+
+
+def test_offset_past_the_end(run_cli, tmp_path, good):
+    before = set(os.listdir(tmp_path))
+    r = run_cli("overlay", good, good, "--at", "5", "-o", tmp_path / "out.wav")
+    check_failed(r, code=2, name="", what="past the end", out_dir=tmp_path, before=before)
+
+
+def test_crossfade_longer_than_a_track(run_cli, tmp_path, good):
+    before = set(os.listdir(tmp_path))
+    r = run_cli("concat", good, good, "--crossfade", "2", "-o", tmp_path / "out.wav")
+    check_failed(r, code=2, name="", what="crossfade", out_dir=tmp_path, before=before)
+
+
+def test_debug_shows_the_traceback(tmp_path, good):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    import sys
+    p = subprocess.run([sys.executable, "-m", "avmix", "--debug", "mix", str(good), str(tmp_path / "missing.wav"),
+                        "-o", str(tmp_path / "o.wav")], capture_output=True, text=True, env=env, timeout=60)
+    assert p.returncode != 0 and "Traceback" in p.stderr and "missing.wav" in p.stderr

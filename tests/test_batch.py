@@ -1,0 +1,292 @@
+"""avmix batch: jobs files, output confinement, failures, resuming, and both engines on real jobs."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from avmix.batch import batch, read_jobs
+from avmix.errors import InputError, OutputError, UsageError
+from avmix.paths import check_input
+from tests.conftest import sine, write_wav
+
+SR = 22050
+
+
+def fake_generate(inputs, output, *, mode="mix", labels=None, fps=30, size=(1280, 720), seed=0,
+                  backend="auto", at=0.0, gains=None, limit=True, overwrite=False, quiet=True, progress=None):
+    """Stands in for pipeline.generate in the fast tests (workers import it by name)."""
+    for p in inputs:
+        check_input(p)
+    if Path(output).exists() and not overwrite:
+        raise OutputError("already exists", path=output)
+    Path(output).write_text(json.dumps({"inputs": [os.fspath(p) for p in inputs], "size": list(size),
+                                        "fps": fps, "labels": labels, "at": at, "limit": limit}))
+    return {"output": os.fspath(output), "duration": 1.0, "backend": backend, "timings": {"total": 0.01}}
+
+
+def clicks(seconds: float, every: float, sr: int = SR) -> np.ndarray:
+    x = np.zeros((int(seconds * sr), 1), dtype=np.float32)
+    x[:: int(every * sr)] = 0.9
+    return x
+
+
+@pytest.fixture
+def jobs_dir(tmp_path):
+    d = tmp_path / "jobs"
+    (d / "audio").mkdir(parents=True)
+    write_wav(d / "audio" / "tone.wav", sine(330, 1.5, sr=SR), SR)
+    write_wav(d / "audio" / "clicks.wav", clicks(1.5, 0.3), SR)
+    write_wav(d / "audio" / "low.wav", sine(110, 1.0, sr=SR), SR)
+    return d
+
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
+
+
+TINY = {"size": "160x90", "fps": 10, "backend": "procedural"}
+
+
+def three_jobs_and_a_broken_one(d: Path) -> Path:
+    return write_jsonl(d / "jobs.jsonl", [
+        {"inputs": ["audio/tone.wav", "audio/clicks.wav"], "output": "mix.mp4", **TINY},
+        {"inputs": ["audio/tone.wav", "audio/low.wav"], "output": "sub/concat.mp4", "mode": "concat",
+         "labels": ["tone", "low"], **TINY},
+        {"inputs": ["audio/tone.wav", "audio/clicks.wav"], "output": "overlay.mp4", "mode": "overlay",
+         "at": 0.5, **TINY},
+        {"inputs": ["audio/missing.wav"], "output": "broken.mp4", **TINY},
+    ])
+
+
+# ------------------------------------------------------------------------------ parsing (no runs)
+
+
+def test_jsonl_and_csv_parse_the_same(tmp_path, jobs_dir):
+    out = tmp_path / "out"
+    jl = write_jsonl(jobs_dir / "j.jsonl", [
+        "# a comment line",
+        {"inputs": ["audio/tone.wav", "audio/clicks.wav"], "output": "a.mp4", "size": "640x360",
+         "--fps": 12.5, "label": ["x", "2"], "gain": [0, -6], "no-limit": True, "Backend": "procedural"},
+    ])
+    csv = jobs_dir / "j.csv"
+    csv.write_text("inputs,output,size,fps,labels,gains,no_limit,backend,at\n"
+                   "audio/tone.wav; audio/clicks.wav,a.mp4,640x360,12.5,x;2,0;-6,true,procedural,\n")
+    for f in (jl, csv):
+        (job,) = read_jobs(f, out)
+        assert job.error is None
+        assert job.inputs == [os.fspath(jobs_dir / "audio" / "tone.wav"), os.fspath(jobs_dir / "audio" / "clicks.wav")]
+        assert job.target == os.fspath(out.resolve() / "a.mp4")
+        assert job.options == {"size": (640, 360), "fps": 12.5, "labels": ["x", "2"], "gains": [0, -6.0],
+                               "limit": False, "backend": "procedural"}
+        assert job.line == 2
+
+
+@pytest.mark.parametrize("rows, message", [
+    (['{"inputs": ["a.wav"], "output": "a.mp4"}', '{"inputs": ["b.wav"], "output": '], "line 2: invalid JSON"),
+    ([{"inputs": ["a.wav"]}], "line 1: missing 'output'"),
+    ([{"output": "a.mp4"}], "line 1: missing 'inputs'"),
+    ([{"inputs": [], "output": "a.mp4"}], "line 1: 'inputs' must be a non-empty list"),
+    ([{"inputs": ["a.wav"], "output": 3}], "line 1: 'output' must be a file name"),
+    ([{"inputs": ["a.wav"], "output": "a.mp4", "fps": "fast"}], "line 1: option 'fps': expected a number"),
+    ([{"inputs": ["a.wav"], "output": "a.mp4", "size": "big"}], "line 1: option 'size': expected WxH"),
+    ([{"inputs": ["a.wav"], "output": "a.mp4", "labels": "dog"}], "line 1: option 'labels': expected a list"),
+    (["[1, 2]"], "line 1: expected a JSON object"),
+])
+def test_malformed_jobs_file_runs_nothing(tmp_path, run_cli, rows, message):
+    jobs = write_jsonl(tmp_path / "jobs.jsonl", rows)
+    out = tmp_path / "out"
+    res = run_cli("batch", jobs, "-o", out)
+    assert res.code == 2
+    assert f"jobs.jsonl: {message}" in res.err
+    assert len(res.err.strip().splitlines()) == 1 and "Traceback" not in res.err
+    assert not out.exists()
+
+
+def test_bad_csv_and_missing_file(tmp_path, run_cli):
+    csv = tmp_path / "jobs.csv"
+    csv.write_text("inputs,output\na.wav,a.mp4\nb.wav,b.mp4,extra\n")
+    res = run_cli("batch", csv, "-o", tmp_path / "out")
+    assert res.code == 2 and "jobs.csv: line 3: 3 fields but the header has 2" in res.err
+    res = run_cli("batch", tmp_path / "nope.jsonl", "-o", tmp_path / "out")
+    assert res.code == 1 and "nope.jsonl: no such file" in res.err
+
+
+def test_outputs_cannot_escape_outdir(tmp_path, jobs_dir):
+    out = tmp_path / "out"
+    out.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (out / "link").symlink_to(elsewhere, target_is_directory=True)
+    (out / "file-link.mp4").symlink_to(elsewhere / "x.mp4")
+    names = ["../up.mp4", "/tmp/abs.mp4", "sub/../../up.mp4", "link/in.mp4", "file-link.mp4", "batch.json",
+             "ok/fine.mp4", "ok/fine.mp4"]
+    jobs = write_jsonl(jobs_dir / "j.jsonl", [{"inputs": ["audio/tone.wav"], "output": n} for n in names]
+                       + [{"inputs": ["audio/tone.wav"], "output": "w.mp4", "frobnicate": 1},
+                          {"inputs": ["audio/tone.wav"], "output": "p.mp4", "preview": "../p.png"}])
+    errors = [j.error for j in read_jobs(jobs, out)]
+    assert "'..'" in errors[0] and "absolute" in errors[1] and "'..'" in errors[2]
+    assert "symlink" in errors[3] and "symlink" in errors[4] and "own records" in errors[5]
+    assert errors[6] is None and "same output as the job on line 7" in errors[7]
+    assert "unknown option 'frobnicate'" in errors[8]
+    assert errors[9].startswith("preview ") and "'..'" in errors[9]
+
+
+# --------------------------------------------------------------- engine logic with a fake generate
+
+
+def test_failures_resume_and_changes_with_fake_generate(tmp_path, jobs_dir):
+    jobs = write_jsonl(jobs_dir / "j.jsonl", [
+        {"inputs": ["audio/tone.wav"], "output": "a.mp4", "size": "160x90"},
+        {"inputs": ["audio/clicks.wav"], "output": "b/b.mp4", "at": 0.5},
+        {"inputs": ["audio/missing.wav"], "output": "c.mp4"},
+        {"inputs": ["audio/tone.wav"], "output": "../d.mp4"},
+    ])
+    out = tmp_path / "out"
+    s = batch(jobs, out, workers=2, generate=fake_generate)
+    assert [r["status"] for r in s["jobs"]] == ["ok", "ok", "failed", "failed"]
+    assert (s["ok"], s["failed"], s["skipped"]) == (2, 2, 0)
+    assert "missing.wav: no such file" in s["jobs"][2]["error"]
+    assert json.loads((out / "b" / "b.mp4").read_text())["at"] == 0.5
+    assert json.loads((out / "batch.json").read_text())["jobs"][2]["error"] == s["jobs"][2]["error"]
+    assert not (tmp_path / "d.mp4").exists()
+
+    # Resume: the finished jobs are skipped, the failed one is tried again.
+    s = batch(jobs, out, workers=2, generate=fake_generate)
+    assert [r["status"] for r in s["jobs"]] == ["skipped", "skipped", "failed", "failed"]
+
+    # A changed input content or option reruns only that job; an edited output reruns too.
+    write_wav(jobs_dir / "audio" / "tone.wav", sine(331, 1.5, sr=SR), SR)
+    lines = jobs.read_text().splitlines()
+    lines[1] = json.dumps({"inputs": ["audio/clicks.wav"], "output": "b/b.mp4", "at": 0.25})
+    jobs.write_text("\n".join(lines) + "\n")
+    s = batch(jobs, out, workers=1, generate=fake_generate)
+    assert [r["status"] for r in s["jobs"]][:2] == ["ok", "ok"]
+    (out / "a.mp4").write_text("tampered")
+    s = batch(jobs, out, workers=1, generate=fake_generate)
+    assert [r["status"] for r in s["jobs"]][:2] == ["ok", "skipped"]
+    s = batch(jobs, out, workers=1, generate=fake_generate, force=True)
+    assert [r["status"] for r in s["jobs"]][:2] == ["ok", "ok"]
+
+
+def test_bad_engine_options(tmp_path, jobs_dir):
+    jobs = write_jsonl(jobs_dir / "j.jsonl", [{"inputs": ["audio/tone.wav"], "output": "a.mp4"}])
+    with pytest.raises(UsageError, match="unknown engine"):
+        batch(jobs, tmp_path / "o", engine="spark")
+    with pytest.raises(UsageError, match="only for --engine ray"):
+        batch(jobs, tmp_path / "o", address="127.0.0.1:6379")
+    with pytest.raises(InputError):
+        batch(jobs_dir / "none.jsonl", tmp_path / "o")
+
+
+# ------------------------------------------------------------------------- the real pipeline
+
+
+def _check_real_run(res, out: Path) -> dict:
+    assert res.code == 1, res.err  # one job failed
+    summary = json.loads((out / "batch.json").read_text())
+    status = {r["output"]: r for r in summary["jobs"]}
+    assert [status[n]["status"] for n in ("mix.mp4", "sub/concat.mp4", "overlay.mp4", "broken.mp4")] == \
+        ["ok", "ok", "ok", "failed"]
+    assert "missing.wav" in status["broken.mp4"]["error"]
+    from avmix import ffmpeg
+
+    for name, seconds in (("mix.mp4", 1.5), ("sub/concat.mp4", 2.5), ("overlay.mp4", 2.0)):  # overlay at 0.5 s runs past the base
+        info = ffmpeg.probe(out / name)
+        assert (info.video.width, info.video.height) == (160, 90)
+        assert info.video.fps == pytest.approx(10)
+        assert info.audio is not None
+        assert info.duration == pytest.approx(seconds, abs=0.15)
+        assert status[name]["timings"]
+    assert not (out / "broken.mp4").exists()
+    return summary
+
+
+def test_local_engine_real_jobs_and_resume(tmp_path, jobs_dir, run_cli):
+    jobs = three_jobs_and_a_broken_one(jobs_dir)
+    out = tmp_path / "out"
+    res = run_cli("batch", jobs, "-o", out, "--workers", "2", "--json")
+    summary = _check_real_run(res, out)
+    assert json.loads(res.out)["ok"] == 3
+    assert summary["engine"] == "local"
+    mtime = (out / "mix.mp4").stat().st_mtime_ns
+
+    res = run_cli("batch", jobs, "-o", out, "--workers", "2")
+    assert res.code == 1
+    summary = json.loads((out / "batch.json").read_text())
+    assert [r["status"] for r in summary["jobs"]] == ["skipped", "skipped", "skipped", "failed"]
+    assert (out / "mix.mp4").stat().st_mtime_ns == mtime
+    assert "3 skipped, 1 failed" in res.out
+
+
+@pytest.fixture
+def no_ray_left():
+    ray = pytest.importorskip("ray")
+    yield
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def test_ray_engine_real_jobs(tmp_path, jobs_dir, run_cli, no_ray_left):
+    """Ray started locally by batch with 2 CPUs (and shut down again)."""
+    import ray
+
+    jobs = three_jobs_and_a_broken_one(jobs_dir)
+    out = tmp_path / "out"
+    res = run_cli("batch", jobs, "-o", out, "--engine", "ray", "--workers", "2")
+    summary = _check_real_run(res, out)
+    assert summary["engine"] == "ray"
+    assert not ray.is_initialized()
+
+
+def test_sigterm_stops_jobs_cleanly(tmp_path, jobs_dir):
+    """SIGTERM to a running batch: jobs stopped, no partial output, batch.json written, no process left."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    write_wav(jobs_dir / "audio" / "long.wav", sine(220, 20.0, sr=SR), SR)
+    jobs = write_jsonl(jobs_dir / "long.jsonl", [
+        {"inputs": ["audio/long.wav"], "output": f"long{i}.mp4", "backend": "procedural", "seed": i}
+        for i in range(3)])
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "avmix", "batch", str(jobs), "-o", str(out), "-q",
+                             "--workers", "2"], start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any(p.name.startswith(".long") for p in out.glob(".*")):
+            time.sleep(0.1)  # until a job has started writing
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    summary = json.loads((out / "batch.json").read_text())
+    assert {r["status"] for r in summary["jobs"]} <= {"failed", "ok"}
+    assert any(r["error"] == "interrupted" for r in summary["jobs"])
+    for r in summary["jobs"]:
+        assert (out / r["output"]).exists() == (r["status"] == "ok")
+    assert not [p for p in out.rglob("*") if ".part" in p.name]
+    time.sleep(0.5)
+    left = subprocess.run(["ps", "-o", "pid=,stat=", "-s", str(proc.pid)], capture_output=True, text=True).stdout
+    assert all(line.split()[1].startswith("Z") for line in left.splitlines() if line.strip()), left
+
+
+def test_ray_missing_says_what_to_install(tmp_path, jobs_dir, monkeypatch):
+    import sys
+
+    from avmix.errors import AvmixError
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    jobs = write_jsonl(jobs_dir / "j.jsonl", [{"inputs": ["audio/tone.wav"], "output": "a.mp4"}])
+    with pytest.raises(AvmixError, match="needs Ray") as e:
+        batch(jobs, tmp_path / "out", engine="ray", generate=fake_generate)
+    assert e.value.hint == "pip install 'avmix[ray]'"

@@ -1,0 +1,199 @@
+"""``avmix mix/concat/overlay``: what the CLI passes to the library, --json, and real runs end to end."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+import avmix.audio
+from avmix.audio import io
+from avmix.timeline import Source, Timeline
+from conftest import noise, sine, write_wav
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def fake_compose(monkeypatch):
+    """Replace avmix.audio.compose by a recorder; returns the list of (function, args, kwargs) calls."""
+    calls = []
+
+    def make(name):
+        def fn(*args, **kwargs):
+            calls.append((name, args, kwargs))
+            ins = list(args[0]) if name != "overlay" else [args[0], args[1]]
+            out = args[-1]
+            sr = kwargs.get("sample_rate") or 48000
+            srcs = [Source(index=i, path=str(p), label=(kwargs.get("labels") or [])[i] if i < len(kwargs.get("labels") or []) else Path(p).stem,
+                           start_sample=i * sr, end_sample=(i + 2) * sr, source_frames=2 * sr,
+                           gain_db=kwargs["gains"][i]) for i, p in enumerate(ins)]
+            return Timeline(mode=name, sample_rate=sr, channels=2, frames=3 * sr, sources=srcs, output=str(out),
+                            peak_dbfs=-3.25, lufs=-17.5)
+        return fn
+
+    fake = types.SimpleNamespace(mix=make("mix"), concat=make("concat"), overlay=make("overlay"))
+    monkeypatch.setitem(sys.modules, "avmix.audio.compose", fake)
+    monkeypatch.setattr(avmix.audio, "compose", fake, raising=False)
+    return calls
+
+
+def test_mix_passes_every_option(fake_compose, run_cli, tmp_path):
+    out = tmp_path / "o.flac"
+    r = run_cli("mix", "a.wav", "b.mp3", "c.ogg", "-o", out, "--gain", "-6", "--gain", "2.5", "--normalize", "lufs",
+                "--target", "-16", "--no-limit", "--ceiling", "-2", "--fade-in", "0.5", "--fade-out", "1.5",
+                "--sample-rate", "44100", "--channels", "1", "--bit-depth", "16", "-y", "--timeline",
+                tmp_path / "t.json", "--duration", "shortest", "--match-loudness", "--label", "dog", "-q")
+    assert r.code == 0, r.err
+    [(name, args, kw)] = fake_compose
+    assert name == "mix" and args == (["a.wav", "b.mp3", "c.ogg"], str(out))
+    assert kw == {"duration": "shortest", "match_loudness": True, "sample_rate": 44100, "channels": 1,
+                  "gains": [-6.0, 2.5, 0.0], "normalize": "lufs", "target": -16.0, "limit": False,
+                  "ceiling": -2.0, "fade_in": 0.5, "fade_out": 1.5, "labels": ["dog"], "bit_depth": 16,
+                  "overwrite": True, "timeline_path": str(tmp_path / "t.json"), "progress": kw["progress"]}
+    assert r.err == ""  # --quiet
+
+
+def test_defaults(fake_compose, run_cli, tmp_path):
+    r = run_cli("mix", "a.wav", "b.wav", "-o", tmp_path / "o.wav")
+    assert r.code == 0, r.err
+    kw = fake_compose[0][2]
+    assert (kw["duration"], kw["match_loudness"], kw["gains"], kw["normalize"], kw["target"], kw["limit"],
+            kw["ceiling"], kw["fade_in"], kw["fade_out"], kw["sample_rate"], kw["channels"], kw["bit_depth"],
+            kw["overwrite"], kw["timeline_path"]) == \
+        ("longest", False, [0.0, 0.0], "none", None, True, -1.0, 0.0, 0.0, None, None, None, False, None)
+    assert "wrote" in r.err and "3.000 s" in r.err
+
+
+def test_concat_and_overlay_options(fake_compose, run_cli, tmp_path):
+    assert run_cli("concat", "a.wav", "b.wav", "c.wav", "-o", tmp_path / "c.wav", "--crossfade", "1.25",
+                   "--curve", "linear", "--trim-silence").code == 0
+    assert run_cli("concat", "a.wav", "b.wav", "-o", tmp_path / "d.wav", "--gap", "0.5").code == 0
+    assert run_cli("overlay", "bed.wav", "voice.wav", "-o", tmp_path / "e.mp3", "--at", "3.5", "--loop",
+                   "--duck", "-12", "--gain", "-3").code == 0
+    (n1, a1, k1), (n2, a2, k2), (n3, a3, k3) = fake_compose
+    assert (n1, a1[0], k1["crossfade"], k1["curve"], k1["gap"], k1["trim_silence"]) == \
+        ("concat", ["a.wav", "b.wav", "c.wav"], 1.25, "linear", 0.0, True)
+    assert (k2["crossfade"], k2["curve"], k2["gap"], k2["trim_silence"]) == (0.0, "equal-power", 0.5, False)
+    assert (n3, a3[:2], k3["at"], k3["loop"], k3["duck"], k3["gains"]) == \
+        ("overlay", ("bed.wav", "voice.wav"), 3.5, True, 12.0, [-3.0, 0.0])
+
+
+def test_json_result(fake_compose, run_cli, tmp_path):
+    r = run_cli("mix", "a.wav", "b.wav", "-o", tmp_path / "o.wav", "--json", "--label", "x", "--label", "y")
+    assert r.code == 0, r.err
+    d = json.loads(r.out)
+    assert set(d) == {"output", "duration", "sample_rate", "channels", "peak_dbfs", "lufs", "tracks"}
+    assert (d["duration"], d["sample_rate"], d["channels"], d["peak_dbfs"], d["lufs"]) == (3.0, 48000, 2, -3.25, -17.5)
+    assert d["tracks"][1] == {"path": "b.wav", "label": "y", "start": 1.0, "end": 3.0, "gain_db": 0.0}
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["mix", "a.wav", "b.wav", "--gain", "1", "--gain", "2", "--gain", "3"], "3 --gain values for 2 inputs"),
+    (["mix", "a.wav", "--gain", "120"], "--gain 120 dB is out of range"),
+    (["mix", "a.wav", "--gain", "nan"], "--gain nan dB is out of range"),
+    (["mix", "a.wav", "--fade-in", "-1"], "--fade-in -1 s is out of range"),
+    (["mix", "a.wav", "--fade-out", "1e9"], "--fade-out 1e+09 s is out of range"),
+    (["mix", "a.wav", "--target", "-14"], "--target needs --normalize"),
+    (["mix", "a.wav", "--normalize", "lufs", "--target", "5"], "--target 5 LUFS is out of range"),
+    (["mix", "a.wav", "--ceiling", "3"], "--ceiling 3 dBTP is out of range"),
+    (["mix", "a.wav", "--sample-rate", "100"], "--sample-rate 100 Hz is out of range"),
+    (["mix", "a.wav", "--channels", "0"], "--channels 0 is out of range"),
+    (["mix", "a.wav", "--bit-depth", "20"], "--bit-depth 20 is not one of"),
+    (["mix", "a.wav", "--label", "a", "--label", "b"], "2 --label values for 1 input"),
+    (["mix", "-", "-"], "standard input ('-') can be given only once"),
+    (["mix", "a.wav", "--json", "-o", "-"], "--json cannot be used with -o -"),
+    (["concat", "a.wav", "b.wav", "--crossfade", "-2"], "--crossfade -2 s is out of range"),
+    (["concat", "a.wav", "b.wav", "--gap", "-0.1"], "--gap -0.1 s is out of range"),
+    (["overlay", "a.wav", "b.wav", "--at", "-1"], "--at -1 s is out of range"),
+    (["overlay", "a.wav", "b.wav", "--duck", "500"], "--duck 500 dB is out of range"),
+    (["mix", "a.wav", "--normalize", "loud"], "Invalid value for '--normalize'"),
+    (["mix", "a.wav", "--gain", "six"], "Invalid value for '--gain'"),
+    (["mix", "a.wav", "-o", "x.aiff"], "x.aiff: unsupported output format '.aiff'"),
+])
+def test_usage_errors_exit_2_in_one_line(fake_compose, run_cli, tmp_path, args, msg):
+    if "-o" not in args:
+        args = args + ["-o", str(tmp_path / "o.wav")]
+    r = run_cli(*args)
+    assert r.code == 2, (r.err, r.out)
+    lines = r.err.strip().splitlines()
+    assert lines[0].startswith("avmix: error: ") and msg in lines[0], r.err
+    assert len(lines) <= 2 and all(ln.startswith("avmix: hint: ") for ln in lines[1:])
+    assert "Traceback" not in r.err and fake_compose == []
+
+
+def test_help_lists_examples(run_cli):
+    for cmd in ("mix", "concat", "overlay"):
+        r = run_cli(cmd, "--help")
+        assert r.code == 0 and "Examples" in r.out and f"avmix {cmd}" in r.out
+        assert "--normalize" in r.out and "--gain" in r.out
+
+
+# ------------------------------------------------------------------------------- end to end (real)
+
+needs_compose = pytest.mark.skipif(not (ROOT / "avmix" / "audio" / "compose.py").exists(),
+                                   reason="avmix/audio/compose.py not written yet")
+
+
+@needs_compose
+def test_mix_end_to_end_exact_sum(run_cli, tmp_path):
+    a = noise(1.0, 48000, 2, amp=0.2, seed=1)
+    b = sine(440, 1.5, 44100, 1, amp=0.3)
+    pa, pb = write_wav(tmp_path / "a.wav", a), write_wav(tmp_path / "b.wav", b, 44100)
+    out = tmp_path / "o.wav"
+    r = run_cli("mix", pa, pb, "-o", out, "--no-limit", "--bit-depth", "32", "--gain", "-6", "--json")
+    assert r.code == 0, r.err
+    d = json.loads(r.out)
+    assert (d["sample_rate"], d["channels"], d["duration"]) == (48000, 2, 1.5)
+    y = io.open_audio(out).read()
+    ref = np.zeros((72000, 2), np.float32)
+    ref[:48000] += a * 10 ** (-6 / 20)
+    ref += io.open_audio(pb).read(sample_rate=48000, channels=2)
+    np.testing.assert_allclose(y, ref, atol=1e-5)
+    assert Path(str(out) + ".timeline.json").exists()
+
+
+@needs_compose
+@pytest.mark.parametrize("ext", [".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a"])
+def test_every_output_format_through_the_cli(run_cli, tmp_path, ext):
+    a = sine(330, 1.0, 48000, 2, amp=0.3)
+    pa = write_wav(tmp_path / "a.wav", a)
+    out = tmp_path / f"o{ext}"
+    r = run_cli("concat", pa, pa, "-o", out, "-q")
+    assert r.code == 0, r.err
+    f = io.open_audio(out)
+    assert abs(f.target_frames(48000) - 96000) <= 1152
+    y = f.read(sample_rate=48000)
+    assert np.corrcoef(y[:90000, 0], np.concatenate([a, a])[:90000, 0])[0, 1] > 0.99
+
+
+@needs_compose
+def test_pipes_through_stdin_and_stdout(tmp_path):
+    a = sine(440, 1.0, 44100, 1, amp=0.25)
+    b = sine(660, 0.5, 48000, 2, amp=0.25)
+    pa, pb = write_wav(tmp_path / "a.wav", a, 44100), write_wav(tmp_path / "b.wav", b)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "avmix"]
+    with open(pa, "rb") as fin:
+        p1 = subprocess.run(cmd + ["mix", "-", str(pb), "-o", "-", "--no-limit", "--bit-depth", "32"],
+                            stdin=fin, capture_output=True, env=env, timeout=120)
+    assert p1.returncode == 0, p1.stderr
+    assert p1.stdout[:4] == b"RIFF" and b"Traceback" not in p1.stderr
+    p2 = subprocess.run(cmd + ["concat", "-", str(pb), "-o", str(tmp_path / "out.wav"), "--no-limit",
+                               "--bit-depth", "32", "--json"],
+                        input=p1.stdout, capture_output=True, env=env, timeout=120)
+    assert p2.returncode == 0, p2.stderr
+    d = json.loads(p2.stdout)
+    assert d["duration"] == pytest.approx(1.5) and d["sample_rate"] == 48000 and d["channels"] == 2
+    y, sr = sf.read(str(tmp_path / "out.wav"), dtype="float32", always_2d=True)
+    assert y.shape == (72000, 2) and sr == 48000
+    mixed = io.open_audio(pa).read(sample_rate=48000, channels=2)
+    mixed[:24000] += b
+    np.testing.assert_allclose(y[:48000], mixed, atol=1e-5)
+    np.testing.assert_allclose(y[48000:], b, atol=1e-6)

@@ -1,0 +1,124 @@
+"""Pure schedules of the diffusion backend: prompt blend weights, retiming, the audio-driven noise walk."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+
+from avmix.video.diffusion import schedule
+from avmix.video.diffusion.interpolate import retimed
+
+FPS = 10.0
+
+
+def test_mix_weights_follow_envelopes():
+    env = np.zeros((2, 30))
+    env[0, 10:] = 0.8  # track 0 silent in frames 0-9
+    env[1, :] = 0.5
+    times = np.arange(30) / FPS
+    w = schedule.blend_weights(env, fps=FPS, times=times, mode="mix")
+    assert w.shape == (30, 3)
+    np.testing.assert_allclose(w.sum(axis=1), 1.0)
+    assert np.all(w[:10, 0] == 0.0)  # silent -> weight 0
+    np.testing.assert_allclose(w[:10, 1], 1.0)  # only the rain is on screen
+    assert np.all(w[10:, 0] > 0.2)  # the dog appears when it sounds
+    # both sounding: the shared part goes to the scene prompt that holds every source
+    np.testing.assert_allclose(w[10:, 2], 1.0 / 1.3)
+    np.testing.assert_allclose(w[10:, 0], 0.3 / 1.3)
+
+
+def test_all_silent_uses_scene_prompt():
+    env = np.zeros((3, 20))
+    env[1, 5:8] = 1.0
+    w = schedule.blend_weights(env, fps=FPS, times=np.arange(20) / FPS, mode="mix")
+    np.testing.assert_allclose(w[:5], [[0, 0, 0, 1]] * 5)
+    np.testing.assert_allclose(w[5:8], [[0, 1, 0, 0]] * 3)
+    np.testing.assert_allclose(w[8:], [[0, 0, 0, 1]] * 12)
+
+
+def test_weights_fade_with_envelope():
+    env = np.stack([np.linspace(1, 0, 20), np.full(20, 0.0)])
+    env[1, :] = 0.3
+    w = schedule.blend_weights(env, fps=FPS, times=np.arange(20) / FPS, mode="mix")
+    # as track 0 fades, its share falls monotonically to 0
+    assert np.all(np.diff(w[:, 0]) <= 1e-12)
+    assert w[-1, 0] == 0.0
+
+
+def test_concat_schedule_changes_at_boundary():
+    env = np.zeros((2, 30))
+    env[0, :15] = 0.6
+    env[0, 5:8] = 0.0  # a pause inside track 0 keeps its scene
+    env[1, 15:] = 0.6
+    w = schedule.blend_weights(env, fps=FPS, times=np.arange(30) / FPS, mode="concat",
+                               spans=[(0.0, 1.5), (1.5, 3.0)])
+    dominant = w.argmax(axis=1)
+    assert list(dominant[:15]) == [0] * 15
+    assert list(dominant[15:]) == [1] * 15
+    assert np.all(w[:15, 1] == 0) and np.all(w[15:, 0] == 0)
+
+
+def test_overlay_top_enters_at_offset():
+    env = np.zeros((2, 40))
+    env[0, :] = 0.5
+    env[1, 12:30] = 0.9
+    w = schedule.blend_weights(env, fps=FPS, times=np.arange(40) / FPS, mode="overlay",
+                               spans=[(0.0, 4.0), (1.2, 3.0)])
+    assert np.all(w[:12, 1] == 0)
+    assert np.all(w[12:30, 1] > 0.5)
+    assert np.all(w[30:, 1] == 0)
+    assert np.all(w[:, 0] > 0)
+
+
+def test_prompts_per_mode():
+    mix = schedule.build_prompts(["a dog barking", "heavy rain"], mode="mix", style="film still")
+    assert mix.texts == ["a dog barking, film still", "heavy rain, film still",
+                         "a dog barking and heavy rain, film still"]
+    over = schedule.build_prompts(["a street", "a siren"], mode="overlay")
+    assert over.texts[1] == "a siren with a street"
+    cat = schedule.build_prompts(["a", "b"], mode="concat", style="watercolour")
+    assert cat.texts[-1] == "watercolour"
+
+
+def test_native_frames_and_retime():
+    # 60 s at 30 fps from 8 fps native: the last output frame (59.9667 s) lies inside the native range
+    n = schedule.native_frame_count(1800, 30, 8)
+    assert n == 481
+    i0, a = schedule.retime(1800, 30, 8)
+    assert i0[-1] + (a[-1] > 0) <= n - 1
+    # output frame 15 at 0.5 s is native frame 4 exactly; frame 1 (1/30 s) is 4/15 of the way to native 1
+    assert i0[15] == 4 and a[15] == 0
+    assert i0[1] == 0 and abs(a[1] - 8 / 30) < 1e-12
+
+
+def test_retimed_streams_linear_blend():
+    native = [np.full((2, 2, 3), 10 * i, np.uint8) for i in range(9)]
+    out = list(retimed(iter(native), n_native=9, frames=31, fps=30, native_fps=8))
+    assert len(out) == 31
+    expected = np.rint(np.arange(31) / 30 * 8 * 10)
+    np.testing.assert_array_equal([f[0, 0, 0] for f in out], expected)
+
+
+def test_noise_walk_moves_at_onsets():
+    times = np.arange(40) / 8.0
+    mix = np.zeros(20 * 5)
+    steps = schedule.motion(mix, [2.5], fps=20, times=times)
+    assert steps.argmax() == 20 and steps[20] > 10 * steps[5]
+    walk = schedule.noise_walk(steps, (4, 6, 6), seed=3)
+    assert walk.shape == (4, 40, 6, 6) and walk.dtype == np.float32
+    change = np.linalg.norm(np.diff(walk, axis=1).reshape(4, 39, -1).transpose(1, 0, 2).reshape(39, -1), axis=1)
+    assert change.argmax() == 19  # the step from frame 19 to 20, where the onset is
+    assert change[19] > 5 * np.median(change)
+    assert abs(float(walk.std()) - 1.0) < 0.15  # still unit-variance noise for the scheduler
+    np.testing.assert_array_equal(walk, schedule.noise_walk(steps, (4, 6, 6), seed=3))
+    assert not np.array_equal(walk, schedule.noise_walk(steps, (4, 6, 6), seed=4))
+
+
+def test_importing_avmix_does_not_import_torch():
+    code = ("import sys, avmix, avmix.cli, avmix.video.diffusion as d; "
+            "ok, why = d.available(None); assert not ok, why; "
+            "assert 'torch' not in sys.modules and 'diffusers' not in sys.modules, 'heavy import'")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env={"PATH": "/usr/bin:/bin", "AVMIX_MODEL": ""})
+    assert r.returncode == 0, r.stderr

@@ -1,0 +1,197 @@
+"""The procedural renderer and the video writer: frame counts, A/V sync, determinism, no partial files."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from avmix import ffmpeg
+from avmix.audio.analyze import analyze_array, n_video_frames
+from avmix.errors import FFmpegError, UsageError
+from avmix.timeline import Analysis
+from avmix.video import procedural
+from avmix.video.writer import VideoWriter
+
+SR = 16000
+W, H = 320, 180
+
+
+def clicks(times, seconds, amp=0.8):
+    x = np.zeros(int(seconds * SR), np.float32)
+    for t in times:
+        i = int(round(t * SR))
+        x[i:i + 32] = amp * np.hanning(32)
+    return x
+
+
+def make_analysis(tracks, seconds, fps, mode="mix", labels=None, starts=None):
+    n = n_video_frames(int(seconds * SR), SR, fps)
+    tas = []
+    for i, x in enumerate(tracks):
+        ta = analyze_array(x, SR, fps=fps, n_frames=n, label=(labels or [f"track {i}" for _ in tracks])[i], index=i)
+        if starts:
+            ta.start = starts[i][0]
+            ta.end = starts[i][1]
+        tas.append(ta)
+    mix = analyze_array(np.sum(tracks, axis=0), SR, fps=fps, n_frames=n, label="mix")
+    return Analysis(fps=fps, frames=n, duration=seconds, tracks=tas, mix=mix, mode=mode)
+
+
+def decode_gray(path, w=W, h=H) -> np.ndarray:
+    raw = ffmpeg.run(["-i", ffmpeg.url(path), "-f", "rawvideo", "-pix_fmt", "gray", "-s", f"{w}x{h}", "pipe:"],
+                     what="decode")
+    return np.frombuffer(raw, np.uint8).reshape(-1, h, w)
+
+
+def box_changes(frames: np.ndarray, box) -> np.ndarray:
+    x0, y0, x1, y1 = box
+    crop = frames[:, y0:y1, x0:x1].astype(np.int16)
+    diff = np.abs(np.diff(crop, axis=0)).mean(axis=(1, 2))
+    return np.concatenate(([0.0], diff))  # change[k] = frame k vs frame k-1
+
+
+def test_av_sync_clicks_across_the_file(tmp_path):
+    fps, seconds = 25, 40.0
+    times = [1.013, 7.77, 20.5, 33.31, 38.93]  # late clicks catch drift
+    noise = (0.05 * np.random.default_rng(1).standard_normal(int(seconds * SR))).astype(np.float32)
+    an = make_analysis([clicks(times, seconds), noise], seconds, fps)
+    out = tmp_path / "v.mp4"
+    res = procedural.render(an, out, width=W, height=H, seed=3)
+    frames = decode_gray(out)
+    assert len(frames) == an.frames
+    change = box_changes(frames, res["layout"][0]["box"])
+    for t in times:
+        k = int(t * fps)
+        window = change[k - 12:k + 13]
+        assert abs(int(np.argmax(window)) - 12) <= 1, f"click at {t} s: biggest change at frame {k - 12 + int(np.argmax(window))}, not {k}"
+    # the noise track's element does not jump on the clicks
+    other = box_changes(frames, res["layout"][1]["box"])
+    assert max(other[int(t * fps)] for t in times) < 0.5 * min(change[int(t * fps)] for t in times)
+
+
+def test_frame_count_size_and_layout(tmp_path):
+    an = make_analysis([clicks([0.5], 2.02), clicks([1.0], 2.02)], 2.02, 30, labels=["dog", "rain"])
+    out = tmp_path / "v.mp4"
+    res = procedural.render(an, out, width=W, height=H, captions=True)
+    info = ffmpeg.probe(out)
+    assert (info.video.width, info.video.height) == (W, H) and info.audio is None
+    assert len(decode_gray(out)) == an.frames == 61
+    assert res["backend"] == "procedural"
+    assert [e["label"] for e in res["layout"]] == ["dog", "rain"]
+    b0, b1 = res["layout"][0]["box"], res["layout"][1]["box"]
+    assert 0 <= b0[0] < b0[2] <= b1[0] < b1[2] <= W  # side by side, inside the frame
+    assert list(tmp_path.iterdir()) == [out]  # writes nothing else
+
+
+def test_same_seed_same_frames(tmp_path):
+    an = make_analysis([clicks([0.3, 1.2], 2.0)], 2.0, 24)
+    paths = [tmp_path / f"{n}.mp4" for n in ("a", "b", "c")]
+    for p, seed in zip(paths, (5, 5, 6)):
+        procedural.render(an, p, width=W, height=H, seed=seed)
+    a, b, c = (decode_gray(p) for p in paths)
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_overlay_top_element_enters_at_its_offset(tmp_path):
+    fps, seconds, at = 25, 4.0, 2.0
+    base = (0.1 * np.random.default_rng(0).standard_normal(int(seconds * SR))).astype(np.float32)
+    top = clicks([2.5, 3.0, 3.5], seconds)
+    an = make_analysis([base, top], seconds, fps, mode="overlay", starts=[(0.0, seconds), (at, seconds)])
+    out = tmp_path / "v.mp4"
+    res = procedural.render(an, out, width=W, height=H)
+    frames = decode_gray(out)
+    x0, y0, x1, y1 = res["layout"][1]["box"]
+    light = frames[:, y0:y1, x0:x1].mean(axis=(1, 2))
+    assert light[: int(at * fps)].max() - light[0] < 1.0  # nothing there before the offset
+    assert light[int((at + 0.6) * fps)] > light[0] + 3
+
+
+def test_concat_active_track_takes_centre_stage(tmp_path):
+    fps, seconds = 25, 4.0
+    n = int(seconds * SR)
+    a, b = np.zeros(n, np.float32), np.zeros(n, np.float32)
+    a[: n // 2] = 0.3 * np.sin(np.arange(n // 2) * 0.2)
+    b[n // 2:] = 0.3 * np.sin(np.arange(n - n // 2) * 0.3)
+    an = make_analysis([a, b], seconds, fps, mode="concat", starts=[(0.0, 2.0), (2.0, 4.0)])
+    out = tmp_path / "v.mp4"
+    res = procedural.render(an, out, width=W, height=H)
+    assert res["layout"][0]["box"] == res["layout"][1]["box"]  # the shared stage
+    frames = decode_gray(out)
+    x0, y0, x1, y1 = res["layout"][0]["box"]
+    stage = frames[:, y0:y1, x0:x1].mean(axis=(1, 2))
+    assert stage[25] > frames[25].mean() and stage[75] > frames[75].mean()
+
+
+def test_writer_leaves_no_file_and_no_ffmpeg_on_error(tmp_path):
+    out = tmp_path / "v.mp4"
+    with pytest.raises(RuntimeError):
+        with VideoWriter(out, width=64, height=64, fps=10) as w:
+            w.write(np.zeros((64, 64, 3), np.uint8))
+            proc = w._proc
+            raise RuntimeError("boom")
+    assert proc.poll() is not None
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_writer_quotes_ffmpeg_error_and_leaves_no_file(tmp_path):
+    out = tmp_path / "v.mp4"
+    with pytest.raises(FFmpegError, match="video encoding: ffmpeg failed: .*Invalid argument"):
+        with VideoWriter(out, width=64, height=64, fps=10, preset="no-such-preset") as w:
+            for _ in range(50):
+                w.write(np.zeros((64, 64, 3), np.uint8))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_writer_rejects_odd_sizes_and_bad_fps(tmp_path):
+    for kw in ({"width": 63, "height": 64, "fps": 30}, {"width": 0, "height": 64, "fps": 30},
+               {"width": 64, "height": 64, "fps": 0}, {"width": 64, "height": 64, "fps": 500}):
+        with pytest.raises(UsageError):
+            VideoWriter(tmp_path / "v.mp4", **kw)
+
+
+def test_writer_output_plays_as_h264_yuv420p(tmp_path):
+    out = tmp_path / "v.mp4"
+    with VideoWriter(out, width=128, height=72, fps=30, src_size=(64, 36)) as w:
+        for k in range(15):
+            w.write(np.full((36, 64, 3), k * 10, np.uint8))
+    info = ffmpeg.probe(out)
+    assert info.video.codec == "h264" and "yuv420p" in info.streams[0]
+    assert (info.video.width, info.video.height) == (128, 72)
+    assert info.duration == pytest.approx(0.5, abs=0.04)
+
+
+def test_contact_sheet_has_thumbnails_and_lanes(tmp_path):
+    PIL = pytest.importorskip("PIL.Image")
+    from avmix.video import preview
+
+    fps, seconds = 25, 3.0
+    tone = np.zeros(int(seconds * SR), np.float32)
+    tone[: int(SR * 1.0)] = 0.5 * np.sin(np.arange(SR) * 0.1)
+    an = make_analysis([tone, clicks([1.5, 2.5], seconds)], seconds, fps, labels=["tone", "clicks"])
+    video = tmp_path / "v.mp4"
+    procedural.render(an, video, width=W, height=H)
+    png = tmp_path / "sheet.png"
+    preview.contact_sheet(video, an, png, columns=4)
+    img = np.asarray(PIL.open(png).convert("RGB"))
+    cols = 4
+    assert img.shape[1] == cols * preview.THUMB_W + (cols + 1) * preview.GAP
+    th = preview.THUMB_W * H // W
+    assert img.shape[0] > 2 * th + 3 * (preview.LANE_H + 4)
+    # the tone's lane is lit in its colour during its first second only
+    y = preview.GAP + 2 * (th + preview.GAP) + preview.GAP + preview.LANE_H // 2 - 6  # off the centre line
+    x0, x1 = preview.LABEL_W, img.shape[1] - preview.GAP
+    lane = img[y, x0:x1].astype(int)
+    first, last = lane[: (x1 - x0) // 4], lane[-(x1 - x0) // 4:]
+    blue = np.asarray(procedural.track_color(0)) * 255
+    assert np.abs(first.mean(axis=0) - blue).max() < 60
+    assert (np.abs(last - np.asarray(preview.PANEL)).max(axis=1) < 5).mean() > 0.9  # bar thumbnail markers
+
+
+def test_png_without_pillow_is_valid(tmp_path):
+    PIL = pytest.importorskip("PIL.Image")
+    from avmix.video.preview import _png_bytes
+
+    img = np.random.default_rng(0).integers(0, 256, (7, 5, 3), dtype=np.uint8)
+    p = tmp_path / "x.png"
+    p.write_bytes(_png_bytes(img))
+    assert np.array_equal(np.asarray(PIL.open(p).convert("RGB")), img)
