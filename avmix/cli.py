@@ -5,9 +5,13 @@ Every AvmixError becomes one line on stderr and its exit code; ``--debug`` shows
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
+import re
+import signal
 import sys
-from typing import Optional
+import threading
+from typing import Iterator, Optional
 
 import click
 import typer
@@ -57,18 +61,48 @@ for _name in COMMAND_MODULES:
     _mod.register(app)
 
 
+def _printable(text: str) -> str:
+    """Control characters (a newline or escape sequence in a file name) shown escaped, so an error is
+    always one line and cannot drive the terminal."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
 def _say(message: str) -> None:
-    sys.stderr.write(f"avmix: {message}\n")
+    sys.stderr.write(f"avmix: {_printable(message)}\n")
     sys.stderr.flush()
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that the same clean-up runs (temp files, ffmpeg children)."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI with ``argv`` and return the exit code (never raises, never prints a traceback
-    unless ``--debug``)."""
+    unless ``--debug``). Ctrl-C exits with 130 and SIGTERM with 143, after removing partial outputs."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     try:
-        rv = app(args=argv, prog_name="avmix", standalone_mode=False)
+        with _sigterm_raises():
+            rv = app(args=argv, prog_name="avmix", standalone_mode=False)
         return rv if isinstance(rv, int) else 0
     except AvmixError as e:
         if debug:
@@ -86,9 +120,9 @@ def run(argv: list[str] | None = None) -> int:
         if ctx is not None:
             _say(f"hint: see '{ctx.command_path} --help'")
         return e.exit_code
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (click.exceptions.Abort, KeyboardInterrupt) as e:
         _say("interrupted; no output was written")
-        return 130
+        return 143 if isinstance(e, Terminated) else 130
     except BrokenPipeError:
         return 1
     except MemoryError:

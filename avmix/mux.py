@@ -119,8 +119,8 @@ def render(video: str | os.PathLike, audio: str | os.PathLike, output: str | os.
     ain = ffmpeg_python.input(ffmpeg.url(audio))
 
     stream_line = next((s for s in vinfo.streams if "Video:" in s), "")
-    copy = (vcodec == "libx264" and vinfo.video.codec == "h264" and "yuv420p" in stream_line
-            and method == "as-is")
+    copy = (vcodec == "libx264" and vinfo.video.codec == "h264" and method == "as-is"
+            and re.search(r"\byuv420p(?![0-9a-z])", stream_line) is not None)  # not yuv420p10le
     v = vin["v:0"]
     if not copy:
         if method == "hold":

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -21,6 +22,9 @@ def check_input(path: str | os.PathLike) -> Path:
         raise InputError("no such file", path=p)
     if p.is_dir():
         raise InputError("is a directory, not a file", path=p)
+    mode = p.stat().st_mode
+    if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):  # /dev/zero would be read forever
+        raise InputError("is a device or socket, not a file", path=p)
     if not os.access(p, os.R_OK):
         raise InputError("permission denied", path=p)
     if p.is_file() and p.stat().st_size == 0:  # pipes (<(...), FIFOs) report 0 bytes
@@ -64,12 +68,23 @@ def atomic_path(path: str | os.PathLike, *, suffix: str | None = None) -> Iterat
     os.close(fd)
     tmp_path = Path(tmp)
     try:
+        # mkstemp makes the file 0600; the output gets the usual umask-based mode (as open() would give)
+        os.chmod(tmp_path, 0o666 & ~_UMASK)
         yield tmp_path
         os.replace(tmp_path, p)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp_path.unlink()
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it; done once at import, before any threads start
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()
 
 
 def sidecar(output: str | os.PathLike, kind: str = "timeline") -> Path:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from avmix import mux, paths
-from avmix.errors import OutputError, UsageError
+from avmix.errors import InputError, OutputError, UsageError
 from avmix.manifest import MANIFEST, Manifest, key, versions
 from avmix.progress import ProgressFn, note, report
 from avmix.timeline import Analysis, Timeline, file_hash
@@ -353,9 +353,15 @@ def _compose(inputs: list[Path], work: Path, *, composed: bool, labels: list[str
     from avmix.audio import compose, io
 
     if composed:  # one already-composed file: take its timeline, copy its audio at the timeline's format
-        timeline = Timeline.load(paths.sidecar(inputs[0]))
+        side = paths.sidecar(inputs[0])
+        timeline = Timeline.load(side)
         for source, label in zip(timeline.sources, labels):
             source.label = label
+        for source in timeline.sources:  # the analysis reads each source again: find it, check it
+            source.path = os.fspath(_find_source(source.path, side))
+            if source.hash and file_hash(source.path) != source.hash:
+                raise InputError(f"source {source.index} changed since the audio was composed", path=source.path,
+                                 hint=f"compose {inputs[0]} again")
         audio = io.open_audio(inputs[0])
         with io.AudioWriter(work / AUDIO, sample_rate=timeline.sample_rate, channels=timeline.channels,
                             bit_depth=WORK_BIT_DEPTH, frames=timeline.frames) as w:
@@ -381,6 +387,16 @@ def _compose(inputs: list[Path], work: Path, *, composed: bool, labels: list[str
                                     settings=settings)
     timeline = compose.render(plan, work / AUDIO, bit_depth=WORK_BIT_DEPTH, progress=progress)
     timeline.save(work / TIMELINE)
+
+
+def _find_source(name: str, sidecar: Path) -> Path:
+    """A timeline's source path: as written (absolute or from here), else beside the timeline file."""
+    p = Path(name)
+    for candidate in ([p] if p.is_absolute() else [p, sidecar.parent / p]):
+        if candidate.is_file():
+            return candidate.resolve()
+    raise InputError("source of the composed audio not found", path=name,
+                     hint=f"the timeline {sidecar} refers to it; compose again or restore the file")
 
 
 def _video(backend: str, analysis: Analysis, timeline: Timeline, work: Path, o: dict, progress: ProgressFn) -> dict:

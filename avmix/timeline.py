@@ -19,6 +19,7 @@ from avmix.paths import write_text_atomic
 TIMELINE_SCHEMA = "avmix.timeline/1"
 ANALYSIS_SCHEMA = "avmix.analysis/1"
 HASH_CHUNK = 1 << 20
+MAX_VIDEO_FRAMES = 120 * 3600 * 48  # 48 hours at 120 fps
 
 
 def file_hash(path: str | os.PathLike) -> str:
@@ -104,10 +105,12 @@ class Timeline:
     def from_dict(cls, d: dict[str, Any], *, where: str = "timeline") -> "Timeline":
         check_schema(d, TIMELINE_SCHEMA, where)
         try:
+            if not isinstance(d["sources"], list):
+                raise TypeError("sources is not a list")
             sources = []
             for sd in d["sources"]:
                 sd = _known(Source, sd)
-                if sd.get("duck"):
+                if sd.get("duck") is not None:
                     sd["duck"] = Duck(**_known(Duck, sd["duck"]))
                 sources.append(Source(**sd))
             top = _known(cls, d)
@@ -123,22 +126,72 @@ class Timeline:
         return cls.from_dict(read_json(path), where=os.fspath(path))
 
     def validate(self, where: str = "timeline") -> None:
-        bad = None
-        if not isinstance(self.sample_rate, int) or not 1000 <= self.sample_rate <= 768000:
-            bad = f"sample_rate {self.sample_rate!r}"
-        elif not isinstance(self.channels, int) or not 1 <= self.channels <= 64:
-            bad = f"channels {self.channels!r}"
-        elif not isinstance(self.frames, int) or self.frames < 0:
-            bad = f"frames {self.frames!r}"
-        for s in self.sources:
+        """InputError unless every field has a usable type and range (a timeline may come from a file
+        someone edited: a string, NaN or a bool where a count belongs must not reach the engine)."""
+        bad = _check_fields(self, _TIMELINE_FIELDS) or _check_range(self.sample_rate, 1000, 768000, "sample_rate") \
+            or _check_range(self.channels, 1, 64, "channels") or _check_range(self.frames, 0, None, "frames")
+        if not bad and not isinstance(self.sources, list):
+            bad = "sources (not a list)"
+        for s in self.sources if not bad else []:
+            bad = _check_fields(s, _SOURCE_FIELDS, f"source {s.index!r} ")
+            if not bad and not (0 <= s.start_sample <= s.end_sample and s.source_frames >= 0 and s.offset_sample >= 0):
+                bad = f"source {s.index} placement"
+            if not bad and s.fade_in < 0 or not bad and s.fade_out < 0:
+                bad = f"source {s.index} fades"
+            if not bad and s.duck is not None and not isinstance(s.duck, Duck):
+                bad = f"source {s.index} duck {_short(s.duck)}"
+            if not bad and s.duck is not None:
+                bad = _check_fields(s.duck, _DUCK_FIELDS, f"source {s.index} duck ")
+                if not bad and not 0 <= s.duck.by < len(self.sources):
+                    bad = f"source {s.index} duck.by {s.duck.by!r}"
             if bad:
                 break
-            if not (0 <= s.start_sample <= s.end_sample) or s.source_frames < 0 or s.offset_sample < 0:
-                bad = f"source {s.index} placement"
-            elif not all(math.isfinite(x) for x in (s.gain_db, s.fade_in, s.fade_out)):
-                bad = f"source {s.index} gain/fades"
         if bad:
             raise InputError(f"malformed timeline: bad {bad}", path=where)
+
+
+_INT, _NUM, _STR, _BOOL = "int", "number", "str", "bool"
+_TIMELINE_FIELDS = {"mode": _STR, "sample_rate": _INT, "channels": _INT, "frames": _INT, "master_gain_db": _NUM,
+                    "fade_in": _NUM, "fade_out": _NUM, "limit_dbtp": (_NUM, None), "output": _STR,
+                    "peak_dbfs": (_NUM, None, "-inf"), "lufs": (_NUM, None, "-inf")}
+_SOURCE_FIELDS = {"index": _INT, "path": _STR, "label": _STR, "start_sample": _INT, "end_sample": _INT,
+                  "source_frames": _INT, "offset_sample": _INT, "loop": _BOOL, "gain_db": _NUM, "fade_in": _NUM,
+                  "fade_out": _NUM, "fade_curve": _STR, "hash": _STR, "sample_rate": _INT, "channels": _INT}
+_DUCK_FIELDS = {"db": _NUM, "by": _INT, "attack": _NUM, "release": _NUM, "threshold_db": _NUM}
+
+
+def _is(value: Any, kind: Any) -> bool:
+    if isinstance(kind, tuple):
+        return any(_is(value, k) for k in kind)
+    if kind is None:
+        return value is None
+    if kind == "-inf":  # a measured level of digital silence
+        return isinstance(value, float) and value == -math.inf
+    if kind == _INT:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == _NUM:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if kind == _STR:
+        return isinstance(value, str)
+    return isinstance(value, bool)
+
+
+def _check_fields(obj: Any, kinds: dict[str, Any], prefix: str = "") -> str | None:
+    """The first field of ``obj`` whose value is not of its kind, as 'name value' (None if all are)."""
+    for name, kind in kinds.items():
+        value = getattr(obj, name)
+        if not _is(value, kind):
+            return f"{prefix}{name} {_short(value)}"
+    return None
+
+
+def _check_range(value: int, lo: int, hi: int | None, name: str) -> str | None:
+    return None if lo <= value and (hi is None or value <= hi) else f"{name} {value!r}"
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 @dataclass
@@ -177,13 +230,38 @@ class Analysis:
         d = read_json(path)
         check_schema(d, ANALYSIS_SCHEMA, os.fspath(path))
         try:
+            if not isinstance(d["tracks"], list):
+                raise TypeError("tracks is not a list")
             tracks = [TrackAnalysis(**_known(TrackAnalysis, t)) for t in d["tracks"]]
             mix = TrackAnalysis(**_known(TrackAnalysis, d["mix"]))
             top = _known(cls, d)
             top.update(tracks=tracks, mix=mix)
-            return cls(**top)
+            analysis = cls(**top)
         except (KeyError, TypeError, ValueError) as e:
             raise InputError(f"malformed analysis ({e})", path=path) from None
+        analysis.validate(os.fspath(path))
+        return analysis
+
+    def validate(self, where: str = "analysis") -> None:
+        """InputError unless the numbers are usable: fps in (0, 1000], an envelope of ``frames`` finite
+        values per track, onsets/beats lists of finite seconds."""
+        bad = _check_fields(self, {"fps": _NUM, "frames": _INT, "duration": _NUM, "mode": _STR})
+        if not bad and not (0 < self.fps <= 1000 and 0 <= self.frames <= MAX_VIDEO_FRAMES and self.duration >= 0):
+            bad = f"fps/frames/duration {self.fps!r}/{self.frames!r}/{self.duration!r}"
+        for i, t in enumerate([self.mix] + self.tracks if not bad else []):
+            name = "mix " if i == 0 else f"track {i - 1} "
+            bad = _check_fields(t, {"label": _STR, "start": _NUM, "end": _NUM, "index": _INT, "tempo": (_NUM, None)},
+                                name)
+            for field_name in ("envelope", "onsets", "beats"):
+                values = getattr(t, field_name)
+                if not bad and not (isinstance(values, list) and all(_is(v, _NUM) for v in values)):
+                    bad = f"{name}{field_name} (not a list of finite numbers)"
+            if not bad and len(t.envelope) != self.frames:
+                bad = f"{name}envelope ({len(t.envelope)} values for {self.frames} frames)"
+            if bad:
+                break
+        if bad:
+            raise InputError(f"malformed analysis: bad {bad}", path=where)
 
 
 def _known(cls, d: dict[str, Any]) -> dict[str, Any]:

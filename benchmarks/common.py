@@ -1,9 +1,9 @@
 """Shared helpers for the benchmarks: test signals, timing and peak memory of a command, checks, tables.
 
-Every measured command runs under a small wrapper process (``MEASURE``) so that its numbers are its
-own: wall time from spawn to exit, ``ru_maxrss`` of the wrapper's children (the largest single
+Every measured command runs under GNU time (or, without it, a tiny fork/exec wrapper) so that its
+numbers are its own: wall time from spawn to exit, user+sys CPU and ``ru_maxrss`` (the largest single
 process of the tree), and, when psutil is present, the summed RSS of the whole tree polled every
-20 ms (what matters when avmix and an ffmpeg child run at the same time).
+50 ms (what matters when avmix and an ffmpeg child run at the same time).
 """
 from __future__ import annotations
 
@@ -125,8 +125,9 @@ def measure_once(cmd: list[str]) -> dict:
     """Run ``cmd``; return its wall s, peak MB (max of ru_maxrss and the polled tree RSS) and exit code.
 
     ``ru_maxrss`` comes from GNU time (``%M``) around the command: the largest single process. The
-    tree RSS (summed over the command and its children, the timing wrapper excluded, polled every 20 ms with psutil) adds what
-    concurrent children (avmix + its ffmpeg) hold together; shared libraries count once per process.
+    tree RSS (summed over the command and its children, GNU time excluded, polled every 50 ms with
+    psutil) adds what concurrent children (avmix + its ffmpeg) hold together; shared libraries count
+    once per process.
     """
     try:
         import psutil
@@ -145,7 +146,7 @@ def measure_once(cmd: list[str]) -> dict:
                     tree = max(tree, sum(q.memory_info().rss for q in root.children(recursive=True)))
                 except psutil.Error:
                     pass
-                time.sleep(0.02)
+                time.sleep(0.05)
         code = proc.wait()
         wall = time.perf_counter() - t0
         fields = rep.read().split()

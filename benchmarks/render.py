@@ -3,9 +3,9 @@
     .venv/bin/python benchmarks/render.py            # 60 s of audio (and 240 s for memory flatness)
     .venv/bin/python benchmarks/render.py --quick    # 10 s (and 40 s), one run each
 
-Every tool makes a 1280x720 30 fps H.264 (libx264, crf 18, preset veryfast, yuv420p, as
-avmix/video/writer.py) + AAC 192k MP4 with +faststart from the same stereo 48 kHz WAV, muxing
-included. Outputs are probed (duration within a frame of the audio, size, fps, an audio stream).
+Every tool makes a 1280x720 30 fps H.264 (libx264 yuv420p with the crf and preset avmix's procedural
+renderer uses, read from its defaults; the x264 settings written in each output are recorded to
+confirm) + AAC 192k MP4 with +faststart from the same stereo 48 kHz WAV, muxing included. Outputs are probed (duration within a frame of the audio, size, fps, an audio stream).
 Writes benchmarks/results-render.json.
 """
 from __future__ import annotations
@@ -19,7 +19,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 from common import DATA  # noqa: E402
 
-SIZE, FPS, CRF, PRESET = "1280x720", 30, 18, "veryfast"
+SIZE, FPS = "1280x720", 30
+
+
+def _avmix_encode() -> tuple[int, str]:
+    """The crf and x264 preset avmix's procedural renderer encodes with (its defaults), so the peers match."""
+    import inspect
+    from avmix.video import procedural
+    p = inspect.signature(procedural.render).parameters
+    return p["crf"].default, p["preset"].default
+
+
+CRF, PRESET = _avmix_encode()
 ENCODE = ["-c:v", "libx264", "-preset", PRESET, "-crf", str(CRF), "-pix_fmt", "yuv420p",
           "-c:a", "aac", "-b:a", "192k", "-movflags", "+faststart"]
 
@@ -52,7 +63,20 @@ def check(path: Path, seconds: float, r: dict, *, slack: float = 1.5 / FPS) -> s
     if info.duration is None or abs(info.duration - seconds) > slack:
         problems.append(f"duration {info.duration} s")
     r["duration_s"] = info.duration
+    r["x264"] = x264_settings(path)
     return "FAIL: " + "; ".join(problems) if problems else f"ok, {info.duration:.3f} s"
+
+
+def x264_settings(path: Path) -> str | None:
+    """crf / me / subme / ref from the x264 settings string inside an H.264 file (tells the preset)."""
+    with open(path, "rb") as f:
+        head = f.read(4 << 20)
+    i = head.find(b"x264 - core")
+    if i < 0:
+        return None
+    opts = head[i:i + 2000].split(b"\0")[0].decode("ascii", "replace").split()
+    keep = ("crf=", "me=", "subme=", "ref=")
+    return " ".join(o for o in opts if o.startswith(keep))
 
 
 def main(argv: list[str] | None = None) -> int:

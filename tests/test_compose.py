@@ -136,8 +136,12 @@ def test_match_loudness_levels_tracks(tmp_path, wav):
 def test_lufs_normalisation_within_half_lu(tmp_path, wav):
     a = wav("a.wav", noise(4, amp=0.05))
     b = wav("b.wav", sine(220, 4, channels=2, amp=0.05))
-    tl = compose.mix([a, b], out(tmp_path), normalize="lufs", target=-16.0, bit_depth=32)
+    calls = []
+    tl = compose.mix([a, b], out(tmp_path), normalize="lufs", target=-16.0, bit_depth=32,
+                     progress=lambda *c: calls.append(c))
     y = read(out(tmp_path))
+    assert sf.info(out(tmp_path)).samplerate == SR  # (ffmpeg loudnorm would have upsampled to 192 kHz)
+    assert {c[0] for c in calls} == {"measure", "mix"} and calls[-1] == ("mix", 4 * SR, 4 * SR)
     assert abs(pyln.Meter(SR).integrated_loudness(y.astype(np.float64)) + 16.0) < 0.5  # independent meter
     assert abs(tl.lufs + 16.0) < 0.5 and tl.master_gain_db > 0
     assert tp_db(y) <= -1.0 + 1e-6

@@ -167,11 +167,17 @@ def test_concat_and_overlay_schedules_in_manifest(tiny_wan, tmp_path):
     half = int(1.5 * SR)
     timeline = Timeline("concat", SR, 1, 2 * half, [Source(0, "a.wav", "a dog barking", 0, half, half),
                                                    Source(1, "b.wav", "heavy rain", half, 2 * half, half)])
-    info = render(tiny_wan, tmp_path / "c.mp4", analysis=(analysis, timeline), window=17)
+    seen = []
+    info = render(tiny_wan, tmp_path / "c.mp4", analysis=(analysis, timeline), window=17,
+                  progress=lambda s, d, t: seen.append(t))
     times = [row["time"] for row in info["prompt_schedule"]]
     dominant = [int(np.argmax(row["weights"])) for row in info["prompt_schedule"]]
     switch = times[dominant.index(1)]
     assert switch == 1.5  # the native frame at the track boundary (16 fps grid)
+    # Wan segments [start, crossfade]: the track boundary (native frame 24 = 1.5 s) is a hard cut
+    assert info["segments"] == [[0, 0], [12, 5], [24, 0], [36, 5]]
+    assert len(decode(tmp_path / "c.mp4")) == 30
+    assert seen[-1] == 4 * 2
 
 
 def test_cli_models_tiny_and_check(run_cli, tmp_path):
@@ -196,6 +202,19 @@ def test_adapter_plus_base(tiny_ad, tmp_path):
         loading.identify(f"{base}+{base}")
     with pytest.raises(ModelError, match="needs a Stable Diffusion 1.5 base"):
         loading.identify(f"{tiny_ad / 'motion_adapter'}+{tiny_ad}")
+
+
+def test_lightning_single_file_adapter_is_recognised(tiny_ad, tmp_path):
+    import shutil
+
+    base = tiny.write(tmp_path / "sd15", family="sd15")
+    single = tmp_path / "animatediff_lightning_4step_diffusers.safetensors"
+    shutil.copy(tiny_ad / "motion_adapter" / "diffusion_pytorch_model.safetensors", single)
+    info = loading.identify(f"{single}+{base}")
+    assert (info.family, info.extra["steps"]) == ("animatediff-lightning", 4)
+    # a tiny adapter does not fit the full-size MotionAdapter layout: a one-line load error, no traceback
+    with pytest.raises(ModelError, match="failed to load|not a diffusers-format motion adapter"):
+        loading.load(info, device="cpu", dtype=None)
 
 
 def test_cli_generate_with_tiny_model(run_cli, tiny_ad, tmp_path):
@@ -227,6 +246,17 @@ def test_offline_missing_hub_model(tmp_path):
     assert "not on this machine" in e.value.message and "HF_HUB_OFFLINE" in e.value.message
     assert "huggingface-cli download guoyww/some-model-not-here" in e.value.hint
     assert not (tmp_path / "x.mp4").exists()
+
+
+def test_offline_missing_adapter_or_lightning_file(tiny_ad, tmp_path):
+    base = tiny.write(tmp_path / "sd15", family="sd15")
+    with pytest.raises(ModelError, match="guoyww/animatediff-motion-adapter-v1-5-3 is not on this machine"):
+        loading.identify(f"guoyww/animatediff-motion-adapter-v1-5-3+{base}")
+    spec = f"ByteDance/AnimateDiff-Lightning/animatediff_lightning_4step_diffusers.safetensors+{base}"
+    with pytest.raises(ModelError, match="ByteDance/AnimateDiff-Lightning is not on this machine"):
+        loading.identify(spec)
+    with pytest.raises(ModelError, match="emilianJR/epiCRealism is not on this machine"):
+        loading.identify(f"{tiny_ad / 'motion_adapter'}+emilianJR/epiCRealism")
 
 
 def test_not_a_pipeline_directory(tmp_path):

@@ -122,3 +122,19 @@ def test_importing_avmix_does_not_import_torch():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        env={"PATH": "/usr/bin:/bin", "AVMIX_MODEL": ""})
     assert r.returncode == 0, r.stderr
+
+
+def test_segment_plan_cuts_at_scene_changes():
+    from avmix.video.diffusion.segments import plan
+
+    window, overlap, segs = plan(100, 33)
+    assert (window, overlap) == (33, 9)
+    assert [(s.start, s.fade) for s in segs] == [(0, 0), (24, 9), (48, 9), (72, 9)]
+    assert segs[-1].end == 100 and all(a.end == b.start for a, b in zip(segs, segs[1:]))
+    # a concat boundary at native frame 30 becomes a hard cut; the plan continues from there
+    _, _, segs = plan(100, 33, cuts=[30])
+    assert [(s.start, s.fade) for s in segs] == [(0, 0), (30, 0), (54, 9), (78, 9)]
+    _, _, segs = plan(100, 33, cuts=[50])  # a cut beyond the first segment is taken by the second
+    assert [(s.start, s.fade) for s in segs] == [(0, 0), (24, 9), (50, 0), (74, 9)]
+    assert schedule.scene_cuts([(0.0, 1.5), (1.5, 3.0)], mode="concat", native_fps=16, n=48) == [24]
+    assert schedule.scene_cuts([(0.0, 1.5), (1.5, 3.0)], mode="mix", native_fps=16, n=48) == []

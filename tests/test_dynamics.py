@@ -100,7 +100,7 @@ def test_limiter_is_block_size_invariant():
     b = limit(x, 1000)
     c = limit(x, 7)
     # same gains to float rounding (the vectorised release/averaging sums in a different order)
-    assert np.abs(a - b).max() < 1e-6 and np.abs(a - c).max() < 1e-6
+    assert np.abs(a - b).max() < 2e-5 and np.abs(a - c).max() < 2e-5
 
 
 def test_limiter_does_not_shift_the_timeline():
@@ -214,3 +214,20 @@ def test_loudness_silent_and_short_inputs():
 def test_peak_dbfs():
     assert loudness.peak_dbfs(0.0) == -math.inf
     assert abs(loudness.peak_dbfs(0.5) + 6.0206) < 1e-3
+
+
+def test_sliding_sum():
+    x = np.random.default_rng(0).random(50)
+    for size in (1, 2, 3, 5, 8, 13, 50):
+        ref = [x[i:i + size].sum() for i in range(len(x) - size + 1)]
+        assert np.allclose(dynamics.sliding_sum(x, size), ref)
+
+
+def test_dense_and_sparse_true_peak_paths_agree():
+    lim = TruePeakLimiter(SR, 2)
+    x = noise(0.5, amp=1.0)
+    dense = lim._dense_peaks(x)
+    idx = np.arange(lim.HALF, len(x) - lim.HALF)
+    taps = idx[:, None] + np.arange(-lim.HALF, lim.HALF + 1)[None, :]
+    ref = np.max([np.abs(x[:, c][taps] @ lim.kernels).max(axis=1) for c in range(2)], axis=0)
+    assert np.allclose(dense[idx], ref, atol=1e-6)

@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 
 from avmix import ffmpeg, pipeline
-from avmix.errors import UsageError
+from avmix.errors import InputError, UsageError
 from avmix.timeline import file_hash
 from conftest import noise, sine, write_wav
 
@@ -223,6 +223,11 @@ def test_composed_input_with_timeline(tmp_path, tracks):
     an = json.loads((work / "analysis.json").read_text())
     assert [t["label"] for t in an["tracks"]] == ["a", "b"]
     assert an["tracks"][1]["start"] == pytest.approx(1.0, abs=1e-3)
+    # a source edited after composing is refused, not silently analysed
+    write_wav(tracks[1], noise(2.0, SR, 2, 0.1, seed=9))
+    with pytest.raises(InputError, match="changed since the audio was composed"):
+        pipeline.generate([mixed], tmp_path / "o2.mp4", **SMALL)
+    assert not (tmp_path / "o2.mp4").exists()
 
 
 def test_preview_is_a_png(tmp_path, tracks):

@@ -160,6 +160,18 @@ def test_stream_copy_when_video_fits(tmp_path, video):
     assert not mux.render(video, audio, tmp_path / "o.webm")["video_copied"]
 
 
+def test_ten_bit_h264_is_not_copied(tmp_path):
+    if not ffmpeg.has_encoder("libx264"):
+        pytest.skip("no libx264")
+    try:
+        video = make_video(tmp_path / "v10.mp4", codec=("-c:v", "libx264", "-pix_fmt", "yuv420p10le"))
+    except ffmpeg.FFmpegError:
+        pytest.skip("this libx264 has no 10-bit support")
+    res = mux.render(video, audio_file(tmp_path, 2.0), tmp_path / "o.mp4")
+    assert not res["video_copied"]  # browsers and phones need 8-bit yuv420p
+    assert "yuv420p10" not in next(s for s in ffmpeg.probe(tmp_path / "o.mp4").streams if "Video:" in s)
+
+
 def test_odd_sized_video_is_made_even(tmp_path):
     video = make_video(tmp_path / "odd.mkv", size="161x99", codec=("-c:v", "ffv1"))
     res = mux.render(video, audio_file(tmp_path, 1.0), tmp_path / "o.mp4")

@@ -1,6 +1,8 @@
 """The procedural renderer and the video writer: frame counts, A/V sync, determinism, no partial files."""
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -128,6 +130,7 @@ def test_writer_leaves_no_file_and_no_ffmpeg_on_error(tmp_path):
         with VideoWriter(out, width=64, height=64, fps=10) as w:
             w.write(np.zeros((64, 64, 3), np.uint8))
             proc = w._proc
+            time.sleep(0.3)  # the pipe thread is idle, waiting for the next frame
             raise RuntimeError("boom")
     assert proc.poll() is not None
     assert list(tmp_path.iterdir()) == []

@@ -108,7 +108,7 @@ def _label(s: Settings, i: int, f: AudioFile) -> str:
     return "stdin" if f.path == paths.STDIO else Path(f.path).stem
 
 
-def _source(i: int, f: AudioFile, s: Settings, sr: int, **kw) -> Source:
+def _source(i: int, f: AudioFile, s: Settings, **kw) -> Source:
     gain = float(s.gains[i]) if i < len(s.gains) else 0.0
     return Source(index=i, path=f.path, label=_label(s, i, f), gain_db=gain, sample_rate=f.sample_rate,
                   channels=f.channels, **kw)
@@ -145,7 +145,7 @@ def plan_mix(files: list[AudioFile], *, duration: str = "longest", match_loudnes
     sources = []
     for i, (f, n) in enumerate(zip(files, lengths)):
         m = min(n, frames)
-        sources.append(_source(i, f, s, sr, start_sample=0, end_sample=m, source_frames=m))
+        sources.append(_source(i, f, s, start_sample=0, end_sample=m, source_frames=m))
     if match_loudness:
         levels = [measure_file(f, sr, ch, progress=progress) for f in files]
         ok = [v for v in levels if math.isfinite(v)]
@@ -195,15 +195,17 @@ def plan_concat(files: list[AudioFile], *, crossfade: float = 0.0, curve: str = 
     sources = []
     pos = 0
     for i, (f, (off, n)) in enumerate(zip(files, spans)):
-        fi = crossfade if (x and i > 0) else 0.0
-        fo = crossfade if (x and i < n_files - 1) else 0.0
-        sources.append(_source(i, f, s, sr, start_sample=pos, end_sample=pos + n, source_frames=n,
-                               offset_sample=off, fade_in=x / sr if fi else 0.0, fade_out=x / sr if fo else 0.0,
-                               fade_curve=curve))
+        fade = x / sr  # stored in seconds; round(fade * sr) == x recovers the sample count exactly
+        sources.append(_source(i, f, s, start_sample=pos, end_sample=pos + n, source_frames=n,
+                               offset_sample=off, fade_in=fade if i > 0 else 0.0,
+                               fade_out=fade if i < n_files - 1 else 0.0, fade_curve=curve))
         pos += n
         if i < n_files - 1:
             pos += g - x
     frames = max([src.end_sample for src in sources] + [0])
+    if frames == 0:
+        raise UsageError("nothing left to join: every input is silent after trimming silence",
+                         hint="drop --trim-silence")
     return _timeline("concat", files, sources, frames, sr, ch, s)
 
 
@@ -228,8 +230,8 @@ def plan_overlay(base: AudioFile, top: AudioFile, *, at: float = 0.0, loop: bool
         raise UsageError(f"offset {at:g} s is past the end of the base track ({nb / sr:.3f} s)", path=base.path,
                          hint="use an --at within the base track")
     end = max(nb, start + nt) if loop else start + nt
-    b = _source(0, base, s, sr, start_sample=0, end_sample=nb, source_frames=nb)
-    t = _source(1, top, s, sr, start_sample=start, end_sample=end, source_frames=nt, loop=bool(loop))
+    b = _source(0, base, s, start_sample=0, end_sample=nb, source_frames=nb)
+    t = _source(1, top, s, start_sample=start, end_sample=end, source_frames=nt, loop=bool(loop))
     if duck_db:
         b.duck = Duck(db=duck_db, by=1, attack=attack, release=release)
     return _timeline("overlay", [base, top], [b, t], max(nb, end), sr, ch, s)
@@ -242,10 +244,11 @@ def measure_file(f: AudioFile, sample_rate: int, channels: int, *, progress: Pro
     m = LoudnessMeter(sample_rate, channels)
     total = f.target_frames(sample_rate)
     done = 0
-    for b in f.blocks(sample_rate=sample_rate, channels=channels, blocksize=BLOCK):
-        m.add(b)
-        done += len(b)
-        report(progress, "measure", done, total)
+    with dynamics.single_thread_blas():
+        for b in f.blocks(sample_rate=sample_rate, channels=channels, blocksize=BLOCK):
+            m.add(b)
+            done += len(b)
+            report(progress, "measure", done, total)
     return m.integrated()
 
 
@@ -257,7 +260,7 @@ def silence_bounds(f: AudioFile, sample_rate: int, channels: int, *, threshold_d
     pos = 0
     total = f.target_frames(sample_rate)
     for b in f.blocks(sample_rate=sample_rate, channels=channels, blocksize=BLOCK):
-        loud = np.flatnonzero((np.abs(b) > thr).any(axis=1))
+        loud = np.flatnonzero(np.abs(b).reshape(-1) > thr) // b.shape[1]  # frame indices
         if len(loud):
             if first < 0:
                 first = pos + int(loud[0])
@@ -541,13 +544,12 @@ class _Measure:
 
     def _work(self) -> None:
         while (b := self._q.get()) is not None:
-            if self._error is not None:
+            if self._error is not None or not len(b):
                 continue
             try:
-                if len(b):
-                    self._peak = max(self._peak, float(b.max()), -float(b.min()))
-                    if self._meter is not None:
-                        self._meter.add(b)
+                self._peak = max(self._peak, float(b.max()), -float(b.min()))
+                if self._meter is not None:
+                    self._meter.add(b)
             except BaseException as e:  # re-raised in the caller's thread by result()
                 self._error = e
 
@@ -601,7 +603,7 @@ def _settings(kw: dict) -> Settings:
 
 def _run(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, plan, *,
          bit_depth: int | None, overwrite: bool, timeline_path: str | os.PathLike | None,
-         loudness: bool | None, progress: ProgressFn) -> Timeline:
+         loudness: bool | None, stems_dir: str | os.PathLike | None, progress: ProgressFn) -> Timeline:
     names = [os.fspath(p) for p in inputs]
     for p in names:
         paths.check_input(p)
@@ -612,7 +614,7 @@ def _run(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, plan, *
     tl = plan(files)
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:  # hash while rendering
         hashes = pool.submit(lambda: [file_hash(f.local_path) for f in files])
-        render(tl, output, bit_depth=bit_depth, loudness=loudness, progress=progress)
+        render(tl, output, bit_depth=bit_depth, loudness=loudness, stems_dir=stems_dir, progress=progress)
         for src, h in zip(tl.sources, hashes.result()):
             src.hash = h
     side = timeline_path if timeline_path is not None else (
@@ -625,7 +627,7 @@ def _run(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, plan, *
 def mix(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, *, duration: str = "longest",
         match_loudness: bool = False, bit_depth: int | None = None, overwrite: bool = False,
         timeline_path: str | os.PathLike | None = None, loudness: bool | None = None,
-        progress: ProgressFn = None, **settings) -> Timeline:
+        stems_dir: str | os.PathLike | None = None, progress: ProgressFn = None, **settings) -> Timeline:
     """Mix ``inputs`` (starting together) into ``output``; write ``OUTPUT.timeline.json``; return the Timeline.
 
     ``settings`` are :class:`Settings` fields (gains, normalize, target, limit, ceiling, fade_in, ...).
@@ -634,13 +636,14 @@ def mix(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, *, durat
     return _run(inputs, output, lambda fs: plan_mix(fs, duration=duration, match_loudness=match_loudness,
                                                     settings=s, progress=progress),
                 bit_depth=bit_depth, overwrite=overwrite, timeline_path=timeline_path, loudness=loudness,
-                progress=progress)
+                stems_dir=stems_dir, progress=progress)
 
 
 def concat(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, *, crossfade: float = 0.0,
            curve: str = dynamics.EQUAL_POWER, gap: float = 0.0, trim_silence: bool = False,
            bit_depth: int | None = None, overwrite: bool = False, timeline_path: str | os.PathLike | None = None,
-           loudness: bool | None = None, progress: ProgressFn = None, **settings) -> Timeline:
+           loudness: bool | None = None, stems_dir: str | os.PathLike | None = None,
+           progress: ProgressFn = None, **settings) -> Timeline:
     """Join ``inputs`` back to back into ``output`` (crossfade or gap seconds between them)."""
     s = _settings(settings)
     _seconds("crossfade", crossfade)
@@ -649,17 +652,17 @@ def concat(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, *, cr
                 lambda fs: plan_concat(fs, crossfade=crossfade, curve=curve, gap=gap, trim_silence=trim_silence,
                                        settings=s, progress=progress),
                 bit_depth=bit_depth, overwrite=overwrite, timeline_path=timeline_path, loudness=loudness,
-                progress=progress)
+                stems_dir=stems_dir, progress=progress)
 
 
 def overlay(base: str | os.PathLike, top: str | os.PathLike, output: str | os.PathLike, *, at: float = 0.0,
             loop: bool = False, duck: float | None = None, bit_depth: int | None = None, overwrite: bool = False,
             timeline_path: str | os.PathLike | None = None, loudness: bool | None = None,
-            progress: ProgressFn = None, **settings) -> Timeline:
+            stems_dir: str | os.PathLike | None = None, progress: ProgressFn = None, **settings) -> Timeline:
     """Lay ``top`` over ``base`` from ``at`` seconds into ``output`` (``duck`` dB lowers base under top)."""
     s = _settings(settings)
     _seconds("offset (--at)", at)
     return _run([base, top], output,
                 lambda fs: plan_overlay(fs[0], fs[1], at=at, loop=loop, duck_db=duck, settings=s),
                 bit_depth=bit_depth, overwrite=overwrite, timeline_path=timeline_path, loudness=loudness,
-                progress=progress)
+                stems_dir=stems_dir, progress=progress)

@@ -9,7 +9,7 @@ import contextlib
 import math
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
+from numpy.lib.stride_tricks import as_strided
 
 def single_thread_blas():
     """Context manager limiting BLAS to one thread (threadpoolctl, when installed).
@@ -113,7 +113,7 @@ class Ducker:
 # ------------------------------------------------------------------------------------------ limiter
 
 def oversampling_kernels(factor: int = 4) -> np.ndarray:
-    """(2*10*factor/factor + 1, factor) weights: column p gives the value at n + p/factor from x[n-10 .. n+10].
+    """(21, factor) weights: column p gives the value at n + p/factor from x[n-10 .. n+10].
 
     The polyphase split of the anti-imaging FIR that scipy.signal.resample_poly(x, factor, 1) uses
     (firwin, 20*factor+1 taps, Kaiser beta 5), so the limiter's true-peak estimate is that of a 4x
@@ -140,6 +140,26 @@ def _colmax(a: np.ndarray) -> np.ndarray:
     return m
 
 
+def sliding_sum(x: np.ndarray, size: int) -> np.ndarray:
+    """``out[i] = sum(x[i : i + size])`` for i in 0 .. len(x) - size, by doubling (log2(size) passes;
+    zeros stay exactly zero, unlike differences of a cumulative sum)."""
+    n_out = len(x) - size + 1
+    out = None
+    offset = 0
+    m = x
+    span = 1
+    while True:
+        if size & span:
+            part = m[offset:offset + n_out]
+            out = part.copy() if out is None else out + part
+            offset += span
+        if span * 2 > size:
+            break
+        m = m[:-span] + m[span:]
+        span *= 2
+    return out
+
+
 def sliding_max(x: np.ndarray, size: int) -> np.ndarray:
     """``out[i] = max(x[i : i + size])`` for i in 0 .. len(x) - size (log2(size) vector passes)."""
     m = x
@@ -159,9 +179,10 @@ class TruePeakLimiter:
     :meth:`flush` returns the rest, so the concatenated output has exactly the input's length and
     output sample n is input sample n times its gain.
 
-    Per sample, the required reduction (dB) comes from the true peak (4x: the sample itself and three
-    interpolated points to the next sample, computed only where the sample peak is within
-    ``SCAN_DB`` of the ceiling). The gain curve is that reduction held over the lookahead window
+    Per sample, the required reduction (dB) comes from the true peak (the samples and the 4x
+    oversampled points up to the next sample, computed only where the sample peak is within
+    ``SCAN_DB`` of the ceiling; sparse blocks gather just those intervals, busy ones run a polyphase
+    matrix product). The gain curve is that reduction held over the lookahead window
     (sliding max), released exponentially (``release`` seconds), then smoothed by a moving average
     over the lookahead, so it ramps down before a peak and never exceeds the reduction any peak in
     reach needs. Where nothing comes near the ceiling the samples pass through bit-identical.
@@ -169,7 +190,8 @@ class TruePeakLimiter:
 
     OVERSAMPLE = 4
     HALF = 10  # interpolation kernel half-width, samples
-    DENSE = 0.03  # above this fraction of hot samples, filter the whole block instead of gathering
+    DENSE = 0.15  # above this fraction of hot intervals, filter the whole block instead of gathering
+    CHUNK = 16  # outputs per row of the dense polyphase product
     SCAN_DB = 6.0  # only samples within this of the ceiling are oversampled
     MARGIN_DB = 0.1  # aim a little under the ceiling: interpolation and gain-ramp slack
 
@@ -184,12 +206,17 @@ class TruePeakLimiter:
         self.delay = self.L + self.P + self.F
         self.c = 1.0 / max(release * sample_rate, 1.0)  # release: log-domain decay per sample
         self.kernels = oversampling_kernels(self.OVERSAMPLE).astype(np.float32)
+        B, w = self.CHUNK, 2 * self.HALF + 1
+        self._toeplitz = np.zeros((B + w - 1, self.OVERSAMPLE * B), np.float32)
+        for j in range(B):
+            for p in range(self.OVERSAMPLE):
+                self._toeplitz[j:j + w, p * B + j] = self.kernels[:, p]
         ctx = self.P + self.F
         self._x = np.zeros((ctx + self.L, channels), np.float32)  # input from absolute _o - ctx (zeros before 0)
         # start L samples early so the gain can already ramp down before a peak at sample 0
         self._o = -self.L  # next output sample (negative ones are discarded)
         self._n = 0  # input samples received
-        self._hist = np.zeros(self.L)  # last L released-reduction values before _o (dB)
+        self._hist = np.zeros(self.L, np.float32)  # last L released-reduction values before _o (dB)
         self._flushed = False
 
     # -- per-sample required reduction
@@ -206,15 +233,8 @@ class TruePeakLimiter:
         hot = hot[(hot >= self.HALF) & (hot < len(x) - self.HALF)]
         if len(hot) == 0:
             return d
-        if len(hot) > self.DENSE * len(x):  # busy block: polyphase filter everything (C loops)
-            tpa = np.zeros(len(x), np.float32)
-            h = self.HALF
-            kt = np.ascontiguousarray(self.kernels.T)
-            for c in range(x.shape[1]):  # all 4 phases at once: (4, 21) kernels @ (21, n) windows
-                win = np.ascontiguousarray(sliding_window_view(np.ascontiguousarray(x[:, c]), 2 * h + 1))
-                y = kt @ win.T
-                np.abs(y, out=y)
-                np.maximum(tpa[h:len(x) - h], _colmax(y.T), out=tpa[h:len(x) - h])
+        if len(hot) > self.DENSE * len(x):  # busy block: polyphase filter everything
+            tpa = self._dense_peaks(x)
             tp = np.maximum(tpa[hot], np.maximum(a[hot], a[hot + 1]))
         else:  # sparse: interpolate only around the loud samples
             taps = hot[:, None] + np.arange(-self.HALF, self.HALF + 1)[None, :]  # (k, 21)
@@ -226,6 +246,33 @@ class TruePeakLimiter:
             need = 20.0 * np.log10(tp) - self.ceiling_db
         d[hot] = np.maximum(need, 0.0)
         return d
+
+    def _dense_peaks(self, x: np.ndarray) -> np.ndarray:
+        """Max over channels and the 4 phases of |interpolated x| at every n in [HALF, len - HALF) (else 0).
+
+        Chunks of B outputs need B + 20 inputs: one (chunks, B+20) @ (B+20, 4B) product per channel does all
+        4 phases (a banded Toeplitz matrix; far less copying than a 21-wide sliding-window matrix).
+        """
+        h, B = self.HALF, self.CHUNK
+        n = len(x)
+        tpa = np.zeros(n, np.float32)
+        q = (n - 2 * h) // B
+        if q > 0:
+            for c in range(x.shape[1]):
+                xc = np.ascontiguousarray(x[:, c])
+                win = np.ascontiguousarray(as_strided(xc, shape=(q, B + 2 * h), strides=(B * 4, 4)))
+                y = win @ self._toeplitz  # (q, 4*B): phase p of output j at column p*B + j
+                np.abs(y, out=y)
+                m = y[:, :B].copy()
+                for p in range(1, self.OVERSAMPLE):
+                    np.maximum(m, y[:, p * B:(p + 1) * B], out=m)
+                np.maximum(tpa[h:h + q * B], m.reshape(-1), out=tpa[h:h + q * B])
+        rest = np.arange(h + q * B, n - h)
+        if len(rest):  # the few outputs after the last whole chunk
+            taps = rest[:, None] + np.arange(-h, h + 1)[None, :]
+            for c in range(x.shape[1]):
+                tpa[rest] = np.maximum(tpa[rest], _colmax(np.abs(x[:, c][taps] @ self.kernels)))
+        return tpa
 
     def process(self, block: np.ndarray) -> np.ndarray:
         """Feed (n, channels) float32; get back the next limited samples (possibly fewer than n)."""
@@ -258,24 +305,26 @@ class TruePeakLimiter:
         if not d.any() and not self._hist.any():
             y = out_x  # nothing near the ceiling: bit-identical pass-through
         else:
-            h = sliding_max(d, L + 2 * P + 1)[:n]  # hold over [j-P, j+L+P]
-            # exponential release of the reduction, vectorised in the log domain
-            k = np.arange(n)
+            h = sliding_max(d, L + 2 * P + 1)[:n].astype(np.float32)  # hold over [j-P, j+L+P]
+            # exponential release of the reduction, vectorised in the log domain:
+            # r[k] = max_j<=k h[j] * exp(-c (k - j)) = exp(cummax(log h[j] + c j) - c k)
+            ck = np.arange(n, dtype=np.float32) * np.float32(self.c)
             with np.errstate(divide="ignore"):
-                v = np.log(h) + self.c * k
+                v = np.log(h)
                 prev = math.log(self._hist[-1]) - self.c if self._hist[-1] > 0 else -math.inf
+            v += ck
             v[0] = max(v[0], prev)
             np.maximum.accumulate(v, out=v)
-            r = np.exp(v - self.c * k)
+            v -= ck
+            r = np.exp(v)
             r[r < 1e-3] = 0.0  # below 0.001 dB the gain is exactly 1 again (bit-identical output)
             # moving average over the last L+1 values (window ends at the sample)
             full = np.concatenate([self._hist, r])
-            cs = np.concatenate([[0.0], np.cumsum(full)])
-            g = (cs[L + 1:] - cs[:-L - 1]) / (L + 1)
-            g[g < 1e-9] = 0.0
+            g = sliding_sum(full, L + 1)
+            g *= np.float32(-1.0 / (20.0 * (L + 1)))  # -> -dB / 20
             self._hist = full[-L:].copy()
             if g.any():
-                gain = np.power(10.0, g / -20.0).astype(np.float32)
+                gain = np.power(np.float32(10.0), g)
                 y = out_x * gain[:, None]
             else:
                 y = out_x

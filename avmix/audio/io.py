@@ -349,12 +349,21 @@ def _copy_stream(stream: BinaryIO, name: str) -> str:
     return tmp
 
 
+def _stdin_is_terminal() -> bool:
+    try:
+        return sys.stdin.isatty()
+    except (AttributeError, ValueError, OSError):  # closed or replaced (None, a test harness's object)
+        return False
+
+
 def _is_pipe(name: str) -> bool:
+    """A FIFO (process substitution ``<(...)``, a named pipe). Devices are refused by check_input:
+    copying /dev/zero or /dev/urandom would never end."""
     try:
         mode = os.stat(name).st_mode
     except OSError:
         return False
-    return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)
+    return stat.S_ISFIFO(mode)
 
 
 _MAGIC = {b"RIFF": "wav", b"RIFX": "wav", b"RF64": "wav", b"BW64": "wav", b"riff": "wav", b"FORM": "aiff",
@@ -487,6 +496,9 @@ def open_audio(path: str | os.PathLike) -> AudioFile:
     """
     name = os.fspath(path)
     if name == paths.STDIO:
+        if _stdin_is_terminal():  # reading would wait for typing: an error, as nothing was piped in
+            raise InputError("standard input is a terminal, not audio", path=name,
+                             hint="pipe audio into it, e.g. avmix mix - b.wav < a.wav")
         local = _copy_stream(sys.stdin.buffer, name)
     elif _is_pipe(name):  # process substitution <(...) or a named pipe
         if not os.access(name, os.R_OK):

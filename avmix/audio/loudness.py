@@ -141,11 +141,13 @@ class IIRFilter:
 class LoudnessMeter:
     """Feed float (n, channels) blocks with :meth:`add`; read :meth:`integrated` at any time."""
 
-    def __init__(self, sample_rate: int, channels: int):
+    def __init__(self, sample_rate: int, channels: int, *, weights: np.ndarray | None = None):
         self.sample_rate = int(sample_rate)
         self.channels = int(channels)
         self._filter = IIRFilter(k_weighting_sos(self.sample_rate), self.channels)
-        self._weights = channel_weights(self.channels)
+        self._weights = (channel_weights(self.channels) if weights is None
+                         else np.asarray(weights, dtype=np.float64)).astype(np.float32)
+        self._unit = bool(np.all(self._weights == 1.0))
         self._step = STEP_S * self.sample_rate  # may be fractional (e.g. 11025 Hz)
         self._pos = 0  # samples seen
         self._acc = 0.0  # channel-weighted sum of squares of the current, unfinished step
@@ -162,22 +164,27 @@ class LoudnessMeter:
             return
         y = self._filter(block)  # (channels, n)
         np.square(y, out=y)
-        y = self._weights @ y  # weighted sum over channels, (n,)
+        if self._unit:
+            z = y[0] if len(y) == 1 else np.add.reduce(y, axis=0)
+        else:
+            z = self._weights @ y  # weighted sum over channels, (n,)
         start = self._pos
         end = start + n
         j = len(self._lens) + 1  # index of the next step boundary
-        cuts = []
+        edges = [0]
         while (b := self._boundary(j)) <= end:
-            cuts.append(b - start)
+            edges.append(b - start)
             j += 1
-        cs = np.concatenate([[0.0], np.cumsum(y, dtype=np.float64)])
-        lo = 0
-        for c in cuts:
-            self._steps.append(self._acc + cs[c] - cs[lo])
-            self._lens.append(self._boundary(len(self._lens) + 1) - self._boundary(len(self._lens)))
-            self._acc = 0.0
-            lo = c
-        self._acc += cs[n] - cs[lo]
+        if edges[-1] != n:
+            edges.append(n)
+        # per-segment sums in float64 (pairwise within each segment)
+        sums = np.add.reduceat(z, edges[:-1], dtype=np.float64) if n else []
+        for k, total in enumerate(sums):
+            self._acc += float(total)
+            if start + edges[k + 1] == self._boundary(len(self._lens) + 1):  # a 100 ms step is complete
+                self._steps.append(self._acc)
+                self._lens.append(self._boundary(len(self._lens) + 1) - self._boundary(len(self._lens)))
+                self._acc = 0.0
         self._pos = end
 
     def integrated(self) -> float:

@@ -29,7 +29,9 @@ INTERNAL_PIXELS = 640 * 360  # draw at about this many pixels; ffmpeg scales to 
 RELEASE_S = 0.18  # envelope release time constant
 FLASH_S = 0.12  # onset flash decay time constant
 RIPPLE_S = 0.55  # onset ripple lifetime
-PRESENCE_S = 0.3  # fade of an element in/out at its track's start/end
+PRESENCE_IN = 0.1  # an element enters this fast at its track's start (an onset there must show at once)
+PRESENCE_OUT = 0.35  # and fades out this slowly after its end
+PRESENCE_MOVE = 0.35  # a concat chip's flight to centre stage (it flashes in place meanwhile)
 BAND_WINDOW_S = 10.0  # seconds shown across the scrolling band
 STAGE_BOTTOM = 0.78  # elements live above this fraction of the height; the band below
 BG = np.array([0.018, 0.022, 0.045], np.float32)
@@ -222,11 +224,13 @@ class Painter:
         return self.out
 
     def _presence(self, el: Element, t: float) -> float:
-        if t < el.start:
+        t_end = t + 1.0 / self.fps  # the frame shows [t, t_end): it shows a start that falls inside it
+        if t_end <= el.start:
             return 0.0
         if t <= el.end:
-            return _smoothstep((t - el.start) / PRESENCE_S) if el.start > 0 else 1.0
-        return 1.0 - _smoothstep((t - el.end) / PRESENCE_S)
+            ramp = PRESENCE_MOVE if el.home != el.stage else PRESENCE_IN
+            return _smoothstep((t_end - el.start) / ramp) if el.start > 0 else 1.0
+        return 1.0 - _smoothstep((t - el.end) / PRESENCE_OUT)
 
     def _background(self, pres: list[float]) -> None:
         tint = np.zeros(3, np.float32)
@@ -289,7 +293,7 @@ class Painter:
         vis = 0.35 + 0.65 * p if moving else p  # a concat chip stays visible while it waits
         lvl = st.level * p
         age = st.since_onset(k, self.fps)
-        flash = math.exp(-age / FLASH_S) * p if age >= 0 else 0.0
+        flash = math.exp(-age / FLASH_S) * (vis if moving else p) if age >= 0 else 0.0
         ph0, ph1, f0, f1 = el.phase
         wob = base * (0.03 + 0.10 * lvl)
         cx += wob * math.sin(2 * math.pi * f0 * t + ph0)

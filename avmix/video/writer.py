@@ -194,9 +194,13 @@ class VideoWriter:
             if proc.poll() is None:
                 proc.kill()
             proc.wait()
+        # wake the feeding thread whether it is blocked writing (the kill broke the pipe) or waiting
         while self._thread is not None and self._thread.is_alive():
             try:
-                self._queue.get_nowait()
-            except queue.Empty:
-                pass
+                self._queue.put_nowait(None)
+            except queue.Full:
+                try:
+                    self._queue.get_nowait()
+                except queue.Empty:
+                    pass
             self._thread.join(timeout=0.05)

@@ -125,6 +125,8 @@ def _generate(info, analysis, timeline, output, *, width, height, fps, seed, dev
     n = len(times)
     from avmix.video.diffusion.interpolate import retimed
 
+    extra: dict[str, Any] = {}
+
     try:
         if info.family.startswith("animatediff"):
             shape = (pipe.unet.config.in_channels, size[1] // pipe.vae_scale_factor, size[0] // pipe.vae_scale_factor)
@@ -133,9 +135,12 @@ def _generate(info, analysis, timeline, output, *, width, height, fps, seed, dev
                                   steps=steps, guidance=guidance, window=window, progress=progress)
             native = mod.decode(pipe, latents, progress=progress)
         else:
+            mode = (timeline.mode if timeline is not None else analysis.mode) or "mix"
+            cuts = schedule.scene_cuts(_spans(analysis, timeline), mode=mode, native_fps=mod.NATIVE_FPS, n=n)
             native = mod.frames(pipe, texts=prompts.texts, negative=negative_prompt, weights=weights, motion=travel,
-                                size=size, seed=seed, steps=steps, guidance=guidance, window=window,
+                                size=size, seed=seed, steps=steps, guidance=guidance, window=window, cuts=cuts,
                                 progress=progress)
+            extra["segments"] = [[sg.start, sg.fade] for sg in mod.plan(n, window or mod.WINDOW, cuts)[2]]
         with VideoWriter(output, width=width, height=height, fps=fps, src_size=size) as writer:
             for frame in retimed(native, n_native=n, frames=analysis.frames, fps=fps, native_fps=mod.NATIVE_FPS):
                 writer.write(frame)
@@ -153,6 +158,7 @@ def _generate(info, analysis, timeline, output, *, width, height, fps, seed, dev
         "prompts": prompts.texts, "negative_prompt": negative_prompt,
         "prompt_schedule": schedule.summary(prompts, weights, times),
         "timings": {"load": round(loaded - started, 3), "generate": round(done - loaded, 3)},
+        **extra,
     }
 
 

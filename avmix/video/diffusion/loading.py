@@ -206,12 +206,31 @@ def _adapter_family(adapter: str) -> tuple[str, dict[str, Any]]:
     m = re.search(r"(\d+)\s*step", adapter.lower())
     if lightning and m:
         extra["steps"] = int(m.group(1))
+    family = "animatediff-lightning" if lightning else "animatediff"
     if adapter.endswith(".safetensors"):
-        return ("animatediff-lightning" if lightning else "animatediff"), extra
-    cfg = _try_fetch(adapter, "config.json")
+        extra["adapter_file"] = str(_adapter_file(adapter))
+        return family, extra
+    try:
+        cfg, _ = fetch(adapter, "config.json")  # ModelError (e.g. not downloaded) passes through
+    except FileNotFoundError:
+        cfg = None
     if cfg is None or _class_name(cfg) != "MotionAdapter":
         raise ModelError("not a MotionAdapter (no config.json with _class_name MotionAdapter)", path=adapter)
-    return ("animatediff-lightning" if lightning else "animatediff"), extra
+    return family, extra
+
+
+def _adapter_file(spec: str) -> Path:
+    """A single-file adapter: a local .safetensors path or OWNER/NAME/FILE.safetensors on the hub."""
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return path
+    repo, _, filename = spec.rpartition("/")
+    if not _HUB_ID.match(repo):
+        raise ModelError("no such adapter file", path=spec)
+    try:
+        return fetch(repo, filename)[0]
+    except FileNotFoundError:
+        raise ModelError(f"hub repo {repo} has no file {filename}") from None
 
 
 def _scheduler_family(repo: str) -> tuple[str, dict[str, Any]]:
@@ -307,24 +326,18 @@ def _load_adapter(info: ModelInfo, dtype: Any):
     if spec.endswith(".safetensors"):
         from safetensors.torch import load_file
 
-        path = Path(spec).expanduser()
-        if not path.is_file():
-            repo, _, filename = spec.rpartition("/")
-            if not _HUB_ID.match(repo):
-                raise ModelError("no such adapter file", path=spec)
-            path, _ = _fetch_file(repo, filename)
-        adapter = diffusers.MotionAdapter()
-        missing, unexpected = adapter.load_state_dict(load_file(str(path)), strict=False)
+        path = Path(info.extra.get("adapter_file") or _adapter_file(spec))
+        try:  # skip the random init of ~450M parameters that the file replaces anyway
+            from accelerate import init_empty_weights
+        except ImportError:
+            init_empty_weights = contextlib.nullcontext
+        with init_empty_weights():
+            adapter = diffusers.MotionAdapter()
+        missing, unexpected = adapter.load_state_dict(load_file(str(path)), strict=False,
+                                                      assign=init_empty_weights is not contextlib.nullcontext)
         if unexpected or len(missing) > 0:
             raise ModelError(f"{spec}: not a diffusers-format motion adapter "
                              f"({len(missing)} missing, {len(unexpected)} unexpected tensors)")
         return adapter.to(dtype)
     return diffusers.MotionAdapter.from_pretrained(spec, torch_dtype=dtype, use_safetensors=True,
                                                    local_files_only=offline())
-
-
-def _fetch_file(repo: str, filename: str) -> tuple[Path, str | None]:
-    try:
-        return fetch(repo, filename)
-    except FileNotFoundError:
-        raise ModelError(f"hub repo {repo} has no file {filename}") from None

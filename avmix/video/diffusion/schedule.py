@@ -89,6 +89,15 @@ def blend_weights(envelopes: np.ndarray, *, fps: float, times: np.ndarray, mode:
     return w
 
 
+def scene_cuts(spans: list[tuple[float, float]], *, mode: str, native_fps: float, n: int) -> list[int]:
+    """Native frames where the scene changes by construction: concat boundaries, an overlay's entry and
+    exit (none for mix, whose scene changes only as the envelopes move)."""
+    if mode not in ("concat", "overlay"):
+        return []
+    points = {int(round(t * native_fps)) for span in spans for t in span}
+    return sorted(p for p in points if 0 < p < n)
+
+
 def native_frame_count(frames: int, fps: float, native_fps: float) -> int:
     """Native frames at ``native_fps`` covering output frames 0..frames-1 at ``fps`` (first and last included)."""
     last = max(frames - 1, 0) / fps
@@ -114,8 +123,8 @@ def motion(mix_envelope: np.ndarray, onsets: list[float], *, fps: float, times: 
     if len(times) > 1 and onsets:
         dt = times[1] - times[0]
         idx = np.round((np.asarray(onsets, dtype=np.float64) - times[0]) / dt).astype(np.int64)
-        idx = idx[(idx >= 0) & (idx < len(times))]
-        np.add.at(step, idx, ONSET_STEP)
+        idx = np.unique(idx[(idx >= 0) & (idx < len(times))])  # a hit seen in the mix and its track counts once
+        step[idx] += ONSET_STEP
     step[0] = 0.0
     return step
 

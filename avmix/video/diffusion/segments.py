@@ -4,10 +4,12 @@ A DiT takes one text conditioning per clip, so the video is cut into overlapping
 ``window`` native frames (4k+1, Wan's VAE packs 4 frames per latent frame); each segment is conditioned
 on the prompt blend averaged over its frames, starts from its slice of one global audio-warped noise
 walk on the latent frame grid (so neighbours start from related noise), and overlaps the previous one by
-``OVERLAP`` frames, crossfaded in pixel space.
+about a quarter window, crossfaded in pixel space. Scene changes of the timeline (concat boundaries,
+an overlay's entry) become hard cuts between segments, so they land on their frame.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
@@ -24,26 +26,46 @@ TEMPORAL = 4  # native frames per latent frame
 LATENT_CHANNELS = 16
 
 
-def plan(n: int, window: int) -> tuple[int, int, list[int]]:
-    """(window, overlap, segment starts) covering native frames 0..n-1; window = 4k+1 >= 9,
-    overlap = 4j+1 about a quarter of it, so every start falls on the latent grid."""
+MIN_SEGMENT = 2 * TEMPORAL  # a cut closer than this to a segment's start waits for the next segment
+
+
+@dataclass
+class Segment:
+    start: int  # first native frame
+    fade: int  # frames crossfaded with the previous segment (0 = hard cut)
+    end: int = 0  # first native frame of the next segment (frames start..end-1 are this segment's own)
+
+
+def plan(n: int, window: int, cuts: list[int] | tuple[int, ...] = ()) -> tuple[int, int, list[Segment]]:
+    """(window, overlap, segments) covering native frames 0..n-1. window = 4k+1 >= 9; overlap = 4j+1,
+    about a quarter of it, crossfaded. A cut (a native frame where the scene changes: a concat boundary,
+    an overlay entry) inside a segment ends it there and the next segment starts at the cut, hard."""
     window = max(9, (max(window, 9) - 1) // TEMPORAL * TEMPORAL + 1)
     overlap = max(1, (window - 1) // (4 * TEMPORAL) * TEMPORAL + 1)
     stride = window - overlap
-    starts = [0]
-    while starts[-1] + window < n:
-        starts.append(starts[-1] + stride)
-    return window, overlap, starts
+    cuts = sorted(c for c in set(int(c) for c in cuts) if 0 < c < n)
+    segs = [Segment(0, 0)]
+    while segs[-1].start + window < n:
+        s = segs[-1].start
+        cut = next((c for c in cuts if s + MIN_SEGMENT <= c < s + window), None)
+        if cut is not None and cut <= s + stride + MIN_SEGMENT:  # later cuts are the next segment's business
+            segs.append(Segment(cut, 0))
+        else:
+            segs.append(Segment(s + stride, overlap))
+    for a, b in zip(segs, segs[1:]):
+        a.end = b.start
+    segs[-1].end = max(n, segs[-1].start + 1)
+    return window, overlap, segs
 
 
 def frames(pipe, *, texts: list[str], negative: str, weights: np.ndarray, motion: np.ndarray,
            size: tuple[int, int], seed: int, steps: int, guidance: float, window: int | None,
-           progress: ProgressFn = None) -> Iterator[np.ndarray]:
+           cuts: list[int] | tuple[int, ...] = (), progress: ProgressFn = None) -> Iterator[np.ndarray]:
     """Yield the N = len(weights) native frames, uint8 (h, w, 3)."""
     import torch
 
     n = weights.shape[0]
-    window, overlap, starts = plan(n, window or WINDOW)
+    window, overlap, segs = plan(n, window or WINDOW, cuts)
     device = pipe._execution_device
     dtype = pipe.transformer.dtype
     cfg = guidance > 1.0
@@ -52,43 +74,39 @@ def frames(pipe, *, texts: list[str], negative: str, weights: np.ndarray, motion
         pos, neg = pipe.encode_prompt(texts, negative_prompt=[negative or ""] * len(texts),
                                       do_classifier_free_guidance=cfg, max_sequence_length=msl, device=device)
     # One global noise walk on the latent grid (native frames 0, 4, 8, ...), sliced per segment.
-    total = starts[-1] + window
+    total = max(sg.start for sg in segs) + window + TEMPORAL
     travel = np.concatenate([motion, np.full(max(total - n, 0), schedule.CALM_STEP)])
     lat_steps = np.add.reduceat(travel, np.arange(0, total, TEMPORAL))
-    lat_steps = np.concatenate([[0.0], lat_steps[1:]]) if lat_steps.size else lat_steps
+    lat_steps[0] = 0.0
     h, w = size[1] // pipe.vae_scale_factor_spatial, size[0] // pipe.vae_scale_factor_spatial
     walk = schedule.noise_walk(lat_steps, (LATENT_CHANNELS, h, w), seed=seed)
     lat_len = (window - 1) // TEMPORAL + 1
-    padded = np.concatenate([weights, np.repeat(weights[-1:], max(total - n, 0), axis=0)])
-    report(progress, "diffusion", 0, steps * len(starts))
+    report(progress, "diffusion", 0, steps * len(segs))
 
-    emitted = 0
     tail: list[np.ndarray] = []
-    for s, start in enumerate(starts):
-        mean = torch.as_tensor(padded[start:start + window].mean(axis=0), dtype=torch.float32, device=device)
+    for i, sg in enumerate(segs):
+        nxt = segs[i + 1] if i + 1 < len(segs) else None
+        own_end = min(sg.end + (nxt.fade if nxt else 0), sg.start + window, n)
+        # conditioned on the blend averaged over the frames this segment shows
+        mean = torch.as_tensor(weights[sg.start:max(own_end, sg.start + 1)].mean(axis=0), dtype=torch.float32,
+                               device=device)
         prompt_embeds = torch.einsum("k,ksd->sd", mean, pos.float())[None].to(dtype)
         negative_embeds = neg[:1].to(dtype) if cfg else None
-        m0 = start // TEMPORAL
+        m0 = sg.start // TEMPORAL
         latents = torch.from_numpy(np.ascontiguousarray(walk[:, m0:m0 + lat_len]))[None].to(device, dtype)
 
-        def on_step(_pipe, i, _t, kwargs, s=s):
-            report(progress, "diffusion", s * steps + i + 1, steps * len(starts))
+        def on_step(_pipe, step, _t, kwargs, i=i):
+            report(progress, "diffusion", i * steps + step + 1, steps * len(segs))
             return {}
 
         out = pipe(prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_embeds, height=size[1],
                    width=size[0], num_frames=window, num_inference_steps=steps, guidance_scale=guidance,
-                   latents=latents, generator=torch.Generator("cpu").manual_seed(seed + s), output_type="np",
+                   latents=latents, generator=torch.Generator("cpu").manual_seed(seed + i), output_type="np",
                    callback_on_step_end=on_step)
         seg = [np.clip(np.rint(f * 255), 0, 255).astype(np.uint8) for f in np.asarray(out.frames[0])]
-        if tail:  # crossfade the overlap with the previous segment's tail
-            k = len(tail)
-            for i in range(k):
-                a = (i + 1) / (k + 1)
-                seg[i] = np.rint((1 - a) * tail[i].astype(np.float32) + a * seg[i].astype(np.float32)).astype(np.uint8)
-        last = s == len(starts) - 1
-        keep = seg if last else seg[:window - overlap]
-        tail = [] if last else seg[window - overlap:]
-        for f in keep:
-            if emitted < n:
-                yield f
-                emitted += 1
+        for k in range(len(tail)):  # crossfade the overlap with the previous segment's tail
+            a = (k + 1) / (len(tail) + 1)
+            seg[k] = np.rint((1 - a) * tail[k].astype(np.float32) + a * seg[k].astype(np.float32)).astype(np.uint8)
+        own = sg.end - sg.start
+        tail = seg[own:own + nxt.fade] if nxt else []
+        yield from seg[:min(own, n - sg.start)]

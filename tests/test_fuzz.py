@@ -1,0 +1,567 @@
+"""Fuzzing the input side: generated bad files and JSON fed through the CLI.
+
+Every case must end in exit code != 0 with stderr exactly ``avmix: error: ...`` (plus optional
+``avmix: hint: ...``), no traceback, no output file and no ``.part`` temp file left; or, where the
+input is in fact valid (odd but legal names, a FLAC named .wav, NaN samples), in a correct output.
+The generators are seeded and shared with ``benchmarks/fuzz.py``, which runs many more cases.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import struct
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from avmix import timeline as tl_mod
+from avmix.errors import AvmixError, InputError
+
+ROOT = Path(__file__).resolve().parents[1]
+RATE = 16000  # small real files: fast to make and to decode
+SECONDS = 0.5
+
+
+# ---------------------------------------------------------------------------------------- generators
+
+@dataclass
+class Case:
+    """One input file to write: ``name`` (may hold odd characters), its bytes, and what must happen:
+    "error" (a clean failure), "ok" (valid input: an output), or "either" (both are right, e.g. a
+    truncated Ogg that cannot be told from a shorter one) -- but always clean."""
+
+    name: str
+    data: bytes
+    expect: str
+    why: str
+
+
+def wav_bytes(frames: np.ndarray | None = None, *, rate: int = RATE, channels: int = 1, bits: int = 16,
+              tag: int | None = None, data_size: int | None = None, riff_size: int | None = None,
+              block_align: int | None = None, extra: bytes = b"") -> bytes:
+    """A WAV file with every header field settable (to lie about the data)."""
+    if frames is None:
+        frames = np.zeros((int(RATE * SECONDS), max(channels, 1)), np.float32)
+    if tag is None:
+        tag = 3 if bits == 32 else 1
+    if bits == 32:
+        payload = np.asarray(frames, "<f4").tobytes()
+    elif bits == 16:
+        payload = (np.clip(np.asarray(frames), -1, 1) * 32767).astype("<i2").tobytes()
+    else:
+        payload = bytes(len(frames) * max(channels, 1) * max(bits // 8, 1))
+    width = max(bits // 8, 1)
+    ba = channels * width if block_align is None else block_align
+    fmt = struct.pack("<HHIIHH", tag, channels, rate & 0xFFFFFFFF, (rate * ba) & 0xFFFFFFFF, ba & 0xFFFF, bits)
+    size = len(payload) if data_size is None else data_size
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + extra + b"data" + struct.pack("<I", size) + payload
+    riff = len(body) if riff_size is None else riff_size
+    return b"RIFF" + struct.pack("<I", riff & 0xFFFFFFFF) + body
+
+
+def tone(seconds: float = SECONDS, rate: int = RATE, channels: int = 1) -> np.ndarray:
+    t = np.arange(int(round(seconds * rate))) / rate
+    x = (0.3 * np.sin(2 * np.pi * 441.0 * t)).astype(np.float32)
+    return np.repeat(x[:, None], channels, axis=1)
+
+
+def real_files(d: Path) -> dict[str, bytes]:
+    """Bytes of one short valid file per format (made by avmix's own writer)."""
+    from avmix.audio.io import write_audio
+
+    d.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for ext in (".wav", ".flac", ".mp3", ".ogg", ".m4a"):
+        p = d / f"real{ext}"
+        write_audio(p, tone(channels=2), RATE if ext != ".mp3" else 16000, bit_depth=16 if ext == ".wav" else None)
+        out[ext] = p.read_bytes()
+    return out
+
+
+MAGICS = [b"", b"RIFF\x24\x00\x00\x00WAVEfmt ", b"fLaC", b"OggS\x00\x02", b"ID3\x03\x00\x00\x00\x00\x00\x00",
+          b"\xff\xfb\x90\x00", b"\x00\x00\x00\x20ftypM4A ", b"\x1aE\xdf\xa3", b"FORM\x00\x00\x00\x00AIFF",
+          b"\x89PNG\r\n\x1a\n", b"{\"schema\": \"avmix.timeline/1\"}"]
+EXTS = [".wav", ".flac", ".mp3", ".ogg", ".m4a", ".opus", ".aiff", ".mp4", ".bin", ""]
+
+
+def random_cases(rng: random.Random, n: int) -> list[Case]:
+    """Random bytes, often behind a real container's magic number so a decoder gets further."""
+    cases = []
+    for i in range(n):
+        magic = rng.choice(MAGICS)
+        body = rng.randbytes(rng.choice([1, 7, 64, 500, 3000, 20000]))
+        cases.append(Case(f"rand{i}{rng.choice(EXTS)}", magic + body, "error", f"random bytes after {magic[:8]!r}"))
+    return cases
+
+
+def mutated_cases(rng: random.Random, real: dict[str, bytes], n: int) -> list[Case]:
+    """Real files with a few random bytes overwritten: a decoder may reject them or play the damage."""
+    cases = []
+    for i in range(n):
+        ext = rng.choice(sorted(real))
+        data = bytearray(real[ext])
+        for _ in range(rng.choice([1, 4, 32])):
+            pos = rng.randrange(min(len(data), 200)) if rng.random() < 0.6 else rng.randrange(len(data))
+            data[pos] = rng.randrange(256)
+        cases.append(Case(f"mut{i}{ext}", bytes(data), "either", f"{ext} with bytes changed"))
+    return cases
+
+
+def truncated_cases(real: dict[str, bytes], fractions=(0.0001, 0.01, 0.1, 0.5, 0.9)) -> list[Case]:
+    """Real files cut short. WAV and FLAC declare their length, so a cut is always detected; lossy
+    streams without a length in the header may legitimately decode to a shorter file."""
+    cases = []
+    for ext, data in sorted(real.items()):
+        for f in fractions:
+            cut = max(1, int(len(data) * f))
+            expect = "error" if ext in (".wav", ".flac") or cut < 64 else "either"
+            cases.append(Case(f"cut{int(f * 10000)}{ext}", data[:cut], expect, f"{ext} cut at {cut} of {len(data)} bytes"))
+        # less than one frame missing from a WAV is tolerated (writers miscount pad bytes)
+        cases.append(Case(f"cut_last{ext}", data[:-1], "error" if ext == ".flac" else "either",
+                          f"{ext} missing its last byte"))
+    return cases
+
+
+def wrong_extension_cases(real: dict[str, bytes]) -> list[Case]:
+    png = (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x02\x00\x00\x00\x90wS\xde"
+           b"\x00\x00\x00\x0cIDATx\x9cc\xf8\xcf\xc0\x00\x00\x03\x01\x01\x00\xc9\xfe\x92\xef"
+           b"\x00\x00\x00\x00IEND\xaeB`\x82")
+    return [
+        Case("flac_named.wav", real[".flac"], "ok", "a FLAC named .wav is valid audio"),
+        Case("ogg_named.mp3", real[".ogg"], "ok", "an Ogg named .mp3 is valid audio"),
+        Case("wav_named.m4a", real[".wav"], "ok", "a WAV named .m4a is valid audio"),
+        Case("mp3_named.flac", real[".mp3"], "ok", "an MP3 named .flac is valid audio"),
+        Case("picture.wav", png, "error", "a PNG named .wav"),
+        Case("notes.mp3", b"this is text, not audio\n" * 40, "error", "text named .mp3"),
+        Case("timeline.wav", json.dumps({"schema": "avmix.timeline/1"}).encode() * 20, "error", "JSON named .wav"),
+        Case("zeros.wav", bytes(4096), "error", "4 KiB of zero bytes"),
+        Case("html.ogg", b"<!DOCTYPE html><html><body>404 Not Found</body></html>\n" * 10, "error", "an HTML page"),
+    ]
+
+
+def header_cases() -> list[Case]:
+    """WAV headers that lie: sizes, channel counts, rates and bit depths no decoder should trust."""
+    x = tone()
+    return [
+        Case("huge_data.wav", wav_bytes(x, data_size=0xFFFFFFF0), "error", "data chunk size 0xFFFFFFF0"),
+        Case("huge_riff.wav", wav_bytes(x, riff_size=0xFFFFFFF0, data_size=0x7FFFFFF0), "error", "huge sizes"),
+        Case("zero_channels.wav", wav_bytes(x, channels=0, block_align=2), "error", "fmt with 0 channels"),
+        Case("rate0.wav", wav_bytes(x, rate=0), "error", "sample rate 0"),
+        Case("rate4e9.wav", wav_bytes(x, rate=4_000_000_000), "error", "sample rate 4e9"),
+        Case("rate1.wav", wav_bytes(x, rate=1), "error", "sample rate 1 Hz"),
+        Case("rate_max.wav", wav_bytes(x, rate=0xFFFFFFFF), "error", "sample rate 2^32-1"),
+        Case("bits7.wav", wav_bytes(x, bits=7), "either", "7 bits per sample (legal: stored in 8)"),
+        Case("bits0.wav", wav_bytes(x, bits=0, block_align=1), "error", "0 bits per sample"),
+        Case("tag99.wav", wav_bytes(x, tag=0x99), "error", "unknown format tag"),
+        Case("align0.wav", wav_bytes(x, block_align=0), "either", "block align 0 (recomputable)"),
+        Case("chan_huge.wav", wav_bytes(x, channels=0xFFFF, block_align=2), "error", "65535 channels"),
+        Case("no_data.wav", wav_bytes(x)[:36], "error", "fmt chunk and no data chunk"),
+        Case("no_fmt.wav", b"RIFF\x10\x00\x00\x00WAVEdata\x04\x00\x00\x00\x00\x00\x00\x00", "error", "no fmt chunk"),
+        Case("header_only.wav", b"RIFF\x04\x00\x00\x00WAVE", "error", "RIFF header only"),
+        Case("bad_chunk.wav", wav_bytes(x, extra=b"LIST\xff\xff\xff\x7f"), "either", "a chunk claiming 2 GB"),
+    ]
+
+
+def signal_cases() -> list[Case]:
+    """Legal files with hostile content: no samples, NaN/inf floats, extreme but valid rates."""
+    x = tone()
+    bad = x.copy()
+    bad[::7] = np.nan
+    bad[1::11] = np.inf
+    bad[2::13] = -np.inf
+    allbad = np.full_like(x, np.nan)
+    huge = np.full_like(x, 1e30)
+    return [
+        Case("zero_frames.wav", wav_bytes(np.zeros((0, 1), np.float32)), "error", "a WAV with no samples"),
+        Case("zero_frames_float.wav", wav_bytes(np.zeros((0, 2), np.float32), channels=2, bits=32), "error",
+             "a float WAV with no samples"),
+        Case("nan_inf.wav", wav_bytes(bad, bits=32), "ok", "NaN and +-inf samples (replaced by 0)"),
+        Case("all_nan.wav", wav_bytes(allbad, bits=32), "ok", "only NaN samples"),
+        Case("huge_floats.wav", wav_bytes(huge, bits=32), "ok", "samples of 1e30 (limited)"),
+        Case("rate8k.wav", wav_bytes(tone(rate=8000), rate=8000), "ok", "8 kHz"),
+        Case("rate192k.wav", wav_bytes(tone(0.05, rate=192000), rate=192000), "ok", "192 kHz"),
+        Case("rate999.wav", wav_bytes(tone(rate=999), rate=999), "error", "999 Hz (below 1 kHz)"),
+        Case("rate_1M.wav", wav_bytes(tone(0.01, rate=1_000_000), rate=1_000_000), "error", "1 MHz"),
+        Case("one_frame.wav", wav_bytes(tone()[:1]), "ok", "a single sample"),
+    ]
+
+
+# names that are legal on Linux and must work everywhere, also when handed to ffmpeg
+ODD_NAMES = ["-rf.wav", "--help.wav", "-i.wav", "-y.wav", "file:x.wav", "a:b.wav", "x;y.wav", "[in]v[out].wav",
+             "amix=inputs=2.wav", "concat:a.wav|b.wav", "sp ace s.wav", "ünïcødé 音.wav", "emoji 🎵.wav",
+             "quote'd\".wav", "back\\slash.wav", "%d %s.wav", "$(echo x).wav", "pipe:0.wav", "http:x.wav",
+             ".hidden.wav", "tab\there.wav"]
+
+
+# ----------------------------------------------------------------------------------------- checking
+
+def leftovers(d: Path, keep: set[str]) -> list[str]:
+    return sorted(n for n in os.listdir(d) if n not in keep)
+
+
+def check_clean_failure(r, out_dir: Path, keep: set[str], what: str) -> None:
+    assert r.code != 0, f"{what}: exit 0 (stdout {r.out[:200]!r})"
+    assert "Traceback" not in r.err, f"{what}: {r.err}"
+    lines = r.err.rstrip("\n").split("\n")
+    assert lines[0].startswith("avmix: error: "), f"{what}: {r.err!r}"
+    assert all(ln.startswith("avmix: hint: ") for ln in lines[1:]) and len(lines) <= 2, f"{what}: {r.err!r}"
+    assert "internal error" not in r.err, f"{what}: {r.err!r}"
+    assert leftovers(out_dir, keep) == [], f"{what}: left {leftovers(out_dir, keep)}"
+
+
+def check_ok(r, out: Path, what: str, *, max_abs: float = 1.0) -> None:
+    assert r.code == 0, f"{what}: {r.err!r}"
+    assert "Traceback" not in r.err
+    x, _ = sf.read(str(out), dtype="float32", always_2d=True)
+    assert len(x) > 0 and np.isfinite(x).all() and np.abs(x).max() <= max_abs, what
+    assert not [n for n in os.listdir(out.parent) if ".part" in n], f"{what}: temp file left"
+
+
+def run_case(run_cli, case: Case, d: Path) -> str:
+    """Write ``case`` into a fresh directory, mix it into a WAV there; return "ok" or "error"."""
+    d.mkdir()
+    src = d / case.name
+    src.write_bytes(case.data)
+    keep = set(os.listdir(d))
+    out = d / "out.wav"
+    r = run_cli("mix", "-o", out, "--quiet", "--", src)
+    what = f"{case.name} ({case.why})"
+    if case.expect == "ok" or (case.expect == "either" and r.code == 0):
+        check_ok(r, out, what)
+        return "ok"
+    check_clean_failure(r, d, keep, what)
+    assert case.name in r.err or src.name in r.err, f"{what}: the error does not name the file: {r.err!r}"
+    return "error"
+
+
+def run_cases(run_cli, cases: list[Case], tmp: Path) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for i, case in enumerate(cases):
+        got = run_case(run_cli, case, tmp / f"c{i}")
+        counts[got] = counts.get(got, 0) + 1
+    return counts
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory) -> dict[str, bytes]:
+    return real_files(tmp_path_factory.mktemp("real"))
+
+
+# ------------------------------------------------------------------------------------ audio inputs
+
+def test_random_bytes(run_cli, tmp_path):
+    counts = run_cases(run_cli, random_cases(random.Random(1), 40), tmp_path)
+    assert counts == {"error": 40}
+
+
+def test_mutated_real_files(run_cli, tmp_path, real):
+    counts = run_cases(run_cli, mutated_cases(random.Random(2), real, 25), tmp_path)
+    assert sum(counts.values()) == 25
+
+
+def test_truncated_real_files(run_cli, tmp_path, real):
+    cases = truncated_cases(real)
+    counts = run_cases(run_cli, cases, tmp_path)
+    assert counts.get("error", 0) >= sum(c.expect == "error" for c in cases)
+
+
+def test_wrong_extensions(run_cli, tmp_path, real):
+    counts = run_cases(run_cli, wrong_extension_cases(real), tmp_path)
+    assert counts == {"ok": 4, "error": 5}
+
+
+def test_lying_wav_headers(run_cli, tmp_path):
+    run_cases(run_cli, header_cases(), tmp_path)
+
+
+def test_hostile_signals(run_cli, tmp_path):
+    run_cases(run_cli, signal_cases(), tmp_path)
+
+
+def test_nan_samples_are_silenced_not_spread(run_cli, tmp_path):
+    x = tone()
+    x[100:200] = np.nan
+    src = tmp_path / "nan.wav"
+    src.write_bytes(wav_bytes(x, bits=32))
+    out = tmp_path / "out.wav"
+    r = run_cli("mix", src, "-o", out, "--no-limit", "--bit-depth", "32", "--quiet")
+    assert r.code == 0, r.err
+    y, _ = sf.read(str(out), dtype="float32")
+    assert np.all(y[100:200] == 0) and np.allclose(y[300:], x[300:, 0], atol=1e-6)
+
+
+# -------------------------------------------------------------------------------------- file names
+
+@pytest.mark.parametrize("ext", [".wav", ".mp3"])
+def test_odd_names_work_as_inputs_and_outputs(run_cli, tmp_path, ext):
+    """Names that look like options, ffmpeg protocols or filter text are plain files, in and out
+    (.mp3 goes through ffmpeg both ways)."""
+    from avmix.audio.io import write_audio
+
+    for i, name in enumerate(ODD_NAMES):
+        d = tmp_path / f"n{i}"
+        d.mkdir()
+        src = d / (name[:-4] + ext)
+        write_audio(src, tone(0.2, channels=1), 16000)
+        out = d / ("out " + name[:-4] + ext)
+        r = run_cli("mix", "-o", out, "--quiet", "--", src)
+        assert r.code == 0, (name, r.err)
+        assert sorted(os.listdir(d)) == sorted([src.name, out.name, out.name + ".timeline.json"]), name
+        y, sr = sf.read(str(out)) if ext == ".wav" else (None, None)
+        if ext == ".wav":
+            assert sr == 16000 and len(y) == 3200, name
+        assert json.loads((d / (out.name + ".timeline.json")).read_text())["sources"][0]["path"].endswith(src.name)
+
+
+def test_missing_odd_names_give_one_line(run_cli, tmp_path):
+    """A name with a newline or escape sequence must not break the one-line error."""
+    for name in ["new\nline.wav", "esc\x1b[31mred.wav", "cr\rret.wav", "-rf.wav", "ünï.wav"]:
+        r = run_cli("mix", "-o", tmp_path / "out.wav", "--", tmp_path / name)
+        check_clean_failure(r, tmp_path, set(), repr(name))
+        assert "no such file" in r.err
+
+
+def test_option_like_name_without_double_dash_is_a_usage_error(run_cli, tmp_path):
+    """Without '--' a name such as -rf.wav is parsed as options: a usage error, nothing run."""
+    (tmp_path / "-rf.wav").write_bytes(wav_bytes(tone()))
+    r = run_cli("mix", "-rf.wav", "-o", tmp_path / "out.wav")
+    check_clean_failure(r, tmp_path, {"-rf.wav"}, "-rf.wav")
+    assert r.code == 2
+
+
+def test_odd_names_through_generate(run_cli, tmp_path):
+    """The whole pipeline (compose, ffmpeg video writer, mux, preview) with hostile names."""
+    d = tmp_path / "dir [a];b:c"
+    d.mkdir()
+    a, b = d / "-i.wav", d / "concat:x|y [0:a].wav"
+    a.write_bytes(wav_bytes(tone(1.0)))
+    b.write_bytes(wav_bytes(tone(1.0) * 0.5))
+    out, png = d / "-y out;[v].mp4", d / "--preview.png"
+    r = run_cli("generate", "-o", out, "--backend", "procedural", "--size", "64x48", "--fps", "10",
+                "--preview", png, "--quiet", "--", a, b)
+    assert r.code == 0, r.err
+    assert sorted(os.listdir(d)) == sorted([a.name, b.name, out.name, png.name])
+    from avmix import ffmpeg
+    info = ffmpeg.probe(out)
+    assert info.video is not None and info.audio is not None and abs(info.duration - 1.0) < 0.15
+
+
+# ------------------------------------------------------------------------------------- JSON readers
+
+def valid_timeline(audio: str = "a.wav") -> dict:
+    return {"schema": "avmix.timeline/1", "mode": "mix", "sample_rate": RATE, "channels": 1, "frames": 8000,
+            "sources": [{"index": 0, "path": audio, "label": "a", "start_sample": 0, "end_sample": 8000,
+                         "source_frames": 8000, "gain_db": 0.0, "duck": None}],
+            "master_gain_db": 0.0, "limit_dbtp": -1.0}
+
+
+def valid_analysis() -> dict:
+    track = {"label": "a", "envelope": [0.5] * 5, "onsets": [0.1], "beats": [], "tempo": None,
+             "start": 0.0, "end": 0.5, "index": 0}
+    return {"schema": "avmix.analysis/1", "fps": 10.0, "frames": 5, "duration": 0.5, "tracks": [track],
+            "mix": dict(track, index=-1), "mode": "mix"}
+
+
+def random_json(rng: random.Random, depth: int = 0):
+    kinds = ["int", "float", "str", "bool", "null", "list", "dict", "special"]
+    k = rng.choice(kinds if depth < 4 else kinds[:5])
+    if k == "int":
+        return rng.choice([0, -1, 1, 2, 7, 48000, -2**63, 2**64, 10**30])
+    if k == "float":
+        return rng.choice([0.0, -0.5, 1e308, -1e308, 1e-320, 3.7])
+    if k == "str":
+        return rng.choice(["", "x", "-i", "../../etc/passwd", "48000", "\u0000", "avmix.timeline/2", "é" * 50])
+    if k == "bool":
+        return rng.random() < 0.5
+    if k == "null":
+        return None
+    if k == "list":
+        return [random_json(rng, depth + 1) for _ in range(rng.randrange(4))]
+    if k == "dict":
+        return {rng.choice(["a", "sources", "schema", "duck", "index"]): random_json(rng, depth + 1)
+                for _ in range(rng.randrange(4))}
+    return rng.choice([float("nan"), float("inf"), -float("inf")])  # json.dumps writes NaN/Infinity
+
+
+def _paths(obj, prefix=()):
+    """Every (path) into nested dicts/lists."""
+    yield prefix
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _paths(v, prefix + (k,))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from _paths(v, prefix + (i,))
+
+
+def mutate(rng: random.Random, doc):
+    """A copy of ``doc`` with one value replaced, removed, or one key added."""
+    doc = json.loads(json.dumps(doc))
+    spots = [p for p in _paths(doc) if p]
+    path = rng.choice(spots)
+    parent = doc
+    for k in path[:-1]:
+        parent = parent[k]
+    op = rng.random()
+    if op < 0.7:
+        parent[path[-1]] = random_json(rng)
+    elif op < 0.85:
+        del parent[path[-1]]
+    elif isinstance(parent, dict):
+        parent[rng.choice(["extra", "schema", "sources"])] = random_json(rng)
+    return doc
+
+
+def json_docs(rng: random.Random, valid: dict, n: int) -> list[str]:
+    """Texts of JSON files: mutations of a valid one, random values, other schema versions, deep
+    nesting, broken syntax."""
+    docs = [json.dumps(mutate(rng, valid)) for _ in range(n)]
+    docs += [json.dumps(random_json(rng)) for _ in range(n // 4)]
+    schema = valid["schema"].rsplit("/", 1)[0]
+    docs += [json.dumps(dict(valid, schema=s)) for s in
+             (f"{schema}/2", f"{schema}/0", schema, 1, None, "avmix.other/1", f"{schema}/1.1")]
+    docs += ["[" * 100000 + "]" * 100000, '{"a":' * 50000 + "1" + "}" * 50000, json.dumps(valid)[:-7], "", "\ufeff{}",
+             "\xff\xfe{}", "NaN", json.dumps(valid).replace("48000", "4.8e4")]
+    return docs
+
+
+@pytest.mark.parametrize("kind", ["timeline", "analysis"])
+def test_json_readers_raise_only_input_errors(tmp_path, kind):
+    """Timeline.load / Analysis.load on fuzzed files: a valid object or InputError, nothing else."""
+    rng = random.Random(3)
+    valid = valid_timeline() if kind == "timeline" else valid_analysis()
+    cls = tl_mod.Timeline if kind == "timeline" else tl_mod.Analysis
+    p = tmp_path / f"{kind}.json"
+    outcome = {"ok": 0, "error": 0}
+    for text in json_docs(rng, valid, 300):
+        p.write_bytes(text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text)
+        try:
+            obj = cls.load(p)
+        except InputError as e:
+            assert "\n" not in e.message and str(p) in e.message, e.message
+            outcome["error"] += 1
+            continue
+        outcome["ok"] += 1
+        if kind == "timeline":  # what loads must be usable: numbers of the right type and range
+            assert isinstance(obj.sample_rate, int) and not isinstance(obj.sample_rate, bool)
+            for s in obj.sources:
+                assert all(isinstance(v, int) and not isinstance(v, bool)
+                           for v in (s.start_sample, s.end_sample, s.source_frames, s.offset_sample))
+                assert all(isinstance(v, (int, float)) and math.isfinite(v) for v in (s.gain_db, s.fade_in, s.fade_out))
+                assert isinstance(s.path, str)
+        else:
+            assert isinstance(obj.fps, (int, float)) and obj.fps > 0 and isinstance(obj.frames, int)
+            for t in obj.tracks + [obj.mix]:
+                assert isinstance(t.envelope, list) and all(isinstance(v, (int, float)) and math.isfinite(v)
+                                                            for v in t.envelope)
+                assert all(isinstance(v, (int, float)) and math.isfinite(v) for v in t.onsets + t.beats)
+    assert outcome["error"] > 100 and outcome["ok"] > 5, outcome
+
+
+def test_fuzzed_timeline_sidecar_through_generate(run_cli, tmp_path):
+    """generate of one composed file reads its .timeline.json: a broken sidecar is a clean error."""
+    rng = random.Random(4)
+    for i, text in enumerate(json_docs(rng, valid_timeline("a.wav"), 8)[:12]):
+        d = tmp_path / f"t{i}"
+        d.mkdir()
+        (d / "a.wav").write_bytes(wav_bytes(tone()))
+        (d / "a.wav.timeline.json").write_text(text)
+        keep = set(os.listdir(d))
+        r = run_cli("generate", d / "a.wav", "-o", d / "out.mp4", "--backend", "procedural", "--size", "32x32",
+                    "--fps", "5", "--quiet", "--workdir", d / "w")
+        if r.code == 0:
+            assert (d / "out.mp4").is_file()
+            continue
+        check_clean_failure(r, d, keep | {"w"}, f"timeline {text[:80]!r}")
+
+
+def test_fuzzed_work_directory_through_score(run_cli, tmp_path):
+    """score --workdir reads analysis.json, manifest.json and timeline.json written by someone else."""
+    from avmix.video.writer import VideoWriter
+
+    video = tmp_path / "v.mp4"
+    with VideoWriter(video, width=32, height=32, fps=10) as w:
+        for i in range(5):
+            w.write(np.full((32, 32, 3), i * 40, np.uint8))
+    rng = random.Random(5)
+    docs = json_docs(rng, valid_analysis(), 8)
+    for i, text in enumerate(docs[:8] + docs[-12:]):
+        wd = tmp_path / f"w{i}"
+        wd.mkdir()
+        (wd / "analysis.json").write_text(text)
+        (wd / "manifest.json").write_text(json.dumps(mutate(rng, {"schema": "avmix.manifest/1", "video": {
+            "layout": {"tracks": [{"index": 0, "label": "a", "box": [0, 0, 16, 16]}]}}})))
+        (wd / "timeline.json").write_text(json.dumps(mutate(rng, valid_timeline(str(tmp_path / "nope.wav")))))
+        r = run_cli("score", video, "--audio", video, "--workdir", wd, "--json")
+        if r.code != 0:
+            check_clean_failure(r, wd, {"analysis.json", "manifest.json", "timeline.json"}, f"analysis {text[:80]!r}")
+
+
+def jobs_texts(rng: random.Random, n: int) -> list[tuple[str, str]]:
+    """(suffix, text) of jobs files whose jobs can never run: bad syntax, bad types, bad names."""
+    good = {"inputs": ["missing.wav"], "output": "o.mp4", "size": "32x32", "backend": "procedural"}
+    out = []
+    for _ in range(n):
+        job = mutate(rng, good)
+        if isinstance(job, dict) and isinstance(job.get("inputs"), list):
+            job["inputs"] = [f"missing{i}.wav" for i in range(len(job["inputs"]))]  # never runs for real
+        out.append((".jsonl", json.dumps(job)))
+    out += [(".jsonl", json.dumps(random_json(rng))) for _ in range(n // 3)]
+    out += [(".jsonl", "{"), (".jsonl", "[" * 100000), (".jsonl", ""), (".jsonl", "\n\n# only a comment\n"),
+            (".csv", "inputs,output\n\"unclosed,o.mp4\n"), (".csv", "inputs,output\na.wav,o.mp4,extra,cells\n"),
+            (".csv", "\x00\x01\x02"), (".csv", "inputs\n" + "a.wav\n"), (".csv", "inputs,output,size\nx.wav,o.mp4,banana\n"),
+            (".jsonl", json.dumps(dict(good, output="../escape.mp4"))),
+            (".jsonl", json.dumps(dict(good, output="/etc/passwd"))),
+            (".jsonl", json.dumps(dict(good, fps="fast"))), (".jsonl", json.dumps(dict(good, seed=1e400)))]
+    return out
+
+
+def test_fuzzed_jobs_files(run_cli, tmp_path):
+    """batch on broken jobs files: a clean error before any job runs, or every job failing cleanly
+    (their inputs do not exist) with exit code 1 and a batch.json."""
+    rng = random.Random(6)
+    ran = 0
+    for i, (suffix, text) in enumerate(jobs_texts(rng, 30)):
+        d = tmp_path / f"j{i}"
+        d.mkdir()
+        jobs = d / f"jobs{suffix}"
+        jobs.write_text(text)
+        out = d / "out"
+        r = run_cli("batch", jobs, "-o", out, "--workers", "1", "--quiet", "--json")
+        assert r.code != 0 and "Traceback" not in r.err, (text[:200], r.err)
+        if r.err.startswith("avmix: error: "):
+            check_clean_failure(r, d, {jobs.name}, f"jobs {text[:80]!r}")
+            continue
+        ran += 1
+        summary = json.loads(r.out)
+        assert summary["failed"] >= 1 and summary["ok"] == 0, text
+        assert sorted(os.listdir(out)) == ["batch.json"], (text, os.listdir(out))
+    assert ran >= 1
+
+
+# ---------------------------------------------------------------------------- real processes, timeouts
+
+def test_subprocess_bad_inputs_never_hang(tmp_path):
+    """`python -m avmix` on hostile files and devices: a clean error within the timeout, every time."""
+    rng = random.Random(7)
+    files = []
+    for case in random_cases(rng, 3) + header_cases()[:2]:
+        p = tmp_path / case.name
+        p.write_bytes(case.data)
+        files.append(str(p))
+    files += ["/dev/zero", "/dev/null", str(tmp_path)]
+    for f in files:
+        out = tmp_path / "out.wav"
+        proc = subprocess.run([sys.executable, "-m", "avmix", "mix", "-o", str(out), "--", f],
+                              capture_output=True, text=True, timeout=60, cwd=ROOT)
+        lines = proc.stderr.rstrip("\n").split("\n")
+        assert proc.returncode == 1, (f, proc.stderr)
+        assert lines[0].startswith("avmix: error: ") and len(lines) <= 2 and "Traceback" not in proc.stderr, (f, proc.stderr)
+        assert not out.exists() and not [n for n in os.listdir(tmp_path) if ".part" in n]
