@@ -79,20 +79,31 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C so that the same clean-up runs (temp files, ffmpeg children)."""
 
 
-def _on_sigterm(signum, frame) -> None:
-    raise Terminated
+_signalled: list[int] = []  # the signals that interrupted this run (Typer turns the exception into 130)
+
+
+def _on_signal(signum, frame) -> None:
+    _signalled.append(signum)
+    raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
 
 
 @contextlib.contextmanager
-def _sigterm_raises() -> Iterator[None]:
+def _signals_raise() -> Iterator[None]:
+    """SIGINT and SIGTERM raise (KeyboardInterrupt / Terminated) and are remembered for the exit code."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    old = signal.signal(signal.SIGTERM, _on_sigterm)
+    old = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for s, handler in old.items():
+            signal.signal(s, handler)
+
+
+def _interrupted() -> int:
+    _say("interrupted; no output was written")
+    return 143 if signal.SIGTERM in _signalled else 130
 
 
 def run(argv: list[str] | None = None) -> int:
@@ -100,9 +111,12 @@ def run(argv: list[str] | None = None) -> int:
     unless ``--debug``). Ctrl-C exits with 130 and SIGTERM with 143, after removing partial outputs."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
+    _signalled.clear()
     try:
-        with _sigterm_raises():
+        with _signals_raise():
             rv = app(args=argv, prog_name="avmix", standalone_mode=False)
+        if _signalled or rv == 130:  # Typer returns 130 for a KeyboardInterrupt it caught
+            return _interrupted()
         return rv if isinstance(rv, int) else 0
     except AvmixError as e:
         if debug:
@@ -120,9 +134,8 @@ def run(argv: list[str] | None = None) -> int:
         if ctx is not None:
             _say(f"hint: see '{ctx.command_path} --help'")
         return e.exit_code
-    except (click.exceptions.Abort, KeyboardInterrupt) as e:
-        _say("interrupted; no output was written")
-        return 143 if isinstance(e, Terminated) else 130
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        return _interrupted()
     except BrokenPipeError:
         return 1
     except MemoryError:

@@ -67,6 +67,9 @@ def atomic_path(path: str | os.PathLike, *, suffix: str | None = None) -> Iterat
     fd, tmp = tempfile.mkstemp(prefix=f".{p.stem[:40]}.", suffix=".part" + ext, dir=p.parent if str(p.parent) else ".")
     os.close(fd)
     tmp_path = Path(tmp)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp's 0600 would otherwise stick to the output
     try:
         # mkstemp makes the file 0600; the output gets the usual umask-based mode (as open() would give)
         os.chmod(tmp_path, 0o666 & ~_UMASK)

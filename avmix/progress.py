@@ -9,7 +9,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 
 ProgressFn = Optional[Callable[[str, float, float], None]]
 
-stderr = Console(stderr=True, highlight=False)
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def report(progress: ProgressFn, stage: str, done: float, total: float) -> None:

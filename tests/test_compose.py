@@ -381,3 +381,32 @@ def test_plan_is_pure_arithmetic(tmp_path, wav):
     assert [s.start_sample for s in tl.sources] == [0, 48000 - 4800, 48000 - 4800 + 24000 - 4800]
     assert tl.frames == 48000 * 2 + 24000 - 2 * 4800
     assert tl.sources[1].fade_in == tl.sources[1].fade_out == 0.1 and tl.sources[0].fade_in == 0
+
+
+def test_ducking_does_not_depend_on_normalisation(tmp_path, wav):
+    base = wav("base.wav", sine(200, 3, channels=2, amp=0.3))
+    voice = wav("voice.wav", noise(1, amp=0.0077))  # -47 dBFS rms: under the -45 dB sidechain threshold,
+    # over it if the master gain leaked into the sidechain
+    tl = compose.overlay(base, voice, out(tmp_path), at=1.0, duck=10, normalize="lufs", target=-6.0, limit=False)
+    assert tl.master_gain_db > 3
+    loud = np.concatenate(list(compose.source_blocks(tl, 0)))
+    tl.master_gain_db = 0.0
+    plain = np.concatenate(list(compose.source_blocks(tl, 0)))
+    nz = np.abs(plain) > 1e-3
+    ratio = loud[nz] / plain[nz]
+    assert np.allclose(ratio, ratio[0], rtol=1e-5)  # the same ducking curve, just scaled
+
+
+def test_failed_write_leaves_no_output(tmp_path, wav, monkeypatch):
+    a = wav("a.wav", noise(3, amp=0.2))
+    calls = []
+
+    def broken(self, block):
+        calls.append(len(block))
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(compose.AudioWriter, "write", broken)
+    with pytest.raises(OSError, match="No space"):
+        compose.mix([a], out(tmp_path), normalize="lufs")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav"]  # no output, no temp file, no sidecar

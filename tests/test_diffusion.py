@@ -153,10 +153,11 @@ def test_lightning_defaults(tmp_path):
     assert len(decode(tmp_path / "l.mp4")) == 25
 
 
-def test_wan_segments_render(tiny_wan, tmp_path):
+def test_wan_segments_render(tiny_wan, tmp_path, monkeypatch):
     seen = []
-    info = render(tiny_wan, tmp_path / "w.mp4", window=17, progress=lambda s, d, t: seen.append((s, d, t)))
-    assert info["family"] == "wan" and info["pipeline"] == "WanPipeline"
+    monkeypatch.setenv("AVMIX_WINDOW", "17")  # segment length when render() is given none
+    info = render(tiny_wan, tmp_path / "w.mp4", progress=lambda s, d, t: seen.append((s, d, t)))
+    assert info["family"] == "wan" and info["pipeline"] == "WanPipeline" and info["window"] == 17
     assert len(decode(tmp_path / "w.mp4")) == 25
     # 40 native frames at 16 fps in segments of 17 overlapping by 5: starts 0, 12, 24 -> 3 segments x 2 steps
     assert info["native_frames"] == 40 and seen[-1] == ("diffusion", 6, 6)
@@ -308,7 +309,7 @@ def test_out_of_memory_becomes_a_hint(tiny_ad, tmp_path, monkeypatch):
     monkeypatch.setattr(animatediff, "denoise", boom)
     with pytest.raises(ModelError) as e:
         render(tiny_ad, tmp_path / "x.mp4")
-    assert "--offload" in e.value.hint and "--size" in e.value.hint
+    assert "--offload" in e.value.hint and "--size" in e.value.hint and "AVMIX_WINDOW=8" in e.value.hint
     assert not (tmp_path / "x.mp4").exists()
 
 

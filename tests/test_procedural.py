@@ -97,7 +97,7 @@ def test_same_seed_same_frames(tmp_path):
 def test_overlay_top_element_enters_at_its_offset(tmp_path):
     fps, seconds, at = 25, 4.0, 2.0
     base = (0.1 * np.random.default_rng(0).standard_normal(int(seconds * SR))).astype(np.float32)
-    top = clicks([2.5, 3.0, 3.5], seconds)
+    top = clicks([at, 2.5, 3.0, 3.5], seconds)  # a hit right at the offset shows at once
     an = make_analysis([base, top], seconds, fps, mode="overlay", starts=[(0.0, seconds), (at, seconds)])
     out = tmp_path / "v.mp4"
     res = procedural.render(an, out, width=W, height=H)
@@ -106,6 +106,9 @@ def test_overlay_top_element_enters_at_its_offset(tmp_path):
     light = frames[:, y0:y1, x0:x1].mean(axis=(1, 2))
     assert light[: int(at * fps)].max() - light[0] < 1.0  # nothing there before the offset
     assert light[int((at + 0.6) * fps)] > light[0] + 3
+    change = box_changes(frames, res["layout"][1]["box"])
+    k = int(at * fps)
+    assert abs(int(np.argmax(change[k - 10:k + 10])) - 10) <= 1
 
 
 def test_concat_active_track_takes_centre_stage(tmp_path):

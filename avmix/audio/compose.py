@@ -382,11 +382,13 @@ class _Engine:
             if srcs[i].duck is not None:
                 wanted.add(srcs[i].duck.by)
         readers = {i: _Reader(self.files[i], srcs[i], sr, ch) for i in wanted}
+        # the master gain is folded into every source's gain (one multiply per sample, not two); the
+        # sidechain threshold moves with it, so ducking does not depend on normalisation
         duckers = {i: dynamics.Ducker(sr, srcs[i].duck.db, attack=srcs[i].duck.attack,
-                                      release=srcs[i].duck.release, threshold_db=srcs[i].duck.threshold_db)
+                                      release=srcs[i].duck.release,
+                                      threshold_db=srcs[i].duck.threshold_db + master_gain_db)
                    for i in wanted if srcs[i].duck is not None}
         order = sorted(wanted, key=lambda i: srcs[i].duck is not None)  # sidechains first
-        master = 10.0 ** (master_gain_db / 20.0)
         try:
             for pos in range(0, tl.frames, blocksize):
                 n = min(blocksize, tl.frames - pos)
@@ -405,7 +407,7 @@ class _Engine:
                     if b <= a:
                         continue
                     seg = readers[i].take(b - a)
-                    g = np.float32(10.0 ** (s.gain_db / 20.0))
+                    g = np.float32(10.0 ** ((s.gain_db + master_gain_db) / 20.0))
                     fi, fo = self.fades[i]
                     fg = dynamics.fade_gains(a - s.start_sample, b - a, s.end_sample - s.start_sample, fi, fo,
                                              s.fade_curve)
@@ -427,8 +429,6 @@ class _Engine:
                     fresh = False
                 if fresh:
                     out.fill(0.0)
-                if master != 1.0:
-                    out *= np.float32(master)
                 fi, fo = self.master_fades
                 fg = dynamics.fade_gains(pos, n, tl.frames, fi, fo, dynamics.EQUAL_POWER)
                 if fg is not None:
@@ -487,19 +487,15 @@ def _render(timeline: Timeline, output: str | os.PathLike, *, bit_depth: int | N
     limiter = (dynamics.TruePeakLimiter(sr, ch, ceiling_db=tl.limit_dbtp) if tl.limit_dbtp is not None
                else None)
     done = 0
-    with _Measure(sr, ch, lufs=loudness) as meas, \
-            AudioWriter(output, sample_rate=sr, channels=ch, bit_depth=bit_depth, frames=total) as w:
+    with AudioWriter(output, sample_rate=sr, channels=ch, bit_depth=bit_depth, frames=total) as w, \
+            _Measure(sr, ch, lufs=loudness, writer=w) as sink:
         for block in eng.blocks(master_gain_db=tl.master_gain_db):
-            y = limiter.process(block) if limiter else block
-            meas.add(y)
-            w.write(y)
+            sink.add(limiter.process(block) if limiter else block)
             done += len(block)
             report(progress, "mix", done, total)
         if limiter:
-            y = limiter.flush()
-            meas.add(y)
-            w.write(y)
-        peak, tl.lufs = meas.result()
+            sink.add(limiter.flush())
+        peak, tl.lufs = sink.result()
     tl.peak_dbfs = peak_dbfs(peak)
     tl.output = os.fspath(output)
     if stems_dir is not None:
@@ -528,15 +524,17 @@ def _normalize_gain(eng: _Engine, s: Settings, progress: ProgressFn) -> float:
 
 
 class _Measure:
-    """Sample peak and integrated loudness of a block stream, measured on a worker thread so that
-    K-weighting overlaps reading, mixing and writing (numpy releases the GIL in the heavy parts)."""
+    """Sample peak and integrated loudness of a block stream (and, given a ``writer``, writing it),
+    done on a worker thread so that K-weighting and encoding overlap reading, mixing and limiting
+    (numpy, libsndfile and file writes release the GIL)."""
 
-    def __init__(self, sample_rate: int, channels: int, *, lufs: bool = True):
+    def __init__(self, sample_rate: int, channels: int, *, lufs: bool = True, writer: AudioWriter | None = None):
         self._meter = LoudnessMeter(sample_rate, channels) if lufs else None
+        self._writer = writer
         self._q: queue.Queue = queue.Queue(maxsize=4)  # bounded: memory stays flat
         self._peak = 0.0
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._work, name="avmix-measure", daemon=True)
+        self._thread = threading.Thread(target=self._work, name="avmix-output", daemon=True)
 
     def __enter__(self) -> "_Measure":
         self._thread.start()
@@ -550,11 +548,19 @@ class _Measure:
                 self._peak = max(self._peak, float(b.max()), -float(b.min()))
                 if self._meter is not None:
                     self._meter.add(b)
-            except BaseException as e:  # re-raised in the caller's thread by result()
+                if self._writer is not None:
+                    self._writer.write(b)
+            except BaseException as e:  # re-raised in the caller's thread
                 self._error = e
 
     def add(self, block: np.ndarray) -> None:
+        if self._error is not None:  # fail fast (disk full, encoder died, ...)
+            self._raise()
         self._q.put(block)  # the block is never modified afterwards, so no copy
+
+    def _raise(self) -> None:
+        self._stop()
+        raise self._error
 
     def result(self) -> tuple[float, float | None]:
         """(linear sample peak, LUFS or None); waits for the worker."""

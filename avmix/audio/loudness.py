@@ -1,10 +1,11 @@
 """Streaming ITU-R BS.1770-4 integrated loudness (LUFS) and sample peaks.
 
 K-weighting (high shelf + high pass biquads, coefficients derived for any rate from the analog
-prototype) runs block by block with the filter state carried between blocks, so a file of any length is
-measured in flat memory. The filter is :class:`IIRFilter`, plain numpy: importing scipy.signal alone
-costs 0.7 s and ~80 MB of resident memory, more than the whole mixing job is allowed. Mean squares are kept per 100 ms step; gating blocks are 400 ms
-with 75 % overlap, gated at -70 LUFS (absolute) and -10 LU below the ungated mean (relative).
+prototype) runs block by block with the filter state carried between blocks, so a file of any length
+is measured in flat memory. The filter is :class:`IIRFilter`, plain numpy: importing scipy.signal
+alone costs 0.7 s and ~80 MB of resident memory, more than the whole mixing job is allowed.
+Mean squares are kept per 100 ms step; gating blocks are 400 ms with 75 % overlap, gated at -70 LUFS
+(absolute) and -10 LU below the loudness of the blocks that pass the absolute gate (relative).
 
 Defined edge cases (pyloudnorm raises or overflows on these):
 - shorter than one 400 ms block: the whole signal is measured as a single block;

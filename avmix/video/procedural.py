@@ -47,7 +47,10 @@ PALETTE = [
     (1.00, 0.50, 0.35),  # coral
     (0.98, 0.90, 0.45),  # gold
 ]
-SHAPES = ["circle", "hexagon", "diamond", "square", "triangle", "ring"]
+SHAPES = ["circle", "hexagon", "diamond", "square", "capsule", "ring"]
+# how much further than ``r + d`` a shape's distance field can reach (polygons' distances are plane
+# distances, which run slower than Euclidean ones towards the corners): sizes the bounding boxes
+REACH = {"circle": 1.0, "ring": 1.0, "square": 1.0, "capsule": 1.0, "hexagon": 1.16, "diamond": 1.42}
 
 
 def track_color(i: int) -> tuple[float, float, float]:
@@ -77,8 +80,10 @@ def sdf(shape: str, u: np.ndarray, v: np.ndarray, r: float) -> np.ndarray:
         qx, qy = au - b, av - b
         out = np.sqrt(np.maximum(qx, 0) ** 2 + np.maximum(qy, 0) ** 2)
         return out + np.minimum(np.maximum(qx, qy), 0) - rr
-    if shape == "triangle":
-        return np.maximum(au * 0.8660254 + v * 0.5, -v) - r * 0.55
+    if shape == "capsule":  # a pill along u
+        a = r * 0.45
+        qx = np.maximum(au - a, 0)
+        return np.sqrt(qx * qx + v * v) - r * 0.5
     if shape == "ring":
         return np.abs(np.sqrt(u * u + v * v) - r * 0.8) - r * 0.2
     raise ValueError(shape)
@@ -105,7 +110,7 @@ def _grid(n: int, w: float, h: float) -> list[tuple[float, float, float]]:
     cols = max(1, min(n, round(math.sqrt(n * w / h))))
     rows = math.ceil(n / cols)
     cw, ch = w / cols, h / rows
-    r = 0.34 * min(cw, ch)
+    r = 0.31 * min(cw, ch)
     slots = []
     for i in range(n):
         row, col = divmod(i, cols)
@@ -303,9 +308,9 @@ class Painter:
             return
         ripple_r = r + base * 0.9 * (age / RIPPLE_S) if 0 <= age < RIPPLE_S and p > 0.05 else None
         glow_w = base * (0.45 + 0.45 * lvl + 0.35 * flash)
-        half = max(r + glow_w, (ripple_r or 0) + 4) + 2
+        half = REACH[el.shape] * max(r + glow_w, (ripple_r or 0) + 4) + 2
         x0, x1 = max(0, int(cx - half)), min(self.w, int(cx + half) + 2)
-        y0, y1 = max(0, int(cy - half)), min(self.band_y0 - 8, int(cy + half) + 2)
+        y0, y1 = max(0, int(cy - half)), min(self.h, int(cy + half) + 2)
         if x1 <= x0 or y1 <= y0:
             return
         xs = np.arange(x0, x1, dtype=np.float32) - np.float32(cx)
@@ -336,7 +341,7 @@ class Painter:
             if white is not None:
                 region[c] += white
         if self.captions is not None:
-            self._caption(el, cx, cy + base * 1.1 + 2, cy - base * 1.1 - 2, vis * (0.6 + 0.4 * lvl))
+            self._caption(el, cx, cy + base * 1.18 + 3, cy - base * 1.18 - 3, vis * (0.6 + 0.4 * lvl))
 
     def _caption(self, el: Element, x: float, below: float, above: float, alpha: float) -> None:
         mask = self.captions[self.elements.index(el)]

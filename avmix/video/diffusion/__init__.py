@@ -26,6 +26,7 @@ from avmix.video.diffusion.loading import ENV_MODEL, identify
 
 __all__ = ["render", "available", "tag_labels", "identify"]
 
+ENV_WINDOW = "AVMIX_WINDOW"  # frames per window/segment when render() is not given one
 TAG_TOP = 2  # classes per track joined into its label
 TAG_MIN_SCORE = 0.1
 
@@ -80,7 +81,7 @@ def render(analysis: Analysis, timeline: Timeline | None, output: str | os.PathL
     """Write a silent video of ``analysis.frames`` frames at ``fps`` (``width`` x ``height``) to ``output``.
 
     ``window``: native frames per FreeNoise context window (AnimateDiff, default 16) or per segment
-    (Wan, default 81); fewer uses less memory. Returns the manifest record (model, revision, family,
+    (Wan, default 81), else $AVMIX_WINDOW; fewer uses less memory. Returns the manifest record (model, revision, family,
     scheduler, steps, guidance, seed, sizes, prompts and the per-frame prompt schedule).
     """
     from avmix.video.writer import check_size
@@ -92,6 +93,11 @@ def render(analysis: Analysis, timeline: Timeline | None, output: str | os.PathL
         raise UsageError(f"bad steps {steps!r}: must be a positive integer")
     if guidance is not None and not (np.isfinite(guidance) and guidance >= 0):
         raise UsageError(f"bad guidance {guidance!r}: must be a number >= 0")
+    if window is None and os.environ.get(ENV_WINDOW, "").strip():
+        try:
+            window = int(os.environ[ENV_WINDOW])
+        except ValueError:
+            raise UsageError(f"bad {ENV_WINDOW}={os.environ[ENV_WINDOW]!r}: a whole number of frames") from None
     if window is not None and window < 2:
         raise UsageError(f"bad window {window!r}: at least 2 frames")
     info = identify(model)
@@ -178,7 +184,7 @@ def _raise_oom(e: BaseException) -> None:
     oom = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", RuntimeError)
     if isinstance(e, oom) or "out of memory" in str(e).lower():
         raise ModelError("the GPU ran out of memory while generating",
-                         hint="try --offload, a smaller --size, or fewer frames per window (window=8)") from None
+                         hint=f"try --offload, a smaller --size, or fewer frames per window ({ENV_WINDOW}=8)") from None
 
 
 def available(model: str | None) -> tuple[bool, str]:

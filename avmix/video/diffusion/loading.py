@@ -150,7 +150,7 @@ def _supported() -> str:
 def identify(model: str | None) -> ModelInfo:
     """Resolve ``model`` (or $AVMIX_MODEL) and detect its family from the config files, no weights loaded."""
     spec = model_spec(model)
-    if "+" in spec:
+    if "+" in spec and not Path(spec).expanduser().exists():  # a directory may have '+' in its name
         adapter, base = (s.strip() for s in spec.split("+", 1))
         cls = _pipeline_class(base)
         if cls not in ADAPTER_BASES:
