@@ -36,8 +36,9 @@ def _prepare(inputs: list[str], output: str, *, at_least: int, as_json: bool, bi
 
 def _run(fn, args: tuple, *, kwargs: dict, output: str, bit_depth, overwrite, timeline, as_json, quiet) -> None:
     with Bar(quiet=quiet) as bar:
+        # --json reports the output's loudness, which costs a K-weighting pass: only then is it measured
         tl = fn(*args, output, bit_depth=bit_depth, overwrite=overwrite, timeline_path=timeline,
-                progress=bar, **kwargs)
+                progress=bar, loudness=True if as_json else None, **kwargs)
     c.print_result(tl, as_json=as_json, quiet=quiet or output == "-")
 
 
