@@ -1,8 +1,10 @@
 """Checking output paths and writing them atomically (temp file beside the target, then rename)."""
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
+import signal
 import stat
 import tempfile
 from pathlib import Path
@@ -64,21 +66,56 @@ def atomic_path(path: str | os.PathLike, *, suffix: str | None = None) -> Iterat
     """
     p = Path(path)
     ext = suffix if suffix is not None else p.suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.stem[:40]}.", suffix=".part" + ext, dir=p.parent if str(p.parent) else ".")
-    os.close(fd)
-    tmp_path = Path(tmp)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp's 0600 would otherwise stick to the output
+    tmp_path = None
     try:
+        with _signals_deferred():  # Ctrl-C inside mkstemp would leave a temp file nobody knows of
+            fd, tmp = tempfile.mkstemp(prefix=f".{p.stem[:40]}.", suffix=".part" + ext,
+                                       dir=p.parent if str(p.parent) else ".")
+            tmp_path = Path(tmp)
+            os.close(fd)
+            _pending[tmp_path] = os.getpid()
         # mkstemp makes the file 0600; the output gets the usual umask-based mode (as open() would give)
         os.chmod(tmp_path, 0o666 & ~_UMASK)
         yield tmp_path
         os.replace(tmp_path, p)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp_path.unlink()
+        _pending.pop(tmp_path, None)
+    except BaseException:  # also GeneratorExit: a with-block abandoned before its body started
+        if tmp_path is not None:
+            _discard(tmp_path)
         raise
+
+
+# temp files made by atomic_path and not yet renamed or removed; a caller interrupted at an unlucky
+# moment (between creating a temp file and entering its own try block) may never clean up, so
+# whatever is left at exit is removed then (only by the process that made it, not a forked child)
+_pending: dict[Path, int] = {}
+
+
+def _discard(tmp: Path) -> None:
+    _pending.pop(tmp, None)
+    with contextlib.suppress(OSError):
+        tmp.unlink()
+
+
+@atexit.register
+def _remove_pending() -> None:
+    for tmp, pid in list(_pending.items()):
+        if pid == os.getpid():
+            _discard(tmp)
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM until the block is done; they are handled (raised) right after it."""
+    mask = getattr(signal, "pthread_sigmask", None)
+    if mask is None:  # pragma: no cover - not POSIX
+        yield
+        return
+    old = mask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        mask(signal.SIG_SETMASK, old)
 
 
 def _umask() -> int:

@@ -56,7 +56,8 @@ def test_mix_passes_every_option(fake_compose, run_cli, tmp_path):
     assert kw == {"duration": "shortest", "match_loudness": True, "sample_rate": 44100, "channels": 1,
                   "gains": [-6.0, 2.5, 0.0], "normalize": "lufs", "target": -16.0, "limit": False,
                   "ceiling": -2.0, "fade_in": 0.5, "fade_out": 1.5, "labels": ["dog"], "bit_depth": 16,
-                  "overwrite": True, "timeline_path": str(tmp_path / "t.json"), "progress": kw["progress"]}
+                  "overwrite": True, "timeline_path": str(tmp_path / "t.json"), "progress": kw["progress"],
+                  "loudness": None}
     assert r.err == ""  # --quiet
 
 
@@ -69,6 +70,12 @@ def test_defaults(fake_compose, run_cli, tmp_path):
             kw["overwrite"], kw["timeline_path"]) == \
         ("longest", False, [0.0, 0.0], "none", None, True, -1.0, 0.0, 0.0, None, None, None, False, None)
     assert "wrote" in r.err and "3.000 s" in r.err
+    assert kw["loudness"] is None  # measured only when asked for (--json) or normalising
+
+
+def test_json_measures_loudness(fake_compose, run_cli, tmp_path):
+    assert run_cli("mix", "a.wav", "b.wav", "-o", tmp_path / "o.wav", "--json").code == 0
+    assert fake_compose[0][2]["loudness"] is True
 
 
 def test_concat_and_overlay_options(fake_compose, run_cli, tmp_path):
