@@ -17,7 +17,7 @@ import click
 import typer
 
 from avmix import __version__
-from avmix.errors import AvmixError
+from avmix.errors import AvmixError, Terminated
 
 try:  # typer >= 0.26 vendors its own click: its parse errors are not click.ClickException
     from typer._click.exceptions import ClickException as _TyperClickException
@@ -75,21 +75,15 @@ def _say(message: str) -> None:
     sys.stderr.flush()
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised like Ctrl-C so that the same clean-up runs (temp files, ffmpeg children)."""
-
-
-_signalled: list[int] = []  # the signals that interrupted this run (Typer turns the exception into 130)
-
-
 def _on_signal(signum, frame) -> None:
-    _signalled.append(signum)
-    raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+    if signum == signal.SIGTERM:
+        raise Terminated
+    raise KeyboardInterrupt
 
 
 @contextlib.contextmanager
 def _signals_raise() -> Iterator[None]:
-    """SIGINT and SIGTERM raise (KeyboardInterrupt / Terminated) and are remembered for the exit code."""
+    """SIGINT raises KeyboardInterrupt and SIGTERM Terminated (exit code 143), in the main thread."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -103,7 +97,7 @@ def _signals_raise() -> Iterator[None]:
 
 def _interrupted() -> int:
     _say("interrupted; no output was written")
-    return 143 if signal.SIGTERM in _signalled else 130
+    return 143 if Terminated.raised else 130
 
 
 def run(argv: list[str] | None = None) -> int:
@@ -111,11 +105,11 @@ def run(argv: list[str] | None = None) -> int:
     unless ``--debug``). Ctrl-C exits with 130 and SIGTERM with 143, after removing partial outputs."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
-    _signalled.clear()
+    Terminated.raised = False
     try:
         with _signals_raise():
             rv = app(args=argv, prog_name="avmix", standalone_mode=False)
-        if _signalled or rv == 130:  # Typer returns 130 for a KeyboardInterrupt it caught
+        if rv == 130:  # Typer returns 130 for a KeyboardInterrupt (or Terminated) it caught
             return _interrupted()
         return rv if isinstance(rv, int) else 0
     except AvmixError as e:

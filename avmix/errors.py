@@ -37,3 +37,14 @@ class FFmpegError(AvmixError):
 
 class ModelError(AvmixError):
     """A diffusion or tagging model cannot be found, loaded or driven."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that the same clean-up runs (temp files, ffmpeg children); the
+    CLI then exits with 143 instead of 130. Raise it from a SIGTERM handler."""
+
+    raised = False  # set when one was raised (Typer turns the exception into exit code 130)
+
+    def __init__(self, *args) -> None:
+        super().__init__(*args)
+        Terminated.raised = True

@@ -6,13 +6,17 @@ so no system package is needed. Commands are lists (never a shell) and every pat
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
 import shutil
+import signal
 import subprocess
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 from avmix.errors import FFmpegError, InputError
 
@@ -55,10 +59,16 @@ def url(path: str | os.PathLike) -> str:
     return "file:" + os.path.abspath(os.fspath(path))
 
 
+_NOISE = re.compile(r"\[[^\[\]]* @ 0x[0-9a-fA-F]+\]\s*|\[(?:warning|error|fatal|info|verbose|debug)\]\s*")
+
+
 def last_lines(stderr: bytes | str, n: int = ERROR_LINES) -> str:
+    """ffmpeg's last ``n`` stderr lines joined on one line, without its '[muxer @ 0x55..]' and
+    '[warning]' tags (addresses that differ on every run and say nothing to a user)."""
     if isinstance(stderr, bytes):
         stderr = stderr.decode("utf-8", "replace")
-    lines = [ln.strip() for ln in stderr.strip().splitlines() if ln.strip()]
+    lines = [_NOISE.sub("", ln).strip() for ln in stderr.strip().splitlines()]
+    lines = [ln for ln in lines if ln]
     return " | ".join(lines[-n:]) if lines else "no error output"
 
 
@@ -68,23 +78,74 @@ def base_args() -> list[str]:
 
 def run(args: list[str], *, timeout: float | None = None, what: str = "ffmpeg", input: bytes | None = None) -> bytes:
     """Run ffmpeg with ``args`` (without the binary); return stdout, or raise FFmpegError quoting stderr."""
-    cmd = base_args() + list(args)
     try:
-        proc = subprocess.run(cmd, input=input, capture_output=True, timeout=timeout,
-                              stdin=None if input is not None else subprocess.DEVNULL)
+        code, out, err = run_command(base_args() + list(args), input=input, timeout=timeout)
     except subprocess.TimeoutExpired:
         raise FFmpegError(f"{what}: ffmpeg timed out after {timeout:.0f} s") from None
     except OSError as e:
         raise FFmpegError(f"{what}: cannot run ffmpeg: {e.strerror}") from None
-    if proc.returncode != 0:
-        raise FFmpegError(f"{what}: ffmpeg failed: {last_lines(proc.stderr)}")
-    return proc.stdout
+    if code != 0:
+        raise FFmpegError(f"{what}: ffmpeg failed: {_why(code, err)}")
+    return out
+
+
+def run_command(cmd: list[str], *, input: bytes | None = None, timeout: float | None = None,
+                stdout=subprocess.PIPE) -> tuple[int, bytes, bytes]:
+    """(exit code, stdout, stderr) of ``cmd``; the child is killed on timeout (TimeoutExpired is
+    raised) and on Ctrl-C, so none outlives the call."""
+    proc = start(cmd, stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL, stdout=stdout,
+                 stderr=subprocess.PIPE)
+    try:
+        out, err = proc.communicate(input, timeout=timeout)
+    except BaseException:
+        kill(proc)
+        raise
+    return proc.returncode, out or b"", err or b""
+
+
+def start(cmd: list[str], **popen_args) -> subprocess.Popen:
+    """``subprocess.Popen(cmd, ...)`` that Ctrl-C cannot split in two: a SIGINT/SIGTERM arriving while
+    the child is being started is held until Popen returns, then the child is killed and the signal
+    handled. (Otherwise the caller may never get the Popen to kill, and an ffmpeg left running writes
+    its output after the temp file was cleaned up.)"""
+    held: list[int] = []
+    with _held_signals(held):
+        proc = subprocess.Popen(cmd, **popen_args)
+    if held:
+        kill(proc)
+        _redeliver(held[0])
+    return proc
+
+
+@contextlib.contextmanager
+def _held_signals(held: list[int]) -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():  # only the main thread gets signals
+        yield
+        return
+
+    def hold(signum, frame):
+        held.append(signum)
+
+    old = {s: signal.signal(s, hold) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+
+
+def _redeliver(signum: int) -> None:
+    handler = signal.getsignal(signum)
+    if callable(handler):
+        handler(signum, None)  # raises KeyboardInterrupt (or avmix.errors.Terminated)
+    elif handler == signal.SIG_DFL:
+        os.kill(os.getpid(), signum)
 
 
 def popen(args: list[str], *, stdin=None, stdout=None) -> subprocess.Popen:
     """Start ffmpeg for streaming; stderr goes to a pipe that :func:`finish` reads."""
-    return subprocess.Popen(base_args() + list(args), stdin=stdin if stdin is not None else subprocess.DEVNULL,
-                            stdout=stdout, stderr=subprocess.PIPE)
+    return start(base_args() + list(args), stdin=stdin if stdin is not None else subprocess.DEVNULL,
+                 stdout=stdout, stderr=subprocess.PIPE)
 
 
 def finish(proc: subprocess.Popen, *, what: str, timeout: float = 600.0) -> None:
@@ -94,8 +155,23 @@ def finish(proc: subprocess.Popen, *, what: str, timeout: float = 600.0) -> None
     except subprocess.TimeoutExpired:
         kill(proc)
         raise FFmpegError(f"{what}: ffmpeg timed out after {timeout:.0f} s") from None
+    except BaseException:
+        kill(proc)
+        raise
     if proc.returncode != 0:
-        raise FFmpegError(f"{what}: ffmpeg failed: {last_lines(err or b'')}")
+        raise FFmpegError(f"{what}: ffmpeg failed: {_why(proc.returncode, err or b'')}")
+
+
+def _why(code: int, stderr: bytes) -> str:
+    """ffmpeg's last error lines, or the signal that killed it (SIGXFSZ: file too large, SIGKILL: the
+    out-of-memory killer or a user)."""
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"killed by {name}" + ("" if not stderr.strip() else f" ({last_lines(stderr)})")
+    return last_lines(stderr)
 
 
 def kill(proc: subprocess.Popen) -> None:
@@ -178,12 +254,15 @@ def probe(path: str | os.PathLike) -> MediaInfo:
     path = os.fspath(path)
     cmd = [executable(), "-hide_banner", "-nostdin", "-i", url(path)]
     try:
-        proc = subprocess.run(cmd, capture_output=True, timeout=PROBE_TIMEOUT, stdin=subprocess.DEVNULL)
+        _, _, err_bytes = run_command(cmd, timeout=PROBE_TIMEOUT)
     except subprocess.TimeoutExpired:
         raise InputError("reading it timed out", path=path) from None
-    err = proc.stderr.decode("utf-8", "replace")
+    except OSError as e:
+        raise FFmpegError(f"cannot run ffmpeg: {e.strerror}") from None
+    err = err_bytes.decode("utf-8", "replace")
     if "Input #0" not in err:
-        raise InputError(f"not a media file ffmpeg can read ({last_lines(err, 1)})", path=path)
+        why = re.sub(r"^Error opening input( files)?: ", "", last_lines(err, 1))
+        raise InputError(f"not a media file ffmpeg can read ({why})", path=path)
     return parse_info(path, err)
 
 

@@ -4,15 +4,15 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
-import signal
+import secrets
 import stat
-import tempfile
 from pathlib import Path
 from typing import Iterator, Sequence
 
 from avmix.errors import InputError, OutputError
 
 STDIO = "-"
+SIDECAR_ROOM = len(".timeline.json") + 2  # OUT.timeline.json, .OUT.avmix-work must fit in NAME_MAX too
 
 
 def check_input(path: str | os.PathLike) -> Path:
@@ -53,6 +53,13 @@ def check_output(path: str | os.PathLike, inputs: Sequence[str | os.PathLike] = 
             raise OutputError("output is the same file as an input; refusing to overwrite it", path=p)
     if p.exists() and not overwrite:
         raise OutputError("already exists", path=p, hint="pass -y/--overwrite to replace it")
+    try:
+        name_max = os.pathconf(parent, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        name_max = 255
+    if len(os.fsencode(p.name)) + SIDECAR_ROOM > name_max:
+        raise OutputError(f"file name too long (at most {name_max - SIDECAR_ROOM} bytes, to leave room for "
+                          "the files avmix writes beside it, such as OUT.timeline.json)", path=p)
     if not os.access(parent, os.W_OK):
         raise OutputError("output directory is not writable", path=parent)
     return p
@@ -68,21 +75,36 @@ def atomic_path(path: str | os.PathLike, *, suffix: str | None = None) -> Iterat
     ext = suffix if suffix is not None else p.suffix
     tmp_path = None
     try:
-        with _signals_deferred():  # Ctrl-C inside mkstemp would leave a temp file nobody knows of
-            fd, tmp = tempfile.mkstemp(prefix=f".{p.stem[:40]}.", suffix=".part" + ext,
-                                       dir=p.parent if str(p.parent) else ".")
-            tmp_path = Path(tmp)
-            os.close(fd)
-            _pending[tmp_path] = os.getpid()
-        # mkstemp makes the file 0600; the output gets the usual umask-based mode (as open() would give)
-        os.chmod(tmp_path, 0o666 & ~_UMASK)
+        tmp_path = _create_temp(p.parent if str(p.parent) else Path("."), f".{p.stem[:40]}.", ".part" + ext)
         yield tmp_path
-        os.replace(tmp_path, p)
+        try:
+            os.replace(tmp_path, p)
+        except OSError as e:  # name the target, not our temp file
+            raise OutputError(f"cannot write it ({e.strerror})", path=p) from None
         _pending.pop(tmp_path, None)
     except BaseException:  # also GeneratorExit: a with-block abandoned before its body started
         if tmp_path is not None:
             _discard(tmp_path)
         raise
+
+
+def _create_temp(parent: Path, prefix: str, suffix: str) -> Path:
+    """Create a new empty file ``parent/prefix<random>suffix`` (mode from the umask, as open() gives).
+
+    The name is registered for removal at exit *before* the file exists, so Ctrl-C at any instant
+    cannot leave a temp file that nothing knows of."""
+    parent = Path(os.path.abspath(parent))
+    for _ in range(100):
+        tmp = parent / f"{prefix}{secrets.token_hex(4)}{suffix}"
+        _pending[tmp] = os.getpid()
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+        except FileExistsError:
+            _pending.pop(tmp, None)
+            continue
+        os.close(fd)  # (an interrupt before this leaks one descriptor, never a file: tmp is registered)
+        return tmp
+    raise FileExistsError(f"no free temporary name in {parent}")
 
 
 # temp files made by atomic_path and not yet renamed or removed; a caller interrupted at an unlucky
@@ -102,29 +124,6 @@ def _remove_pending() -> None:
     for tmp, pid in list(_pending.items()):
         if pid == os.getpid():
             _discard(tmp)
-
-
-@contextlib.contextmanager
-def _signals_deferred() -> Iterator[None]:
-    """Hold SIGINT/SIGTERM until the block is done; they are handled (raised) right after it."""
-    mask = getattr(signal, "pthread_sigmask", None)
-    if mask is None:  # pragma: no cover - not POSIX
-        yield
-        return
-    old = mask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-    try:
-        yield
-    finally:
-        mask(signal.SIG_SETMASK, old)
-
-
-def _umask() -> int:
-    mask = os.umask(0)  # the only way to read it; done once at import, before any threads start
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _umask()
 
 
 def sidecar(output: str | os.PathLike, kind: str = "timeline") -> Path:

@@ -197,7 +197,7 @@ def signal_cases() -> list[Case]:
 ODD_NAMES = ["-rf.wav", "--help.wav", "-i.wav", "-y.wav", "file:x.wav", "a:b.wav", "x;y.wav", "[in]v[out].wav",
              "amix=inputs=2.wav", "concat:a.wav|b.wav", "sp ace s.wav", "ünïcødé 音.wav", "emoji 🎵.wav",
              "quote'd\".wav", "back\\slash.wav", "%d %s.wav", "$(echo x).wav", "pipe:0.wav", "http:x.wav",
-             ".hidden.wav", "tab\there.wav"]
+             ".hidden.wav", "tab\there.wav", os.fsdecode(b"not utf-8 \xff\xfe.wav")]
 
 
 # ----------------------------------------------------------------------------------------- checking
@@ -219,7 +219,7 @@ def check_clean_failure(r, out_dir: Path, keep: set[str], what: str) -> None:
 def check_ok(r, out: Path, what: str, *, max_abs: float = 1.0) -> None:
     assert r.code == 0, f"{what}: {r.err!r}"
     assert "Traceback" not in r.err
-    x, _ = sf.read(str(out), dtype="float32", always_2d=True)
+    x, _ = sf.read(os.fsencode(out), dtype="float32", always_2d=True)
     assert len(x) > 0 and np.isfinite(x).all() and np.abs(x).max() <= max_abs, what
     assert not [n for n in os.listdir(out.parent) if ".part" in n], f"{what}: temp file left"
 
@@ -285,6 +285,39 @@ def test_hostile_signals(run_cli, tmp_path):
     run_cases(run_cli, signal_cases(), tmp_path)
 
 
+@pytest.mark.parametrize("rate,channels", [(768000, 1), (1000, 2), (48000, 64), (11025, 3)])
+def test_extreme_but_legal_inputs_to_every_output_format(run_cli, tmp_path, rate, channels):
+    """The limits of each output format (FLAC <= 655350 Hz and 8 channels, Vorbis <= 200 kHz, mp3 <=
+    2 channels...) give a clean error or a resampled output, never an encoder's crash."""
+    src = tmp_path / "in.wav"
+    src.write_bytes(wav_bytes(tone(0.05, rate=rate, channels=channels), rate=rate, channels=channels))
+    for ext in (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a"):
+        out = tmp_path / f"out{ext}"
+        r = run_cli("mix", src, "-o", out, "--quiet")
+        if r.code == 0:
+            assert out.is_file() and os.path.getsize(out) > 0
+            for p in (out, tmp_path / f"out{ext}.timeline.json"):
+                p.unlink()
+        else:
+            check_clean_failure(r, tmp_path, {"in.wav"}, f"{rate} Hz {channels} ch -> {ext}")
+
+
+def test_no_library_chatter_on_stderr(tmp_path, capfd):
+    """C libraries write to file descriptor 2 behind Python's back (libsndfile's mpg123 fallback
+    prints 'Note: Illegal Audio-MPEG-Header' for a broken FLAC named .mp3): stderr must still be
+    exactly avmix's error line."""
+    from avmix import cli
+
+    rng = random.Random(167)
+    for i in range(12):
+        src = tmp_path / f"flac{i}.mp3"
+        src.write_bytes(b"fLaC" + rng.randbytes(rng.choice([7, 64, 500])))
+        capfd.readouterr()
+        code = cli.run(["mix", str(src), "-o", str(tmp_path / "out.wav")])
+        err = capfd.readouterr().err
+        assert code == 1 and err.startswith("avmix: error: ") and err.count("\n") == 1, err
+
+
 def test_nan_samples_are_silenced_not_spread(run_cli, tmp_path):
     x = tone()
     x[100:200] = np.nan
@@ -299,7 +332,7 @@ def test_nan_samples_are_silenced_not_spread(run_cli, tmp_path):
 
 # -------------------------------------------------------------------------------------- file names
 
-@pytest.mark.parametrize("ext", [".wav", ".mp3"])
+@pytest.mark.parametrize("ext", [".wav", ".flac", ".mp3"])
 def test_odd_names_work_as_inputs_and_outputs(run_cli, tmp_path, ext):
     """Names that look like options, ffmpeg protocols or filter text are plain files, in and out
     (.mp3 goes through ffmpeg both ways)."""
@@ -314,10 +347,38 @@ def test_odd_names_work_as_inputs_and_outputs(run_cli, tmp_path, ext):
         r = run_cli("mix", "-o", out, "--quiet", "--", src)
         assert r.code == 0, (name, r.err)
         assert sorted(os.listdir(d)) == sorted([src.name, out.name, out.name + ".timeline.json"]), name
-        y, sr = sf.read(str(out)) if ext == ".wav" else (None, None)
+        y, sr = sf.read(os.fsencode(out)) if ext == ".wav" else (None, None)
         if ext == ".wav":
             assert sr == 16000 and len(y) == 3200, name
         assert json.loads((d / (out.name + ".timeline.json")).read_text())["sources"][0]["path"].endswith(src.name)
+
+
+def test_longest_names(run_cli, tmp_path):
+    """A 255-byte input name works; an output name with no room left for OUT.timeline.json is refused
+    before any work (it used to write the output, then fail on the sidecar and exit 1)."""
+    src = tmp_path / ("i" * 251 + ".wav")
+    src.write_bytes(wav_bytes(tone()))
+    r = run_cli("mix", src, "-o", tmp_path / ("o" * 251 + ".wav"), "--quiet")
+    check_clean_failure(r, tmp_path, {src.name}, "255-byte output name")
+    assert "too long" in r.err
+    ok = tmp_path / ("o" * 235 + ".wav")
+    r = run_cli("mix", src, "-o", ok, "--quiet")
+    assert r.code == 0 and ok.is_file() and Path(f"{ok}.timeline.json").is_file(), r.err
+
+
+def test_timeline_option_never_clobbers(run_cli, tmp_path):
+    """--timeline PATH is an output too: an existing file (here another audio file) is kept without
+    -y, and the output itself or an input cannot be the timeline."""
+    a, other = tmp_path / "a.wav", tmp_path / "other.wav"
+    a.write_bytes(wav_bytes(tone()))
+    other.write_bytes(wav_bytes(tone() * 0.5))
+    before = other.read_bytes()
+    for timeline in (other, a, tmp_path / "out.wav"):
+        r = run_cli("mix", a, "-o", tmp_path / "out.wav", "--timeline", timeline, "--quiet")
+        check_clean_failure(r, tmp_path, {"a.wav", "other.wav"}, f"--timeline {timeline.name}")
+    assert other.read_bytes() == before
+    r = run_cli("mix", a, "-o", tmp_path / "out.wav", "--timeline", other, "--quiet", "-y")
+    assert r.code == 0 and json.loads(other.read_text())["schema"] == "avmix.timeline/1"
 
 
 def test_missing_odd_names_give_one_line(run_cli, tmp_path):
@@ -336,6 +397,34 @@ def test_option_like_name_without_double_dash_is_a_usage_error(run_cli, tmp_path
     assert r.code == 2
 
 
+def test_bad_input_to_generate_leaves_nothing(run_cli, tmp_path):
+    """generate with one undecodable input: only the error line(s) on stderr, and nothing left beside
+    the output (no hidden work directory: no stage ever ran, there is nothing to resume)."""
+    rng = random.Random(9)
+    good = tmp_path / "good.wav"
+    good.write_bytes(wav_bytes(tone()))
+    for case in random_cases(rng, 2) + header_cases()[:2]:
+        bad = tmp_path / case.name
+        bad.write_bytes(case.data)
+        r = run_cli("generate", good, bad, "-o", tmp_path / "out.mp4", "--backend", "procedural",
+                    "--size", "32x32")
+        check_clean_failure(r, tmp_path, {"good.wav", case.name}, case.why)
+        bad.unlink()
+
+
+def test_non_utf8_names_through_generate(run_cli, tmp_path):
+    """A file name that is not UTF-8 (legal bytes on Linux) must reach ffmpeg as the same bytes; the
+    command lines built with ffmpeg-python must not choke on it (it hashes names as UTF-8)."""
+    d = tmp_path / os.fsdecode(b"dir \xff")
+    d.mkdir()
+    a = d / os.fsdecode(b"in \xfe.wav")
+    a.write_bytes(wav_bytes(tone(1.0)))
+    out = d / os.fsdecode(b"out \xfd.mp4")
+    r = run_cli("generate", a, "-o", out, "--backend", "procedural", "--size", "32x32", "--fps", "10", "--quiet")
+    assert r.code == 0, r.err
+    assert sorted(os.listdir(d)) == sorted([a.name, out.name])
+
+
 def test_odd_names_through_generate(run_cli, tmp_path):
     """The whole pipeline (compose, ffmpeg video writer, mux, preview) with hostile names."""
     d = tmp_path / "dir [a];b:c"
@@ -351,6 +440,90 @@ def test_odd_names_through_generate(run_cli, tmp_path):
     from avmix import ffmpeg
     info = ffmpeg.probe(out)
     assert info.video is not None and info.audio is not None and abs(info.duration - 1.0) < 0.15
+
+
+def test_render_and_score_with_hostile_inputs(run_cli, tmp_path):
+    """avmix render VIDEO AUDIO and avmix score VIDEO [--audio A] where a file is random, truncated or
+    of the wrong kind."""
+    from avmix.video.writer import VideoWriter
+
+    video = tmp_path / "v.mp4"
+    with VideoWriter(video, width=32, height=32, fps=10) as w:
+        for i in range(10):
+            w.write(np.full((32, 32, 3), i * 20, np.uint8))
+    audio = tmp_path / "a.wav"
+    audio.write_bytes(wav_bytes(tone(1.0)))
+    vbytes, rng = video.read_bytes(), random.Random(10)
+    bad = {"random.mp4": rng.randbytes(5000), "cut.mp4": vbytes[:len(vbytes) // 2], "head.mp4": vbytes[:40],
+           "audio_only.mp4": audio.read_bytes(), "text.mkv": b"not a video\n" * 100}
+    d = tmp_path / "cases"
+    d.mkdir()
+    for name, data in bad.items():
+        (d / name).write_bytes(data)
+    keep = set(os.listdir(d))
+    for name in bad:
+        r = run_cli("score", d / name, "--json")
+        if r.code != 0:
+            check_clean_failure(r, d, keep, f"score {name}")
+        r = run_cli("score", video, "--audio", d / name, "--json")
+        if r.code != 0:
+            check_clean_failure(r, d, keep, f"score --audio {name}")
+        for args in ([d / name, audio], [video, d / name]):
+            r = run_cli("render", *args, "-o", d / "out.mp4", "--quiet")
+            if r.code == 0:  # e.g. a truncated mp4 whose remaining frames still play
+                assert ffmpeg_ok(d / "out.mp4"), name
+                (d / "out.mp4").unlink()
+                continue
+            check_clean_failure(r, d, keep, f"render {args}")
+
+
+def ffmpeg_ok(path: Path) -> bool:
+    from avmix import ffmpeg
+    info = ffmpeg.probe(path)
+    return info.video is not None and info.audio is not None
+
+
+# ---------------------------------------------------------------------------------------- options
+
+ODD_NUMBERS = ["nan", "inf", "-inf", "-0", "1e309", "-1e309", "99999999999999999999", "-1", "0", "", "x", "1,5",
+               "0x10", "1e-320"]
+OPTIONS = {
+    "mix": ["--gain", "--target", "--ceiling", "--fade-in", "--fade-out", "--sample-rate", "--channels",
+            "--bit-depth"],
+    "concat": ["--crossfade", "--gap"],
+    "overlay": ["--at", "--duck"],
+    "generate": ["--fps", "--size", "--seed", "--crf", "--steps", "--guidance", "--at", "--gap"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(OPTIONS))
+def test_odd_numbers_for_every_option(run_cli, tmp_path, command):
+    """NaN, infinities, huge, negative, empty and non-numbers: a usage error or a valid run, never a
+    crash deep inside (numpy seeds, ffmpeg arguments, soxr rates)."""
+    a, b = tmp_path / "a.wav", tmp_path / "b.wav"
+    a.write_bytes(wav_bytes(tone(0.3)))
+    b.write_bytes(wav_bytes(tone(0.2)))
+    out = tmp_path / ("out.mp4" if command == "generate" else "out.wav")
+    extra = {"generate": ["--backend", "procedural", "--size", "32x32", "--fps", "5"],
+             "mix": ["--normalize", "lufs"]}.get(command, [])
+    problems = []
+    for option in OPTIONS[command]:
+        for value in ODD_NUMBERS:
+            args = [command, a, b, "-o", out, "--quiet", "-y", *extra, option, value]
+            if option == "--size":
+                value = f"{value}x{value}"
+                args[-1] = value
+            r = run_cli(*args)
+            what = f"{command} {option} {value!r}"
+            if r.code == 0:
+                assert out.is_file(), what
+                continue
+            try:
+                check_clean_failure(r, tmp_path, {"a.wav", "b.wav", ".out.mp4.avmix-work"} | (
+                    {out.name, out.name + ".timeline.json"} if out.exists() else set()), what)
+            except AssertionError as e:
+                problems.append(str(e).split("\n")[0])
+    assert not problems, "\n".join(problems)
 
 
 # ------------------------------------------------------------------------------------- JSON readers
@@ -504,6 +677,30 @@ def test_fuzzed_work_directory_through_score(run_cli, tmp_path):
             check_clean_failure(r, wd, {"analysis.json", "manifest.json", "timeline.json"}, f"analysis {text[:80]!r}")
 
 
+def test_fuzzed_manifest_in_work_directory(run_cli, tmp_path):
+    """A work directory whose manifest.json was damaged (crash, disk full, hand edit): the rerun
+    either redoes the stages and succeeds, or stops with a clean error -- never reuses garbage."""
+    a = tmp_path / "a.wav"
+    a.write_bytes(wav_bytes(tone(1.0)))
+    work, out = tmp_path / "work", tmp_path / "out.mp4"
+    args = ["generate", a, "-o", out, "--backend", "procedural", "--size", "32x32", "--fps", "10", "--quiet",
+            "--workdir", work, "-y", "--json"]
+    r = run_cli(*args)
+    assert r.code == 0, r.err
+    good = json.loads((work / "manifest.json").read_text())
+    rng = random.Random(8)
+    texts = [json.dumps(mutate(rng, good)) for _ in range(5)] + ["", "{", "[]", json.dumps(dict(good, stages=[]))]
+    for text in texts:
+        (work / "manifest.json").write_text(text)
+        out.unlink()
+        r = run_cli(*args)
+        if r.code != 0:
+            check_clean_failure(r, tmp_path, {"a.wav", "work"}, f"manifest {text[:80]!r}")
+            continue
+        info = json.loads(r.out)
+        assert abs(info["duration"] - 1.0) < 1e-6 and out.is_file(), text[:200]
+
+
 def jobs_texts(rng: random.Random, n: int) -> list[tuple[str, str]]:
     """(suffix, text) of jobs files whose jobs can never run: bad syntax, bad types, bad names."""
     good = {"inputs": ["missing.wav"], "output": "o.mp4", "size": "32x32", "backend": "procedural"}
@@ -548,6 +745,28 @@ def test_fuzzed_jobs_files(run_cli, tmp_path):
 
 # ---------------------------------------------------------------------------- real processes, timeouts
 
+@pytest.mark.parametrize("ext", [".wav", ".flac", ".mp3"])
+def test_disk_full_while_writing(tmp_path, ext):
+    """A write that fails half-way (here RLIMIT_FSIZE, as a full disk or a quota would): one error
+    line naming the output (not a temp file), exit 1, nothing left, the ffmpeg encoder stopped."""
+    import resource
+
+    src = tmp_path / "in.wav"
+    src.write_bytes(wav_bytes(tone(20.0, rate=48000, channels=2), rate=48000, channels=2))
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+
+    proc = subprocess.run([sys.executable, "-m", "avmix", "mix", src, "-o", out_dir / f"out{ext}", "--quiet"],
+                          preexec_fn=limit, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    lines = proc.stderr.rstrip("\n").split("\n")
+    assert proc.returncode == 1 and len(lines) == 1 and lines[0].startswith("avmix: error: "), proc.stderr
+    assert f"out{ext}" in lines[0] and ".part" not in lines[0], proc.stderr
+    assert os.listdir(out_dir) == []
+
+
 def test_subprocess_bad_inputs_never_hang(tmp_path):
     """`python -m avmix` on hostile files and devices: a clean error within the timeout, every time."""
     rng = random.Random(7)
@@ -556,11 +775,12 @@ def test_subprocess_bad_inputs_never_hang(tmp_path):
         p = tmp_path / case.name
         p.write_bytes(case.data)
         files.append(str(p))
-    files += ["/dev/zero", "/dev/null", str(tmp_path)]
+    files += ["/dev/zero", "/dev/null", str(tmp_path), "-"]
     for f in files:
         out = tmp_path / "out.wav"
-        proc = subprocess.run([sys.executable, "-m", "avmix", "mix", "-o", str(out), "--", f],
-                              capture_output=True, text=True, timeout=60, cwd=ROOT)
+        with open("/dev/zero", "rb") as zero:  # for '-': endless standard input must not be copied
+            proc = subprocess.run([sys.executable, "-m", "avmix", "mix", "-o", str(out), "--", f], stdin=zero,
+                                  capture_output=True, text=True, timeout=60, cwd=ROOT)
         lines = proc.stderr.rstrip("\n").split("\n")
         assert proc.returncode == 1, (f, proc.stderr)
         assert lines[0].startswith("avmix: error: ") and len(lines) <= 2 and "Traceback" not in proc.stderr, (f, proc.stderr)

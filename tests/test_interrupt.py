@@ -3,10 +3,10 @@
 After the signal: a non-zero exit (130 for Ctrl-C, 143 or 130 for SIGTERM, or death by the signal
 before avmix's handlers are installed), no output file, no ``.part`` temp file anywhere, no ffmpeg
 left running; and `generate` run again with the same ``--workdir`` finishes, reusing the stages that
-were complete, with a valid video.
+were complete, with a valid video. The same for `mix` stopped mid-write and `batch` stopped mid-job.
 
 The moments are found by watching the files: a stage's temp file appearing in the work directory
-(``.audio.*.part.wav`` while composing, ``.video.*.part.mp4`` while rendering, ``.OUT.*.part.mp4``
+(``.audio.*.part.wav`` while composing, ``.video.*.part.mp4`` with data in it while rendering, ``.OUT.*.part.mp4``
 beside the output while muxing), so the test does not depend on the machine's speed.
 """
 from __future__ import annotations
@@ -66,14 +66,15 @@ def wait_for(proc: subprocess.Popen, moment, timeout: float = 60.0) -> bool:
 
 
 def ffmpeg_children(marker: str) -> list:
-    """ffmpeg processes whose command line mentions ``marker`` (the test's temp directory)."""
+    """Processes (ffmpeg, avmix, pool workers forked from it) whose command line mentions ``marker``
+    (the test's temp directory), other than this test process."""
     found = []
-    for p in psutil.process_iter(["name", "cmdline"]):
+    for p in psutil.process_iter(["cmdline", "status"]):
         try:
             cmd = " ".join(p.info["cmdline"] or [])
         except psutil.Error:
             continue
-        if "ffmpeg" in (p.info["name"] or "") + cmd.split(" ")[0] and marker in cmd:
+        if marker in cmd and p.pid != os.getpid() and p.info["status"] != psutil.STATUS_ZOMBIE:
             found.append(p)
     return found
 
@@ -83,7 +84,7 @@ def assert_no_orphans(marker: str) -> None:
     while ffmpeg_children(marker) and time.monotonic() < end:
         time.sleep(0.05)
     left = ffmpeg_children(marker)
-    assert not left, f"ffmpeg left running: {[p.info['cmdline'] for p in left]}"
+    assert not left, f"left running: {[p.info['cmdline'] for p in left]}"
 
 
 def interrupt(proc: subprocess.Popen, sig: int, *, group: bool) -> tuple[int, str]:
@@ -107,15 +108,31 @@ def generate_cmd(inputs: list[Path], out: Path, work: Path) -> list:
             "--workdir", work, "--json", "--quiet"]
 
 
-def _part_in(d: Path, prefix: str):
-    return lambda: any(n.startswith(prefix) and ".part" in n for n in os.listdir(d)) if d.is_dir() else False
+def _part_in(d: Path, prefix: str, *, min_size: int = 0):
+    def found() -> bool:
+        try:
+            return any(n.startswith(prefix) and ".part" in n and (d / n).stat().st_size >= min_size
+                       for n in os.listdir(d))
+        except OSError:  # the directory or the file is not there (yet, or any more)
+            return False
+    return found
+
+
+def _recorded(work: Path, stage: str) -> bool:
+    """The manifest records ``stage`` as finished (the stage after it is running)."""
+    try:
+        return stage in json.loads((work / "manifest.json").read_text())["stages"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 # moment name -> (condition on (work dir, output dir)), the stages a rerun can reuse
 MOMENTS = {
     "compose": (lambda w, o: _part_in(w, ".audio.")(), set()),
-    "analyze": (lambda w, o: (w / "timeline.json").exists() and not (w / "analysis.json").exists(), {"compose"}),
-    "video": (lambda w, o: _part_in(w, ".video.")(), {"compose", "analyze"}),
+    "analyze": (lambda w, o: _recorded(w, "compose") and not (w / "analysis.json").exists(), {"compose"}),
+    # encoded data in the temp file: ffmpeg and the frame pipe are running (the instants around
+    # VideoWriter's start are covered by test_video_writer_interrupted_while_starting)
+    "video": (lambda w, o: _part_in(w, ".video.", min_size=1)(), {"compose", "analyze"}),
     "mux": (lambda w, o: _part_in(o, ".out.")(), {"compose", "analyze", "video"}),
 }
 
@@ -142,7 +159,7 @@ def test_generate_interrupted_then_resumed(tmp_path, moment, sig, group):
     code, err = interrupt(proc, sig, group=group)
     check_interrupted(code, err, sig)
     assert not out.exists(), "a partial output was left"
-    assert parts(out_dir, work) == [], parts(out_dir, work)
+    assert parts(out_dir, work) == [], (parts(out_dir, work), code, err)
     assert_no_orphans(str(tmp_path))
 
     again = avmix(*cmd)
@@ -197,3 +214,54 @@ def test_mix_interrupted_mid_write(tmp_path, ext, sig):
         assert code == 143, (code, err)
     assert os.listdir(out_dir) == [], os.listdir(out_dir)
     assert_no_orphans(str(tmp_path))
+
+
+def test_video_writer_interrupted_while_starting(tmp_path, monkeypatch):
+    """Ctrl-C can land anywhere in VideoWriter.__enter__, also after ffmpeg has started (here: while
+    its feeding thread starts): the temp file must go and ffmpeg must be stopped at once, not when
+    the process exits (a rerun in the same process, as in batch, would otherwise find both)."""
+    import threading
+
+    from avmix.video.writer import VideoWriter
+
+    def interrupted_start(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(threading.Thread, "start", interrupted_start)
+    with pytest.raises(KeyboardInterrupt):
+        with VideoWriter(tmp_path / "v.mp4", width=32, height=32, fps=10) as w:
+            w.write(np.zeros((32, 32, 3), np.uint8))
+    monkeypatch.undo()
+    assert os.listdir(tmp_path) == [], os.listdir(tmp_path)
+    assert_no_orphans(str(tmp_path))
+
+
+def test_batch_interrupted_then_resumed(tmp_path):
+    """Ctrl-C to `avmix batch` (its pool workers and their ffmpeg are stopped by avmix) while jobs
+    render: no output, no temp file, nothing left running; the rerun completes every job."""
+    a, b = make_inputs(tmp_path, 6.0)
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text("".join(json.dumps({"inputs": inputs, "output": name, "size": "320x180",
+                                        "backend": "procedural"}) + "\n"
+                            for name, inputs in (("one.mp4", [a.name, b.name]), ("two.mp4", [b.name]))))
+    out = tmp_path / "out"
+    cmd = ["batch", jobs, "-o", out, "--workers", "2", "--quiet"]
+    proc = avmix(*cmd)
+
+    def rendering() -> bool:
+        return any(".video." in n and ".part" in n for _, _, names in os.walk(out) for n in names)
+
+    assert wait_for(proc, rendering), f"finished too soon: {proc.communicate()}"
+    code, err = interrupt(proc, signal.SIGINT, group=False)
+    check_interrupted(code, err, signal.SIGINT)
+    assert not (out / "one.mp4").exists() and not (out / "two.mp4").exists()
+    temps = [n for _, _, names in os.walk(out) for n in names if ".part" in n]
+    assert temps == [], temps
+    assert_no_orphans(str(tmp_path))
+    again = avmix(*cmd, "--json")
+    stdout, err = again.communicate(timeout=TIMEOUT)
+    assert again.returncode == 0, err
+    summary = json.loads(stdout)
+    assert summary["ok"] == 2 and summary["failed"] == 0
+    for name in ("one.mp4", "two.mp4"):
+        assert abs(ffmpeg.probe(out / name).duration - 6.0) <= 1.5 / 30

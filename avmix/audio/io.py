@@ -30,6 +30,7 @@ WAV stream to standard output (exact sizes when ``frames`` is known, else 0xFFFF
 from __future__ import annotations
 
 import atexit
+import contextlib
 import math
 import os
 import shutil
@@ -55,6 +56,7 @@ PREROLL = 16384  # output frames decoded and discarded before a mid-file start (
 MIN_RATE, MAX_RATE = 1000, 768000
 MAX_CHANNELS = 64
 COPY_CHUNK = 1 << 20  # bytes
+DECODE_TIMEOUT, DECODE_SECONDS_PER_MB = 120.0, 10.0  # ffmpeg decoding (to a temp file) is ~100x faster
 
 OUTPUT_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a")
 DEFAULT_BIT_DEPTH = 24
@@ -74,10 +76,16 @@ _LOSSY_RATES = {".mp3": _MP3_RATES, ".opus": (48000,), ".m4a": _MP3_RATES + (640
 _LOSSY_MAX_CHANNELS = {".mp3": 2, ".opus": 8, ".m4a": 8, ".ogg": 8}
 
 
+_VORBIS_MAX_RATE = 200000  # libvorbis refuses higher rates
+FLAC_MAX_RATE, FLAC_MAX_CHANNELS = 655350, 8
+
+
 def _encoder_rate(ext: str, rate: int) -> int:
     """The rate the encoder will write: ``rate`` if it takes it, else the next higher one it takes."""
     rates = _LOSSY_RATES[ext]
-    if rates is None or rate in rates:
+    if rates is None:
+        return min(rate, _VORBIS_MAX_RATE)
+    if rate in rates:
         return rate
     return next((r for r in rates if r >= rate), rates[-1])
 
@@ -146,7 +154,7 @@ class _SndReader:
     """Native-rate blocks from a libsndfile-readable file."""
 
     def __init__(self, path: str, floats: bool):
-        self._f = sf.SoundFile(path)
+        self._f = sf.SoundFile(os.fsencode(path))  # bytes: soundfile cannot encode non-UTF-8 names
         self._floats = floats
 
     def seek(self, frame: int) -> None:
@@ -350,8 +358,12 @@ def _copy_stream(stream: BinaryIO, name: str) -> str:
 
 
 def _stdin_is_terminal() -> bool:
+    """A terminal or another character device (< /dev/zero would be copied until the disk is full)."""
     try:
-        return sys.stdin.isatty()
+        if sys.stdin.isatty():
+            return True
+        st = os.fstat(sys.stdin.fileno())
+        return stat.S_ISCHR(st.st_mode) and not os.path.samestat(st, os.stat(os.devnull))  # /dev/null: empty
     except (AttributeError, ValueError, OSError):  # closed or replaced (None, a test harness's object)
         return False
 
@@ -400,7 +412,8 @@ def _wav_shortfall(local: str) -> int:
 
 def _open_sndfile(name: str, local: str, family: str) -> AudioFile | None:
     try:
-        info = sf.info(local)
+        with open(local, "rb") as fh:  # a file object: libsndfile must not guess MPEG from a .mp3 name
+            info = sf.info(fh)  # (its mpg123 fallback prints "Note: Illegal Audio-MPEG-Header" on stderr)
     except Exception:  # libsndfile cannot read it: let ffmpeg try
         return None
     if info.format not in _SNDFILE_FORMATS or info.subtype in _SNDFILE_SKIP_SUBTYPES:
@@ -414,7 +427,7 @@ def _open_sndfile(name: str, local: str, family: str) -> AudioFile | None:
         if missing >= max(1, info.channels):
             raise InputError(f"truncated WAV file ({missing} bytes of audio data missing)", path=name)
     try:  # first and last frame must decode (catches truncated FLAC/Ogg and broken headers)
-        with sf.SoundFile(local) as f:
+        with sf.SoundFile(os.fsencode(local)) as f:
             first = f.read(1, dtype="float32")
             f.seek(info.frames - 1)
             last = f.read(1, dtype="float32")
@@ -434,12 +447,17 @@ def _decode(name: str, local: str, raw: str, rate: int, ch: int) -> list[str]:
     cmd = [ffmpeg.executable(), "-hide_banner", "-nostdin", "-loglevel", "level+warning", "-y",
            "-i", ffmpeg.url(local), "-map", "0:a:0", "-vn", "-sn", "-dn", "-ac", str(ch), "-ar", str(rate),
            "-c:a", "pcm_f32le", "-f", "f32le", ffmpeg.url(raw)]
+    timeout = DECODE_TIMEOUT + os.path.getsize(local) / 1e6 * DECODE_SECONDS_PER_MB
     try:
-        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        code, _, err = ffmpeg.run_command(cmd, stdout=subprocess.DEVNULL, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise InputError(f"decoding it timed out after {timeout:.0f} s", path=name) from None
     except OSError as e:
         raise FFmpegError(f"cannot run ffmpeg: {e.strerror}") from None
-    lines = [ln.strip() for ln in proc.stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
-    if proc.returncode != 0:
+    lines = [ln.strip() for ln in err.decode("utf-8", "replace").splitlines() if ln.strip()]
+    if code != 0:
+        if any("Output file is empty" in ln for ln in lines):
+            raise InputError("no audio could be decoded from it", path=name)
         raise InputError(f"cannot decode audio (ffmpeg: {ffmpeg.last_lines(chr(10).join(lines), 1)})", path=name)
     return lines
 
@@ -467,7 +485,7 @@ def _open_ffmpeg(name: str, local: str, family: str | None) -> AudioFile:
         errors = [ln for ln in lines if ln.startswith("[error]") or ln.startswith("[fatal]")
                   or "] [error]" in ln or "] [fatal]" in ln]
         if errors:
-            why = errors[0].split("] ")[-1][:100]
+            why = ffmpeg.last_lines(errors[0], 1)[:100]
             raise InputError(f"corrupt audio data (ffmpeg: {why})", path=name)
         estimated = any("Estimating duration from bitrate" in ln for ln in lines)
         declared = info.duration if info.duration and not estimated else None
@@ -497,7 +515,7 @@ def open_audio(path: str | os.PathLike) -> AudioFile:
     name = os.fspath(path)
     if name == paths.STDIO:
         if _stdin_is_terminal():  # reading would wait for typing: an error, as nothing was piped in
-            raise InputError("standard input is a terminal, not audio", path=name,
+            raise InputError("standard input is a terminal or device, not audio", path=name,
                              hint="pipe audio into it, e.g. avmix mix - b.wav < a.wav")
         local = _copy_stream(sys.stdin.buffer, name)
     elif _is_pipe(name):  # process substitution <(...) or a named pipe
@@ -591,6 +609,20 @@ def _pcm_bytes(block: np.ndarray, bits: int) -> np.ndarray:
     return out
 
 
+_SF_ERRORS = (OSError, getattr(sf, "SoundFileRuntimeError", RuntimeError))
+
+
+@contextlib.contextmanager
+def _writing(path: str) -> Iterator[None]:
+    """File system and libsndfile failures while writing (disk full, file too large) as OutputError
+    naming the output, not our temp file."""
+    try:
+        yield
+    except _SF_ERRORS as e:
+        why = getattr(e, "strerror", None) or str(e).splitlines()[0][:100] or type(e).__name__
+        raise OutputError(f"cannot write it ({why})", path=path) from None
+
+
 def supported_output(path: str | os.PathLike) -> str:
     """The output's extension (lower case) or UsageError naming the file and the supported ones."""
     name = os.fspath(path)
@@ -623,10 +655,13 @@ class AudioWriter:
             raise UsageError(f"{self.ext[1:]} output supports bit depths {', '.join(map(str, allowed))}, "
                              f"not {bit_depth}", path=self.path)
         self.bits = bits
-        limit = _LOSSY_MAX_CHANNELS.get(self.ext)
+        limit = _LOSSY_MAX_CHANNELS.get(self.ext) or (FLAC_MAX_CHANNELS if self.ext == ".flac" else None)
         if limit and channels > limit:
             raise UsageError(f"{self.ext[1:]} holds at most {limit} channels, not {channels}", path=self.path,
-                             hint="pass --channels 2 or write .wav/.flac")
+                             hint="pass --channels 2 or write .wav" + ("" if self.ext == ".flac" else "/.flac"))
+        if self.ext == ".flac" and sample_rate > FLAC_MAX_RATE:
+            raise UsageError(f"flac holds at most {FLAC_MAX_RATE} Hz, not {sample_rate}", path=self.path,
+                             hint="pass --sample-rate 192000 or write .wav")
         self.written = 0
         self._atomic = None
         self._sf: sf.SoundFile | None = None
@@ -643,25 +678,30 @@ class AudioWriter:
         self._atomic = paths.atomic_path(self.path)
         tmp = os.fspath(self._atomic.__enter__())
         try:
-            if self.ext == ".wav":
-                self._wav = open(tmp, "wb")
-                self._wav.write(_wav_header(self.sample_rate, self.channels, self.bits, self.frames, junk=True))
-            elif self.ext == ".flac":
-                sub = {16: "PCM_16", 24: "PCM_24"}[self.bits]
-                self._sf = sf.SoundFile(tmp, "w", self.sample_rate, self.channels, sub, format="FLAC")
-            else:
-                args = ["-f", "f32le", "-ar", str(self.sample_rate), "-ac", str(self.channels), "-i", "pipe:0",
-                        "-vn", *_LOSSY[self.ext]]
-                rate = _encoder_rate(self.ext, self.sample_rate)
-                if rate != self.sample_rate:  # resampled by ffmpeg (soxr is not needed for a lossy target)
-                    args += ["-ar", str(rate)]
-                self._proc = ffmpeg.popen(args + [ffmpeg.url(tmp)], stdin=subprocess.PIPE,
-                                          stdout=subprocess.DEVNULL)
+            with _writing(self.path):
+                self._open(tmp)
         except BaseException as e:
             self._atomic.__exit__(type(e), e, e.__traceback__)
             self._atomic = None
             raise
         return self
+
+    def _open(self, tmp: str) -> None:
+        """Open the temp file (or the encoder writing it)."""
+        if self.ext == ".wav":
+            self._wav = open(tmp, "wb")
+            self._wav.write(_wav_header(self.sample_rate, self.channels, self.bits, self.frames, junk=True))
+        elif self.ext == ".flac":
+            sub = {16: "PCM_16", 24: "PCM_24"}[self.bits]
+            self._sf = sf.SoundFile(os.fsencode(tmp), "w", self.sample_rate, self.channels, sub, format="FLAC")
+        else:
+            args = ["-f", "f32le", "-ar", str(self.sample_rate), "-ac", str(self.channels), "-i", "pipe:0",
+                    "-vn", *_LOSSY[self.ext]]
+            rate = _encoder_rate(self.ext, self.sample_rate)
+            if rate != self.sample_rate:  # resampled by ffmpeg (soxr is not needed for a lossy target)
+                args += ["-ar", str(rate)]
+            self._proc = ffmpeg.popen(args + [ffmpeg.url(tmp)], stdin=subprocess.PIPE,
+                                      stdout=subprocess.DEVNULL)
 
     def write(self, block: np.ndarray) -> None:
         """Append float32 (n, channels) frames."""
@@ -675,9 +715,11 @@ class AudioWriter:
                 block = block[:max(0, self.frames - self.written)]
             self._out.write(_pcm_bytes(block, self.bits))
         elif self._wav is not None:
-            self._wav.write(_pcm_bytes(block, self.bits))
+            with _writing(self.path):
+                self._wav.write(_pcm_bytes(block, self.bits))
         elif self._sf is not None:
-            self._sf.write(_quantize(block, self.bits))
+            with _writing(self.path):
+                self._sf.write(_quantize(block, self.bits))
         elif self._proc is not None:
             try:
                 self._proc.stdin.write(np.ascontiguousarray(block, dtype="<f4"))
@@ -704,13 +746,15 @@ class AudioWriter:
                 return
             if self._wav is not None:
                 wav, self._wav = self._wav, None
-                try:
-                    if exc_type is None:
-                        _patch_wav(wav, self.written * self.channels * self.bits // 8, self.written)
-                finally:
-                    wav.close()
+                with _writing(self.path):
+                    try:
+                        if exc_type is None:
+                            _patch_wav(wav, self.written * self.channels * self.bits // 8, self.written)
+                    finally:
+                        wav.close()
             if self._sf is not None:
-                self._sf.close()
+                with _writing(self.path):
+                    self._sf.close()
             if self._proc is not None:
                 if exc_type is None:
                     if self._proc.stdin:

@@ -4,6 +4,7 @@ Parsing and validation only; the work is :mod:`avmix.audio.compose`.
 """
 from __future__ import annotations
 
+import os
 from enum import Enum
 from typing import List, Optional
 
@@ -28,10 +29,17 @@ class Curve(str, Enum):
     linear = "linear"
 
 
-def _prepare(inputs: list[str], output: str, *, at_least: int, as_json: bool, bit_depth: int | None) -> None:
+def _prepare(inputs: list[str], output: str, *, at_least: int, as_json: bool, bit_depth: int | None,
+             timeline: str | None = None, overwrite: bool = False) -> None:
     c.check_inputs(inputs, at_least=at_least)
     c.check_output_format(output, as_json=as_json)
     c.check_bit_depth(bit_depth)
+    if timeline is not None:  # an explicit --timeline is an output like OUT: never clobber a file without -y
+        from avmix import paths
+
+        if timeline == "-" or (output != "-" and os.path.abspath(timeline) == os.path.abspath(output)):
+            raise UsageError("--timeline must be a file other than the output", path=timeline)
+        paths.check_output(timeline, inputs, overwrite=overwrite)
 
 
 def _run(fn, args: tuple, *, kwargs: dict, output: str, bit_depth, overwrite, timeline, as_json, quiet) -> None:
@@ -72,7 +80,8 @@ def register(app: typer.Typer) -> None:
 
           cat a.wav | avmix mix - b.wav -o - | avmix concat - c.wav -o out.flac
         """
-        _prepare(inputs, output, at_least=1, as_json=as_json, bit_depth=bit_depth)
+        _prepare(inputs, output, at_least=1, as_json=as_json, bit_depth=bit_depth, timeline=timeline,
+                 overwrite=overwrite)
         settings = c.audio_settings(len(inputs), gain=gain, normalize=normalize, target=target, limit=limit,
                                     ceiling=ceiling, fade_in=fade_in, fade_out=fade_out,
                                     sample_rate=sample_rate, channels=channels, label=label)
@@ -119,7 +128,8 @@ def register(app: typer.Typer) -> None:
 
           avmix concat take1.wav take2.wav --gap 0.5 --trim-silence -o takes.wav
         """
-        _prepare(inputs, output, at_least=1, as_json=as_json, bit_depth=bit_depth)
+        _prepare(inputs, output, at_least=1, as_json=as_json, bit_depth=bit_depth, timeline=timeline,
+                 overwrite=overwrite)
         c.check_seconds("--crossfade", crossfade)
         c.check_seconds("--gap", gap)
         if crossfade > 0 and gap > 0:
@@ -165,7 +175,8 @@ def register(app: typer.Typer) -> None:
           avmix overlay field.flac birds.wav --at 0 --loop -o scene.mp3
         """
         inputs = [base, top]
-        _prepare(inputs, output, at_least=2, as_json=as_json, bit_depth=bit_depth)
+        _prepare(inputs, output, at_least=2, as_json=as_json, bit_depth=bit_depth, timeline=timeline,
+                 overwrite=overwrite)
         c.check_seconds("--at", at)
         if duck is not None:
             c.check_number("--duck", abs(duck), 0.0, MAX_DUCK_DB, unit="dB")
