@@ -196,7 +196,7 @@ def generate(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, *, 
              target: float | None = None, limit: bool = True, ceiling: float = -1.0, fade_in: float = 0.0,
              fade_out: float = 0.0, sample_rate: int | None = None, channels: int | None = None,
              # muxing
-             crf: int = 18, preset: str = "veryfast",
+             crf: int = 20, preset: str = "veryfast",
              progress: ProgressFn = None, quiet: bool = True) -> dict:
     """Compose ``inputs``, analyse, render a video and mux it into ``output``.
 
@@ -315,7 +315,7 @@ def _run(inputs: list[Path], out: Path, work: Path, *, composed: bool, options: 
 
     # -- video: video.mp4 (silent)
     depends = {"analyze": k_analyze, "backend": chosen, "size": o["size"], "seed": o["seed"],
-               "captions": o["captions"]}
+               "captions": o["captions"], "crf": o["crf"]}
     if chosen == "diffusion":
         depends.update({k: o[k] for k in ("model", "device", "prompt", "negative_prompt", "steps", "guidance")})
     video_info = stages.run("video", key("video", depends), depends, [VIDEO],
@@ -405,7 +405,7 @@ def _video(backend: str, analysis: Analysis, timeline: Timeline, work: Path, o: 
         from avmix.video import procedural
 
         info = procedural.render(analysis, work / VIDEO, width=width, height=height, seed=o["seed"],
-                                 captions=o["captions"], progress=progress)
+                                 captions=o["captions"], crf=o["crf"], progress=progress)
     else:
         from avmix.video import diffusion
 

@@ -78,7 +78,7 @@ def register(app: typer.Typer) -> None:
         captions: Annotated[bool, typer.Option("--captions", rich_help_panel=VIDEO,
                                                help="Draw each track's label in the video.")] = False,
         crf: Annotated[int, typer.Option("--crf", min=0, max=51, rich_help_panel=VIDEO,
-                                         help="Video quality for re-encoding (x264 CRF).")] = 18,
+                                         help="Video quality (x264 CRF; lower is better).")] = 20,
         # model
         model: Annotated[Optional[str], typer.Option(
             "--model", metavar="ID_OR_DIR", rich_help_panel=MODEL, show_default=False,

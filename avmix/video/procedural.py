@@ -9,7 +9,7 @@ enters at its offset. Underneath, a scrolling band shows every track's envelope 
 mix and takes the hue of what is sounding.
 
 Speed: frames are drawn in float32 as planar G, B, R at a reduced internal size (about 640x360 pixels)
-and ffmpeg upscales them inside the H.264 encode (x264 preset superfast by default); every shape is
+and ffmpeg upscales them inside the H.264 encode (x264 "ultrafast" with CABAC and deblocking by default); every shape is
 evaluated as a signed distance only inside its bounding box. Memory does not grow with the length.
 """
 from __future__ import annotations
@@ -395,8 +395,14 @@ def layout_boxes(elements: list[Element], factor: float, width: int, height: int
     return out
 
 
+# x264 is most of the render time. "ultrafast" with CABAC and the deblocking filter put back encodes these
+# soft gradients about twice as fast as "superfast" at the same size and without visible blocking.
+X264_PARAMS = "cabac=1:deblock=1,0,0"
+
+
 def render(analysis: Analysis, output: str | os.PathLike, *, width: int = 1280, height: int = 720, seed: int = 0,
-           captions: bool = False, progress: ProgressFn = None, crf: int = 18, preset: str = "superfast") -> dict:
+           captions: bool = False, progress: ProgressFn = None, crf: int = 20, preset: str = "ultrafast",
+           x264_params: str | None = X264_PARAMS) -> dict:
     """Render a silent H.264 video of ``analysis.frames`` frames at ``analysis.fps`` to ``output``.
 
     Returns ``{"backend": "procedural", "layout": [{"index", "label", "box": [x0, y0, x1, y1], "start",
@@ -407,7 +413,7 @@ def render(analysis: Analysis, output: str | os.PathLike, *, width: int = 1280, 
     painter = Painter(analysis, w, h, seed=seed, captions=captions)
     n = analysis.frames
     with VideoWriter(output, width=width, height=height, fps=analysis.fps, crf=crf, preset=preset,
-                     src_size=(w, h), pix_fmt="gbrp") as writer:
+                     src_size=(w, h), pix_fmt="gbrp", x264_params=x264_params) as writer:
         for k in range(n):
             writer.write(painter.frame(k))
             if k % 10 == 0 or k == n - 1:

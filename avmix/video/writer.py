@@ -43,7 +43,8 @@ def check_size(width: int, height: int, fps: float) -> None:
 
 
 def encode_args(out_url: str, *, width: int, height: int, fps: float, src_size: tuple[int, int],
-                crf: int, preset: str, movflags: bool, pix_fmt: str = "rgb24") -> list[str]:
+                crf: int, preset: str, movflags: bool, pix_fmt: str = "rgb24",
+                x264_params: str | None = None) -> list[str]:
     """ffmpeg arguments (without the binary): raw frames on stdin -> H.264 yuv420p BT.709 at ``out_url``."""
     sw, sh = src_size
     stream = ffmpeg_python.input("pipe:", format="rawvideo", pix_fmt=pix_fmt, s=f"{sw}x{sh}",
@@ -57,6 +58,8 @@ def encode_args(out_url: str, *, width: int, height: int, fps: float, src_size: 
                 "g": max(1, round(GOP_SECONDS * fps)),  # a keyframe every 2 s: quick seeking
                 "colorspace": "bt709", "color_primaries": "bt709", "color_trc": "bt709",
                 "color_range": "tv", "an": None}
+    if x264_params:
+        out_opts["x264-params"] = x264_params
     if movflags:
         out_opts["movflags"] = "+faststart"
     return ffmpeg_python.output(stream, out_url, **out_opts).get_args()
@@ -72,14 +75,15 @@ class VideoWriter:
     """
 
     def __init__(self, path: str | os.PathLike, *, width: int, height: int, fps: float, crf: int = 18,
-                 preset: str = "veryfast", src_size: tuple[int, int] | None = None, pix_fmt: str = "rgb24"):
+                 preset: str = "veryfast", src_size: tuple[int, int] | None = None, pix_fmt: str = "rgb24",
+                 x264_params: str | None = None):
         check_size(width, height, fps)
         if pix_fmt not in ("rgb24", "gbrp"):
             raise ValueError(f"pix_fmt must be rgb24 or gbrp, not {pix_fmt!r}")
         self.pix_fmt = pix_fmt
         self.path = Path(path)
         self.width, self.height, self.fps = width, height, fps
-        self.crf, self.preset = crf, preset
+        self.crf, self.preset, self.x264_params = crf, preset, x264_params
         self.src_size = tuple(src_size) if src_size else (width, height)
         self.frames = 0
         self._atomic = None
@@ -95,7 +99,8 @@ class VideoWriter:
         try:
             args = encode_args(ffmpeg.url(tmp), width=self.width, height=self.height, fps=self.fps,
                                src_size=self.src_size, crf=self.crf, preset=self.preset,
-                               movflags=self.path.suffix.lower() in MOV_LIKE, pix_fmt=self.pix_fmt)
+                               movflags=self.path.suffix.lower() in MOV_LIKE, pix_fmt=self.pix_fmt,
+                               x264_params=self.x264_params)
             self._proc = ffmpeg.popen(args, stdin=subprocess.PIPE)
         except BaseException as e:
             self._atomic.__exit__(type(e), e, e.__traceback__)
