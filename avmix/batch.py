@@ -23,7 +23,6 @@ still there and match; a changed input or option reruns it; ``force`` reruns eve
 """
 from __future__ import annotations
 
-import contextlib
 import csv
 import hashlib
 import inspect
@@ -33,15 +32,15 @@ import logging
 import os
 import re
 import signal
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from avmix.errors import AvmixError, InputError, UsageError
-from avmix.paths import write_text_atomic
+from avmix.paths import read_text, write_text_atomic
 from avmix.progress import ProgressFn, report
+from avmix.signals import sigterm_as_interrupt
 
 BATCH_SCHEMA = "avmix.batch/1"
 JOB_SCHEMA = "avmix.batchjob/1"
@@ -230,16 +229,7 @@ def read_jobs(jobs_file: str | os.PathLike, outdir: str | os.PathLike, *,
               generate: Callable | None = None) -> list[Job]:
     """Parse and check a jobs file. Raises InputError (unreadable) or UsageError (malformed)."""
     path = Path(jobs_file)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError("no such file", path=path) from None
-    except IsADirectoryError:
-        raise InputError("is a directory, not a file", path=path) from None
-    except PermissionError:
-        raise InputError("permission denied", path=path) from None
-    except UnicodeDecodeError:
-        raise UsageError("not a UTF-8 text file", path=path) from None
+    text = read_text(path, "jobs")
     base, out = path.resolve().parent, Path(outdir)
     params, var_kw = _generate_params(generate)
     jobs: list[Job] = []
@@ -484,24 +474,6 @@ def _run_ray(specs: list[dict[str, Any]], workers: int, address: str | None, don
 # ------------------------------------------------------------------------------------------- entry
 
 
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """While jobs run, SIGTERM stops the batch like Ctrl-C (running jobs stopped and cleaned up,
-    batch.json written) instead of killing the driver and orphaning its workers."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def _raise(signum, frame):
-        raise KeyboardInterrupt
-
-    old = signal.signal(signal.SIGTERM, _raise)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
-
-
 def batch(jobs_file: str | os.PathLike, outdir: str | os.PathLike, *, engine: str = "local",
           workers: int | None = None, address: str | None = None, force: bool = False,
           progress: ProgressFn = None, generate: Callable | None = None) -> dict[str, Any]:
@@ -561,7 +533,7 @@ def batch(jobs_file: str | os.PathLike, outdir: str | os.PathLike, *, engine: st
                                "address": address, "force": force, "started": t_start}
     try:
         if specs:
-            with _sigterm_as_interrupt():
+            with sigterm_as_interrupt():
                 if engine == "local":
                     _run_local(specs, min(workers, len(specs)), done)
                 else:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import ffmpeg as ffmpeg_python  # ffmpeg-python, only used to build the command line
 
-from avmix import ffmpeg, paths
+from avmix import ffargs, ffmpeg, paths
 from avmix.errors import InputError, UsageError
 from avmix.progress import ProgressFn, report
 
@@ -115,8 +115,8 @@ def render(video: str | os.PathLike, audio: str | os.PathLike, output: str | os.
     if method == "hold" and dv < LOOP_BELOW * target:
         method = "loop"
         vin_opts["stream_loop"] = -1
-    vin = ffmpeg_python.input(ffmpeg.url(video), **vin_opts)
-    ain = ffmpeg_python.input(ffmpeg.url(audio))
+    vin = ffmpeg_python.input(ffargs.slot(0), **vin_opts)
+    ain = ffmpeg_python.input(ffargs.slot(1))
 
     stream_line = next((s for s in vinfo.streams if "Video:" in s), "")
     copy = (vcodec == "libx264" and vinfo.video.codec == "h264" and method == "as-is"
@@ -142,8 +142,9 @@ def render(video: str | os.PathLike, audio: str | os.PathLike, output: str | os.
         opts["movflags"] = "+faststart"
 
     with paths.atomic_path(out) as tmp:
-        args = ffmpeg_python.output(v, a, ffmpeg.url(tmp), **opts).global_args(
+        args = ffmpeg_python.output(v, a, ffargs.slot(2), **opts).global_args(
             "-nostats", "-progress", "pipe:1").get_args()
+        args = ffargs.fill(args, [video, audio, tmp])  # names need not be UTF-8
         _run_with_progress(args, target, progress)
     return {"output": os.fspath(out), "duration": target, "fit": fit, "video_copied": copy,
             "video_codec": "h264" if copy else vcodec, "audio_codec": acodec, "method": method,

@@ -34,6 +34,22 @@ def check_input(path: str | os.PathLike) -> Path:
     return p
 
 
+def read_text(path: str | os.PathLike, what: str = "text") -> str:
+    """The UTF-8 contents of a small file; InputError naming it when it is missing, a directory,
+    unreadable or not UTF-8 (``what`` names the kind of file in that message: "JSON", "jobs")."""
+    p = Path(path)
+    try:
+        return p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError("no such file", path=p) from None
+    except IsADirectoryError:
+        raise InputError("is a directory, not a file", path=p) from None
+    except PermissionError:
+        raise InputError("permission denied", path=p) from None
+    except UnicodeDecodeError:
+        raise InputError(f"not a UTF-8 {what} file", path=p) from None
+
+
 def check_output(path: str | os.PathLike, inputs: Sequence[str | os.PathLike] = (), *, overwrite: bool = False) -> Path:
     """Validate an output path before any work is done."""
     if os.fspath(path) == STDIO:

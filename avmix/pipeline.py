@@ -11,11 +11,10 @@ found again by a rerun after an interruption); it is removed after success unles
 from __future__ import annotations
 
 import contextlib
+import numbers
 import os
 import re
 import shutil
-import signal
-import threading
 import time
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -24,6 +23,7 @@ from avmix import mux, paths
 from avmix.errors import InputError, OutputError, UsageError
 from avmix.manifest import MANIFEST, Manifest, key, versions
 from avmix.progress import ProgressFn, note, report
+from avmix.signals import sigterm_as_interrupt
 from avmix.timeline import Analysis, Timeline, file_hash
 
 AUDIO, TIMELINE, ANALYSIS, VIDEO = "audio.wav", "timeline.json", "analysis.json", "video.mp4"
@@ -76,23 +76,6 @@ def choose_backend(backend: str, model: str | None) -> tuple[str, str]:
     if ok:
         return "diffusion", f"model {model} is configured and usable ({why})"
     return "procedural", f"model {model} is configured but not usable here ({why})"
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """During generate, SIGTERM raises KeyboardInterrupt so the same clean-up as Ctrl-C runs."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def _raise(signum, frame):
-        raise KeyboardInterrupt
-
-    old = signal.signal(signal.SIGTERM, _raise)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
 
 
 @contextlib.contextmanager
@@ -216,6 +199,8 @@ def generate(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, *, 
     if not FPS_MIN <= float(fps) <= FPS_MAX:
         raise UsageError(f"--fps {fps} out of range {FPS_MIN}..{FPS_MAX}")
     width, height = parse_size(size)
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise UsageError(f"--seed {seed!r} must be a whole number >= 0")
     for p in inputs:
         paths.check_input(p)
     composed = len(inputs) == 1 and paths.sidecar(inputs[0]).is_file()
@@ -249,12 +234,14 @@ def generate(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, *, 
                    channels=channels, crf=crf, preset=preset, preview=os.fspath(preview) if preview else None,
                    stems=os.fspath(stems) if stems else None, no_cache=no_cache)
     try:
-        with _sigterm_as_interrupt(), _locked(work):
+        with sigterm_as_interrupt(), _locked(work):
             result = _run(inputs, out, work, composed=composed, options=options, chosen=chosen, why=why,
                           no_cache=no_cache, overwrite=overwrite, progress=progress, quiet=quiet)
     except BaseException:
-        if (work / MANIFEST).exists():
+        if (work / MANIFEST).exists() and Manifest.load(work).stages:
             note(f"work directory kept: {work} (run the same command again to resume)", quiet=quiet)
+        elif ours:  # no stage finished (e.g. an input would not open): nothing to resume
+            shutil.rmtree(work, ignore_errors=True)
         raise
     result["timings"]["total"] = round(time.perf_counter() - started, 4)
     if ours and not keep:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from avmix.errors import InputError
-from avmix.paths import write_text_atomic
+from avmix.paths import read_text, write_text_atomic
 
 TIMELINE_SCHEMA = "avmix.timeline/1"
 ANALYSIS_SCHEMA = "avmix.analysis/1"
@@ -273,16 +273,7 @@ def _known(cls, d: dict[str, Any]) -> dict[str, Any]:
 
 def read_json(path: str | os.PathLike) -> Any:
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError("no such file", path=p) from None
-    except IsADirectoryError:
-        raise InputError("is a directory, not a file", path=p) from None
-    except PermissionError:
-        raise InputError("permission denied", path=p) from None
-    except UnicodeDecodeError:
-        raise InputError("not a UTF-8 JSON file", path=p) from None
+    text = read_text(p, "JSON")
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:

@@ -466,11 +466,10 @@ def render(timeline: Timeline, output: str | os.PathLike, *, bit_depth: int | No
     ``lufs`` and ``output`` of the timeline and return it. Two passes when normalising.
 
     ``loudness``: measure the output's integrated loudness into ``timeline.lufs`` (K-weighting costs
-    about as much as the whole plain mix); None = only when normalising, else ``lufs`` stays None.
+    about as much as the whole plain mix, so it is opt-in: the CLI asks for it with ``--json``); when not
+    measured ``lufs`` stays None.
     """
-    if loudness is None:
-        s = getattr(timeline, "_settings", None)
-        loudness = s is not None and s.normalize != "none"
+    loudness = bool(loudness)
     with dynamics.single_thread_blas():
         return _render(timeline, output, bit_depth=bit_depth, stems_dir=stems_dir, loudness=loudness,
                        progress=progress)
@@ -618,11 +617,12 @@ def _run(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, plan, *
         paths.check_output(timeline_path, names + [os.fspath(output)], overwrite=True)
     files = [open_audio(p) for p in names]
     tl = plan(files)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:  # hash while rendering
-        hashes = pool.submit(lambda: [file_hash(f.local_path) for f in files])
+    # hash while rendering, one thread a file (hashlib releases the GIL)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=min(len(files), 4)) as pool:
+        hashes = [pool.submit(file_hash, f.local_path) for f in files]
         render(tl, output, bit_depth=bit_depth, loudness=loudness, stems_dir=stems_dir, progress=progress)
-        for src, h in zip(tl.sources, hashes.result()):
-            src.hash = h
+        for src, h in zip(tl.sources, hashes):
+            src.hash = h.result()
     side = timeline_path if timeline_path is not None else (
         None if os.fspath(output) == paths.STDIO else paths.sidecar(output))
     if side is not None:

@@ -153,14 +153,25 @@ def _finite(block: np.ndarray) -> np.ndarray:
 class _SndReader:
     """Native-rate blocks from a libsndfile-readable file."""
 
+    # libsndfile's own int->float conversion is about 3x slower than reading ints and scaling in numpy;
+    # the result is the same (x / 2^15 for 16-bit, (x << 8) / 2^31 for 24-bit)
+    _INT_READS = {"PCM_16": ("int16", 1 / 32768), "PCM_24": ("int32", 1 / 2147483648)}
+
     def __init__(self, path: str, floats: bool):
         self._f = sf.SoundFile(os.fsencode(path))  # bytes: soundfile cannot encode non-UTF-8 names
         self._floats = floats
+        self._int = self._INT_READS.get(self._f.subtype) if self._f.format in ("WAV", "WAVEX", "AIFF") else None
 
     def seek(self, frame: int) -> None:
         self._f.seek(frame)
 
     def read(self, n: int) -> np.ndarray:
+        if self._int is not None:
+            dtype, scale = self._int
+            raw = self._f.read(n, dtype=dtype, always_2d=True)
+            out = np.empty(raw.shape, np.float32)
+            np.multiply(raw, np.float32(scale), out=out)
+            return out
         b = self._f.read(n, dtype="float32", always_2d=True)
         return _finite(b) if self._floats else b
 

@@ -69,7 +69,7 @@ def register(app: typer.Typer) -> None:
         = 30.0,
         size: Annotated[str, typer.Option("--size", "-s", metavar="WxH", rich_help_panel=VIDEO,
                                           help="Frame size, both even, at least 16.")] = "1280x720",
-        seed: Annotated[int, typer.Option("--seed", rich_help_panel=VIDEO,
+        seed: Annotated[int, typer.Option("--seed", min=0, rich_help_panel=VIDEO,
                                           help="Every random choice follows from it.")] = 0,
         backend: Annotated[Backend, typer.Option(
             "--backend", rich_help_panel=VIDEO,

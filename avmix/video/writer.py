@@ -16,7 +16,7 @@ from pathlib import Path
 import ffmpeg as ffmpeg_python
 import numpy as np
 
-from avmix import ffmpeg
+from avmix import ffargs, ffmpeg
 from avmix.errors import FFmpegError, UsageError
 from avmix.paths import atomic_path
 
@@ -42,10 +42,11 @@ def check_size(width: int, height: int, fps: float) -> None:
         raise UsageError(f"bad fps {fps}: must be between 1 and {MAX_FPS}")
 
 
-def encode_args(out_url: str, *, width: int, height: int, fps: float, src_size: tuple[int, int],
+def encode_args(output: str | os.PathLike, *, width: int, height: int, fps: float, src_size: tuple[int, int],
                 crf: int, preset: str, movflags: bool, pix_fmt: str = "rgb24",
                 x264_params: str | None = None) -> list[str]:
-    """ffmpeg arguments (without the binary): raw frames on stdin -> H.264 yuv420p BT.709 at ``out_url``."""
+    """ffmpeg arguments (without the binary): raw frames on stdin -> H.264 yuv420p BT.709 in the file
+    ``output``."""
     sw, sh = src_size
     stream = ffmpeg_python.input("pipe:", format="rawvideo", pix_fmt=pix_fmt, s=f"{sw}x{sh}",
                                  framerate=rate_string(fps))
@@ -62,7 +63,7 @@ def encode_args(out_url: str, *, width: int, height: int, fps: float, src_size: 
         out_opts["x264-params"] = x264_params
     if movflags:
         out_opts["movflags"] = "+faststart"
-    return ffmpeg_python.output(stream, out_url, **out_opts).get_args()
+    return ffargs.fill(ffmpeg_python.output(stream, ffargs.slot(0), **out_opts).get_args(), [output])
 
 
 class VideoWriter:
@@ -97,16 +98,17 @@ class VideoWriter:
         self._atomic = atomic_path(self.path)
         tmp = self._atomic.__enter__()
         try:
-            args = encode_args(ffmpeg.url(tmp), width=self.width, height=self.height, fps=self.fps,
+            args = encode_args(tmp, width=self.width, height=self.height, fps=self.fps,
                                src_size=self.src_size, crf=self.crf, preset=self.preset,
                                movflags=self.path.suffix.lower() in MOV_LIKE, pix_fmt=self.pix_fmt,
                                x264_params=self.x264_params)
             self._proc = ffmpeg.popen(args, stdin=subprocess.PIPE)
-        except BaseException as e:
+            self._thread = threading.Thread(target=self._feed, name="avmix-video-pipe", daemon=True)
+            self._thread.start()
+        except BaseException as e:  # Ctrl-C while starting: no ffmpeg may outlive us to write the temp file
+            self._abort()
             self._atomic.__exit__(type(e), e, e.__traceback__)
             raise
-        self._thread = threading.Thread(target=self._feed, name="avmix-video-pipe", daemon=True)
-        self._thread.start()
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
