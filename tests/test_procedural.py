@@ -201,3 +201,16 @@ def test_png_without_pillow_is_valid(tmp_path):
     p = tmp_path / "x.png"
     p.write_bytes(_png_bytes(img))
     assert np.array_equal(np.asarray(PIL.open(p).convert("RGB")), img)
+
+
+@pytest.mark.parametrize("shape", procedural.SHAPES)
+def test_bounding_box_holds_glow_and_ripple_at_any_rotation(shape):
+    """An element is drawn only inside a box of half-size REACH * (radius + glow width): whatever of
+    its glow or ripple reaches past that is cut off along a straight edge (seen on the rounded square)."""
+    angles = np.linspace(0, 2 * np.pi, 721)[:, None]
+    for r in (10.0, 60.0, 150.0):
+        for reach in (0.3 * r, r, 2.2 * r):  # glow width, or ripple radius - r plus the ring's width
+            rho = np.linspace(0, 4 * (r + reach), 3000)[None, :]
+            d = procedural.sdf(shape, rho * np.cos(angles), rho * np.sin(angles), r)
+            extent = float((rho * (d < reach)).max())  # farthest lit pixel in any direction
+            assert extent <= procedural.REACH[shape] * (r + reach), (shape, r, reach, extent)

@@ -49,8 +49,10 @@ PALETTE = [
 ]
 SHAPES = ["circle", "hexagon", "diamond", "square", "capsule", "ring"]
 # how much further than ``r + d`` a shape's distance field can reach (polygons' distances are plane
-# distances, which run slower than Euclidean ones towards the corners): sizes the bounding boxes
-REACH = {"circle": 1.0, "ring": 1.0, "square": 1.0, "capsule": 1.0, "hexagon": 1.16, "diamond": 1.42}
+# distances, which run slower than Euclidean ones towards the corners; the rounded square's corner
+# lies at 0.62 * sqrt(2) + 0.22 = 1.097 r): sizes the bounding boxes, which must hold all of the glow
+# and ripple at any rotation, or they show as straight cut-off edges
+REACH = {"circle": 1.0, "ring": 1.0, "square": 1.1, "capsule": 1.0, "hexagon": 1.16, "diamond": 1.42}
 
 
 def track_color(i: int) -> tuple[float, float, float]:
