@@ -13,6 +13,7 @@ Defined edge cases (pyloudnorm raises or overflows on these):
 """
 from __future__ import annotations
 
+import array
 import math
 
 import numpy as np
@@ -152,8 +153,10 @@ class LoudnessMeter:
         self._step = STEP_S * self.sample_rate  # may be fractional (e.g. 11025 Hz)
         self._pos = 0  # samples seen
         self._acc = 0.0  # channel-weighted sum of squares of the current, unfinished step
-        self._steps: list[float] = []  # per finished 100 ms step: channel-weighted sum of squares
-        self._lens: list[int] = []
+        # per finished 100 ms step: channel-weighted sum of squares and length; typed arrays, not lists,
+        # so an hour of audio costs 0.6 MB rather than several (memory stays flat)
+        self._steps = array.array("d")
+        self._lens = array.array("q")
 
     def _boundary(self, j: int) -> int:
         return int(round(j * self._step))
