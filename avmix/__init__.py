@@ -1,10 +1,7 @@
 """avmix: compose sounding videos from separate audio tracks."""
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("avmix")
-except PackageNotFoundError:  # running from a source tree without install
-    __version__ = "0.0.0"
+# the one place the version is written (pyproject.toml reads it); importlib.metadata would cost
+# 20 ms of every command's start-up
+__version__ = "0.1.0"
 
 from avmix.errors import AvmixError  # noqa: E402
 
