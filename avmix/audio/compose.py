@@ -506,7 +506,8 @@ def _normalize_gain(eng: _Engine, s: Settings, progress: ProgressFn) -> float:
     """Pass 1: the master gain (dB) that brings the mix to the target loudness or peak."""
     tl = eng.tl
     done = 0
-    with _Measure(tl.sample_rate, tl.channels, lufs=s.normalize == "lufs") as meas:
+    by_lufs = s.normalize == "lufs"  # then the sample peak is not needed
+    with _Measure(tl.sample_rate, tl.channels, lufs=by_lufs, peak=not by_lufs) as meas:
         for block in eng.blocks():
             meas.add(block)
             done += len(block)
@@ -527,9 +528,11 @@ class _Measure:
     done on a worker thread so that K-weighting and encoding overlap reading, mixing and limiting
     (numpy, libsndfile and file writes release the GIL)."""
 
-    def __init__(self, sample_rate: int, channels: int, *, lufs: bool = True, writer: AudioWriter | None = None):
+    def __init__(self, sample_rate: int, channels: int, *, lufs: bool = True, writer: AudioWriter | None = None,
+                 peak: bool = True):
         self._meter = LoudnessMeter(sample_rate, channels) if lufs else None
         self._writer = writer
+        self._want_peak = peak  # False: pass 1 of LUFS normalisation (two passes over every block saved)
         self._q: queue.Queue = queue.Queue(maxsize=4)  # bounded: memory stays flat
         self._peak = 0.0
         self._error: BaseException | None = None
@@ -544,7 +547,8 @@ class _Measure:
             if self._error is not None or not len(b):
                 continue
             try:
-                self._peak = max(self._peak, float(b.max()), -float(b.min()))
+                if self._want_peak:
+                    self._peak = max(self._peak, float(b.max()), -float(b.min()))
                 if self._meter is not None:
                     self._meter.add(b)
                 if self._writer is not None:

@@ -222,7 +222,9 @@ class TruePeakLimiter:
     # -- per-sample required reduction
     def _reduction(self, x: np.ndarray) -> np.ndarray:
         """dB of reduction each interval [n, n+1] of x needs (0 where below the ceiling), length len(x)."""
-        d = np.zeros(len(x))
+        # float32: the reductions are float32 (tp, need) already, and max commutes with rounding, so
+        # the held curve is the same as from float64 at half the memory traffic
+        d = np.zeros(len(x), np.float32)
         if max(float(x.max(initial=0.0)), -float(x.min(initial=0.0))) <= self.scan:
             return d
         a = np.abs(x[:, 0])
@@ -305,7 +307,7 @@ class TruePeakLimiter:
         if not d.any() and not self._hist.any():
             y = out_x  # nothing near the ceiling: bit-identical pass-through
         else:
-            h = sliding_max(d, L + 2 * P + 1)[:n].astype(np.float32)  # hold over [j-P, j+L+P]
+            h = sliding_max(d, L + 2 * P + 1)[:n]  # hold over [j-P, j+L+P] (float32, a new array)
             # exponential release of the reduction, vectorised in the log domain:
             # r[k] = max_j<=k h[j] * exp(-c (k - j)) = exp(cummax(log h[j] + c j) - c k)
             ck = np.arange(n, dtype=np.float32) * np.float32(self.c)

@@ -116,7 +116,10 @@ class IIRFilter:
         y = np.empty((ch, n), self.dtype)
         if k:
             xc = np.ascontiguousarray(x[:k * m].T, dtype=self.dtype).reshape(ch * k, m)
-            out = xc @ self._t  # (ch*k, m); 2-D products are much faster than batched ones
+            r = n - k * m
+            # (ch*k, m) zero-state outputs; 2-D products are much faster than batched ones. With no tail
+            # they go straight into y (a view of the same layout), saving a copy of the block
+            out = np.matmul(xc, self._t, out=None if r else y.reshape(ch * k, m))
             e = (xc @ self._g).reshape(ch, k, dim).transpose(1, 0, 2).reshape(k, ch * dim)
             e[0] += self.state @ self._scan[0]
             step, level = 1, 0
@@ -128,7 +131,8 @@ class IIRFilter:
             starts[0] = self.state
             starts[1:] = e[:-1]
             out += starts.reshape(k, ch, dim).transpose(1, 0, 2).reshape(ch * k, dim) @ self._z
-            y[:, :k * m] = out.reshape(ch, k * m)
+            if r:
+                y[:, :k * m] = out.reshape(ch, k * m)
             self.state = e[-1].copy()
         r = n - k * m
         if r:  # tail shorter than a chunk
