@@ -10,6 +10,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/python -m compileall -q avmix  # an editable install leaves this to the first run
 	touch $(STAMP)
 
 demo: $(STAMP)
