@@ -5,18 +5,16 @@ Every AvmixError becomes one line on stderr and its exit code; ``--debug`` shows
 """
 from __future__ import annotations
 
-import contextlib
 import importlib
 import re
-import signal
 import sys
-import threading
-from typing import Iterator, Optional
+from typing import Optional
 
 import click
 import typer
 
 from avmix import __version__
+from avmix import signals
 from avmix.errors import AvmixError, Terminated
 
 try:  # typer >= 0.26 vendors its own click: its parse errors are not click.ClickException
@@ -90,24 +88,9 @@ def _say(message: str) -> None:
     sys.stderr.flush()
 
 
-def _on_signal(signum, frame) -> None:
-    if signum == signal.SIGTERM:
-        raise Terminated
-    raise KeyboardInterrupt
-
-
-@contextlib.contextmanager
-def _signals_raise() -> Iterator[None]:
-    """SIGINT raises KeyboardInterrupt and SIGTERM Terminated (exit code 143), in the main thread."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    old = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
+def _signals_raise():
+    """SIGINT raises KeyboardInterrupt and SIGTERM Terminated (exit code 143)."""
+    return signals.handling(signals._raise)
 
 
 def _interrupted() -> int:

@@ -6,18 +6,16 @@ so no system package is needed. Commands are lists (never a shell) and every pat
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import re
 import shutil
 import signal
 import subprocess
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
+from avmix import signals
 from avmix.errors import FFmpegError, InputError
 
 ERROR_LINES = 3  # lines of ffmpeg's stderr quoted in an error
@@ -117,21 +115,9 @@ def start(cmd: list[str], **popen_args) -> subprocess.Popen:
     return proc
 
 
-@contextlib.contextmanager
-def _held_signals(held: list[int]) -> Iterator[None]:
-    if threading.current_thread() is not threading.main_thread():  # only the main thread gets signals
-        yield
-        return
-
-    def hold(signum, frame):
-        held.append(signum)
-
-    old = {s: signal.signal(s, hold) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
+def _held_signals(held: list[int]):
+    """Signals that arrive inside the block are only noted in ``held``."""
+    return signals.handling(lambda signum, frame: held.append(signum))
 
 
 def _redeliver(signum: int) -> None:

@@ -1,27 +1,38 @@
-"""SIGTERM handled like Ctrl-C, so that the same clean-up runs (temp files, ffmpeg children)."""
+"""Signal handling: SIGTERM handled like Ctrl-C, so that the same clean-up runs (temp files, ffmpeg
+children). Python delivers signals only to the main thread, so elsewhere these do nothing."""
 from __future__ import annotations
 
 import contextlib
 import signal
 import threading
-from typing import Iterator
+from typing import Callable, Iterator
 
 from avmix.errors import Terminated
 
+STOPS = (signal.SIGINT, signal.SIGTERM)
+
 
 @contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Inside the block SIGTERM raises :class:`avmix.errors.Terminated` (a KeyboardInterrupt; the CLI
-    exits 143). Only in the main thread, where Python delivers signals; elsewhere it does nothing."""
+def handling(handler: Callable, signals=STOPS) -> Iterator[None]:
+    """Inside the block ``handler(signum, frame)`` handles ``signals``; the old handlers come back after."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-
-    def _raise(signum, frame):
-        raise Terminated
-
-    old = signal.signal(signal.SIGTERM, _raise)
+    old = {s: signal.signal(s, handler) for s in signals}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _raise(signum, frame) -> None:
+    if signum == signal.SIGTERM:
+        raise Terminated
+    raise KeyboardInterrupt
+
+
+def sigterm_as_interrupt() -> contextlib.AbstractContextManager:
+    """Inside the block SIGTERM raises :class:`avmix.errors.Terminated` (a KeyboardInterrupt; the CLI
+    exits 143)."""
+    return handling(_raise, (signal.SIGTERM,))
