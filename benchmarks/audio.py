@@ -201,12 +201,7 @@ def main(argv: list[str] | None = None) -> int:
             if r["job"] == job:
                 r["ratio"] = round(r["wall_s"] / base["wall_s"], 2) if base and base["wall_s"] else None
     goals = targets(rows)
-    print()
-    print(common.table(rows))
-    print("(x avmix = tool wall time / avmix wall time; > 1 means avmix is faster)")
-    print()
-    for name, ok in goals.items():
-        print(f"{'PASS' if ok else 'MISS'}  {name}")
+    common.report(rows, goals, "(x avmix = tool wall time / avmix wall time; > 1 means avmix is faster)")
     # the README reports the full run; a quick smoke does not overwrite it
     results = DATA / "results-audio-quick.json" if args.quick else common.HERE / "results-audio.json"
     common.save(results, {

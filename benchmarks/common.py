@@ -235,6 +235,16 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def report(rows: list[dict], goals: dict, legend: str) -> None:
+    """Print the result table, its legend and a PASS/MISS line per target."""
+    print()
+    print(table(rows))
+    print(legend)
+    print()
+    for name, ok in goals.items():
+        print(f"{'PASS' if ok else 'MISS'}  {name}")
+
+
 def save(path: Path, payload: dict) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(payload, indent=2) + "\n")

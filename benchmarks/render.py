@@ -138,13 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         f"peak memory flat ({long_seconds} s <= {seconds} s + 10%)": fine and av_long["peak_mb"] <= av["peak_mb"] * 1.1,
         "all outputs checked ok": not any(r["check"].startswith("FAIL") for r in rows),
     }
-    print()
-    print(common.table(rows))
-    print("(x avmix = tool wall time / avmix wall time; peak MB = largest of single-process maxrss and "
-          "the summed RSS of the process tree)")
-    print()
-    for name, ok in goals.items():
-        print(f"{'PASS' if ok else 'MISS'}  {name}")
+    common.report(rows, goals, "(x avmix = tool wall time / avmix wall time; peak MB = largest of single-process "
+                               "maxrss and the summed RSS of the process tree)")
     results = DATA / "results-render-quick.json" if args.quick else common.HERE / "results-render.json"
     common.save(results, {
         "date": time.strftime("%Y-%m-%d %H:%M", time.localtime(started)), "quick": args.quick,
