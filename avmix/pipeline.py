@@ -284,7 +284,7 @@ def _run(inputs: list[Path], out: Path, work: Path, *, composed: bool, options: 
     k_compose = key("compose", depends)
     stages.run("compose", k_compose, depends, [AUDIO, TIMELINE],
                lambda: _compose(inputs, work, composed=composed, labels=labels, opts=compose_opts,
-                                progress=progress))
+                                hashes=hashes, progress=progress))
     timeline = Timeline.load(work / TIMELINE)
     stems = _write_stems(timeline, work, o["stems"], inputs, overwrite=overwrite, man=man) if o["stems"] else None
 
@@ -319,8 +319,7 @@ def _run(inputs: list[Path], out: Path, work: Path, *, composed: bool, options: 
         t = time.perf_counter()
         from avmix.video import preview as preview_mod
 
-        with paths.atomic_path(o["preview"]) as tmp:
-            preview_mod.contact_sheet(work / VIDEO, analysis, tmp)
+        preview_mod.contact_sheet(work / VIDEO, analysis, o["preview"])  # writes atomically itself
         preview = o["preview"]
         stages.timings["preview"] = round(time.perf_counter() - t, 4)
 
@@ -336,7 +335,7 @@ def _run(inputs: list[Path], out: Path, work: Path, *, composed: bool, options: 
 
 
 def _compose(inputs: list[Path], work: Path, *, composed: bool, labels: list[str], opts: dict,
-             progress: ProgressFn) -> None:
+             hashes: list[str], progress: ProgressFn) -> None:
     from avmix.audio import compose, io
 
     if composed:  # one already-composed file: take its timeline, copy its audio at the timeline's format
@@ -373,6 +372,8 @@ def _compose(inputs: list[Path], work: Path, *, composed: bool, labels: list[str
         plan = compose.plan_overlay(files[0], files[1], at=opts["at"], loop=opts["loop"], duck_db=opts["duck"],
                                     settings=settings)
     timeline = compose.render(plan, work / AUDIO, bit_depth=WORK_BIT_DEPTH, progress=progress)
+    for source, h in zip(timeline.sources, hashes):  # hashed once already, for the manifest
+        source.hash = h
     timeline.save(work / TIMELINE)
 
 

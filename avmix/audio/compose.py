@@ -26,7 +26,7 @@ import numpy as np
 
 from avmix import paths
 from avmix.audio import dynamics
-from avmix.audio.io import AudioFile, AudioWriter, open_audio
+from avmix.audio.io import AudioFile, AudioWriter, _rechunk, open_audio
 from avmix.audio.loudness import LoudnessMeter, peak_dbfs
 from avmix.errors import UsageError
 from avmix.progress import ProgressFn, note, report
@@ -365,7 +365,10 @@ class _Engine:
         if files is None:
             files = getattr(tl, "_files", None)
         if files is None or len(files) != len(tl.sources):
+            # kept on the timeline: source_blocks makes one engine per source, and a compressed input
+            # is decoded when opened, so N sources must not mean N x N decodes
             files = [open_audio(s.path) for s in tl.sources]
+            tl._files = files
         self.files = list(files)
         sr = tl.sample_rate
         self.fades = [(int(round(s.fade_in * sr)), int(round(s.fade_out * sr))) for s in tl.sources]
@@ -388,6 +391,7 @@ class _Engine:
                                       threshold_db=srcs[i].duck.threshold_db + master_gain_db)
                    for i in wanted if srcs[i].duck is not None}
         order = sorted(wanted, key=lambda i: srcs[i].duck is not None)  # sidechains first
+        gains = {i: np.float32(10.0 ** ((srcs[i].gain_db + master_gain_db) / 20.0)) for i in wanted}
         try:
             for pos in range(0, tl.frames, blocksize):
                 n = min(blocksize, tl.frames - pos)
@@ -406,7 +410,7 @@ class _Engine:
                     if b <= a:
                         continue
                     seg = readers[i].take(b - a)
-                    g = np.float32(10.0 ** ((s.gain_db + master_gain_db) / 20.0))
+                    g = gains[i]
                     fi, fo = self.fades[i]
                     fg = dynamics.fade_gains(a - s.start_sample, b - a, s.end_sample - s.start_sample, fi, fo,
                                              s.fade_curve)
@@ -445,17 +449,8 @@ def source_blocks(timeline: Timeline, index: int, *, blocksize: int = BLOCK) -> 
         raise IndexError(f"timeline has no source {index}")
     eng = _Engine(timeline)
     it = eng.blocks(only=index, master_gain_db=timeline.master_gain_db)
-    if blocksize == BLOCK:
-        yield from it
-        return
-    buf = np.zeros((0, timeline.channels), np.float32)
-    for b in it:
-        buf = np.concatenate([buf, b]) if len(buf) else b
-        while len(buf) >= blocksize:
-            yield buf[:blocksize]
-            buf = buf[blocksize:]
-    if len(buf):
-        yield buf
+    # the engine works in BLOCK frames (a multiple of the ducker's hop); other sizes are re-cut
+    yield from it if blocksize == BLOCK else _rechunk(it, timeline.frames, timeline.channels, blocksize)
 
 
 def render(timeline: Timeline, output: str | os.PathLike, *, bit_depth: int | None = None,
