@@ -353,9 +353,6 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
         out.update(status="ok", result=result)
     except AvmixError as e:
         out["error"] = e.message + (f" ({e.hint})" if e.hint else "")
-    except TypeError as e:
-        m = re.search(r"unexpected keyword argument '([^']+)'", str(e))
-        out["error"] = f"unknown option {m.group(1)!r}" if m else f"internal error: TypeError: {e}"
     except Exception as e:  # a bug in a stage: this job fails, the batch goes on
         out["error"] = f"internal error: {type(e).__name__}: {e}"
     out["elapsed"] = time.monotonic() - t0

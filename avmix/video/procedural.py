@@ -161,6 +161,7 @@ class _TrackState:
     def __init__(self, track: TrackAnalysis, fps: float):
         self.env = np.asarray(track.envelope, np.float32)
         self.onset_frames = np.floor(np.asarray(track.onsets, np.float64) * fps + 1e-6).astype(np.int64)
+        self.onset_times = self.onset_frames / fps  # the band's ticks, on the frame grid
         self.release = math.exp(-1.0 / (RELEASE_S * fps))
         self.level = 0.0
         self.angle = 0.0
@@ -186,7 +187,7 @@ class Painter:
     """Draws frames of one analysis at the internal size; ``frame(k)`` returns uint8 (3, h, w) G, B, R planes."""
 
     def __init__(self, analysis: Analysis, w: int, h: int, *, seed: int, captions: bool):
-        self.a, self.w, self.h = analysis, w, h
+        self.w, self.h = w, h
         self.fps = float(analysis.fps)
         self.elements = make_layout(analysis, w, h, seed)
         for el in self.elements:
@@ -286,7 +287,7 @@ class Painter:
 
     def _onsets_in(self, st: _TrackState, t: float) -> np.ndarray:
         half = BAND_WINDOW_S / 2
-        of = st.onset_frames / self.fps
+        of = st.onset_times
         i0, i1 = np.searchsorted(of, t - half), np.searchsorted(of, t + half)
         return of[i0:i1]
 
