@@ -298,16 +298,20 @@ def read_jobs(jobs_file: str | os.PathLike, outdir: str | os.PathLike, *,
 # --------------------------------------------------------------------------------- records, hashes
 
 
-def job_hash(job: Job) -> str:
-    """A hash of what the job makes: input contents, output name and options."""
+def job_hash(job: Job, seen: dict[str, str] | None = None) -> str:
+    """A hash of what the job makes: input contents, output name and options. ``seen`` caches file
+    hashes across the jobs of one batch (a music bed shared by every row is read once)."""
     from avmix.timeline import file_hash
 
+    seen = {} if seen is None else seen
     ins = []
     for p in job.inputs:
-        try:
-            ins.append([p, file_hash(p)])
-        except OSError:
-            ins.append([p, "unreadable"])
+        if p not in seen:
+            try:
+                seen[p] = file_hash(p)
+            except OSError:
+                seen[p] = "unreadable"
+        ins.append([p, seen[p]])
     blob = json.dumps({"inputs": ins, "output": job.output, "options": job.options}, sort_keys=True, default=str)
     return "sha256:" + hashlib.sha256(blob.encode()).hexdigest()
 
@@ -497,6 +501,7 @@ def batch(jobs_file: str | os.PathLike, outdir: str | os.PathLike, *, engine: st
     t_start, wall = time.time(), time.monotonic()
     rows: list[dict[str, Any]] = []
     specs: list[dict[str, Any]] = []
+    seen: dict[str, str] = {}
     for j in jobs:
         row = {"index": j.index, "line": j.line, "output": j.output, "target": j.target or None,
                "inputs": j.inputs, "status": "failed", "error": j.error, "elapsed": None, "timings": None,
@@ -504,7 +509,7 @@ def batch(jobs_file: str | os.PathLike, outdir: str | os.PathLike, *, engine: st
         rows.append(row)
         if j.error:
             continue
-        digest = job_hash(j)
+        digest = job_hash(j, seen)
         rec = None if force else completed(j.target, digest)
         if rec is not None:
             row.update(status="skipped", error=None, result=rec.get("result"),
