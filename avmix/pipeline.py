@@ -24,7 +24,7 @@ from avmix.errors import InputError, OutputError, UsageError
 from avmix.manifest import MANIFEST, Manifest, key, versions
 from avmix.progress import ProgressFn, note, report
 from avmix.signals import sigterm_as_interrupt
-from avmix.timeline import Analysis, Timeline, file_hash
+from avmix.timeline import Analysis, Timeline, file_hash, same_content
 
 AUDIO, TIMELINE, ANALYSIS, VIDEO = "audio.wav", "timeline.json", "analysis.json", "video.mp4"
 WORK_FILES = (AUDIO, TIMELINE, ANALYSIS, VIDEO, MANIFEST)
@@ -345,7 +345,7 @@ def _compose(inputs: list[Path], work: Path, *, composed: bool, labels: list[str
             source.label = label
         for source in timeline.sources:  # the analysis reads each source again: find it, check it
             source.path = os.fspath(_find_source(source.path, side))
-            if source.hash and file_hash(source.path) != source.hash:
+            if source.hash and not same_content(source.path, source.hash):
                 raise InputError(f"source {source.index} changed since the audio was composed", path=source.path,
                                  hint=f"compose {inputs[0]} again")
         audio = io.open_audio(inputs[0])

@@ -13,22 +13,43 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import xxhash
+
 from avmix.errors import InputError
 from avmix.paths import read_text, write_text_atomic
 
 TIMELINE_SCHEMA = "avmix.timeline/1"
 ANALYSIS_SCHEMA = "avmix.analysis/1"
 HASH_CHUNK = 1 << 20
+HASH_ALGORITHM = "xxh3_128"
 MAX_VIDEO_FRAMES = 120 * 3600 * 48  # 48 hours at 120 fps
 
 
-def file_hash(path: str | os.PathLike) -> str:
-    """``sha256:<hex>`` of a file's bytes."""
-    h = hashlib.sha256()
+def file_hash(path: str | os.PathLike, algorithm: str = HASH_ALGORITHM) -> str:
+    """``<algorithm>:<hex>`` of a file's bytes.
+
+    The hash tells whether an input changed (caches, stale timelines); it is not a signature, so the
+    default is xxh3-128, about 14x faster than sha256 (which stays readable in older records).
+    """
+    if algorithm == "xxh3_128":
+        h = xxhash.xxh3_128()
+    elif algorithm == "sha256":
+        h = hashlib.sha256()
+    else:
+        raise ValueError(f"unknown hash algorithm {algorithm!r}")
     with open(path, "rb") as f:
         while chunk := f.read(HASH_CHUNK):
             h.update(chunk)
-    return "sha256:" + h.hexdigest()
+    return f"{algorithm}:{h.hexdigest()}"
+
+
+def same_content(path: str | os.PathLike, stored: str) -> bool:
+    """Whether ``path`` still has the content of ``stored`` (a :func:`file_hash`, of either algorithm;
+    one this version does not know cannot be checked and counts as the same)."""
+    algorithm = stored.partition(":")[0]
+    if algorithm not in ("xxh3_128", "sha256"):
+        return True
+    return file_hash(path, algorithm) == stored
 
 
 @dataclass

@@ -326,7 +326,7 @@ def test_sidecar_timeline_written_and_readable(tmp_path, wav):
     d = json.loads(side.read_text())
     assert d["schema"] == "avmix.timeline/1" and d["sample_rate"] == SR and d["duration"] == 0.5
     s = d["sources"][0]
-    assert s["label"] == "rain" and s["gain_db"] == -1.5 and s["hash"].startswith("sha256:")
+    assert s["label"] == "rain" and s["gain_db"] == -1.5 and s["hash"].startswith("xxh3_128:")
     assert (s["start_sample"], s["end_sample"], s["start"], s["end"]) == (0, 24000, 0.0, 0.5)
     back = Timeline.load(side)
     assert back.sources[0].hash == tl.sources[0].hash and back.peak_dbfs == tl.peak_dbfs

@@ -230,6 +230,25 @@ def test_composed_input_with_timeline(tmp_path, tracks):
     assert not (tmp_path / "o2.mp4").exists()
 
 
+def test_sha256_timeline_from_earlier_versions_still_checked(tmp_path, tracks):
+    import hashlib
+    from avmix.audio import compose
+
+    mixed = tmp_path / "scene.wav"
+    compose.mix(tracks, mixed)
+    side = tmp_path / "scene.wav.timeline.json"
+    doc = json.loads(side.read_text())
+    for s in doc["sources"]:
+        assert s["hash"] == file_hash(s["path"])
+        s["hash"] = "sha256:" + hashlib.sha256(open(s["path"], "rb").read()).hexdigest()
+    side.write_text(json.dumps(doc))
+    pipeline.generate([mixed], tmp_path / "o.mp4", **SMALL)  # unchanged sources pass
+    assert (tmp_path / "o.mp4").stat().st_size > 0
+    write_wav(tracks[0], noise(2.0, SR, 2, 0.1, seed=9))
+    with pytest.raises(InputError, match="changed since the audio was composed"):
+        pipeline.generate([mixed], tmp_path / "o2.mp4", **SMALL)
+
+
 def test_preview_is_a_png(tmp_path, tracks):
     png = tmp_path / "sheet.png"
     pipeline.generate(tracks, tmp_path / "o.mp4", preview=png, **SMALL)

@@ -53,7 +53,7 @@ def _run(fn, args: tuple, *, kwargs: dict, output: str, bit_depth, overwrite, ti
 def register(app: typer.Typer) -> None:
     @app.command("mix")
     def mix(
-        inputs: Annotated[List[str], typer.Argument(metavar="INPUT", show_default=False,
+        inputs: Annotated[List[str], typer.Argument(metavar="INPUT...", show_default=False,
                                                     help="Audio files (any format ffmpeg reads; - = stdin).")],
         output: c.OutputOpt,
         duration: Annotated[Duration, typer.Option(
@@ -94,7 +94,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("concat")
     def concat(
-        inputs: Annotated[List[str], typer.Argument(metavar="INPUT", show_default=False,
+        inputs: Annotated[List[str], typer.Argument(metavar="INPUT...", show_default=False,
                                                     help="Audio files in playing order (- = stdin).")],
         output: c.OutputOpt,
         crossfade: Annotated[float, typer.Option(

@@ -32,7 +32,7 @@ def register(app: typer.Typer) -> None:
     @app.command("generate")
     def generate(
         inputs: Annotated[List[str], typer.Argument(
-            metavar="INPUT", show_default=False,
+            metavar="INPUT...", show_default=False,
             help="Audio tracks (or one composed file with its .timeline.json beside it).")],
         output: Annotated[str, typer.Option(
             "--output", "-o", metavar="OUT", rich_help_panel=c.OUTPUT, show_default=False,
