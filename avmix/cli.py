@@ -10,17 +10,13 @@ import re
 import sys
 from typing import Optional
 
-import click
 import typer
+# typer 0.26 vendors click (pinned in pyproject); its exceptions are not the click package's
+from typer._click.exceptions import ClickException
 
 from avmix import __version__
 from avmix import signals
 from avmix.errors import AvmixError, Terminated
-
-try:  # typer >= 0.26 vendors its own click: its parse errors are not click.ClickException
-    from typer._click.exceptions import ClickException as _TyperClickException
-except ImportError:  # pragma: no cover - older typer uses click itself
-    _TyperClickException = click.ClickException
 
 COMMAND_MODULES = ["audio", "generate", "render", "models", "score", "batch"]
 COMMAND_GROUPS = {"mix": "audio", "concat": "audio", "overlay": "audio", "generate": "generate",
@@ -117,16 +113,16 @@ def run(argv: list[str] | None = None) -> int:
         if e.hint:
             _say(f"hint: {e.hint}")
         return e.exit_code
-    except click.exceptions.Exit as e:
+    except typer.Exit as e:
         return e.exit_code
-    except (click.ClickException, _TyperClickException) as e:
+    except ClickException as e:
         # one line like every other error, plus where to look
         _say(f"error: {e.format_message()}")
         ctx = getattr(e, "ctx", None)
         if ctx is not None:
             _say(f"hint: see '{ctx.command_path} --help'")
         return e.exit_code
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (typer.Abort, KeyboardInterrupt):
         return _interrupted()
     except BrokenPipeError:
         return 1
