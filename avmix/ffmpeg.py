@@ -107,11 +107,16 @@ def start(cmd: list[str], **popen_args) -> subprocess.Popen:
     handled. (Otherwise the caller may never get the Popen to kill, and an ffmpeg left running writes
     its output after the temp file was cleaned up.)"""
     held: list[int] = []
-    with _held_signals(held):
-        proc = subprocess.Popen(cmd, **popen_args)
-    if held:
-        kill(proc)
-        _redeliver(held[0])
+    proc = None
+    try:
+        with _held_signals(held):
+            proc = subprocess.Popen(cmd, **popen_args)
+        if held:
+            _redeliver(held[0])
+    except BaseException:  # also a signal arriving while the old handlers are being put back
+        if proc is not None:
+            kill(proc)
+        raise
     return proc
 
 

@@ -236,6 +236,31 @@ def test_video_writer_interrupted_while_starting(tmp_path, monkeypatch):
     assert_no_orphans(str(tmp_path))
 
 
+def test_signal_while_handlers_are_restored_stops_the_child(tmp_path, monkeypatch):
+    """A signal can arrive after ffmpeg started but while start() puts the old handlers back: the
+    child must be killed there, or it outlives avmix and recreates the temp file it was writing."""
+    import contextlib
+
+    started = []
+    real_popen = subprocess.Popen
+
+    def recording_popen(*a, **kw):
+        started.append(real_popen(*a, **kw))
+        return started[-1]
+
+    @contextlib.contextmanager
+    def signal_on_restore(held):
+        yield
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(subprocess, "Popen", recording_popen)
+    monkeypatch.setattr(ffmpeg, "_held_signals", signal_on_restore)
+    with pytest.raises(KeyboardInterrupt):
+        ffmpeg.start([sys.executable, "-c", "import time; time.sleep(60)", str(tmp_path)])
+    assert len(started) == 1 and started[0].returncode is not None  # killed and reaped
+    assert_no_orphans(str(tmp_path))
+
+
 def test_batch_interrupted_then_resumed(tmp_path):
     """Ctrl-C to `avmix batch` (its pool workers and their ffmpeg are stopped by avmix) while jobs
     render: no output, no temp file, nothing left running; the rerun completes every job."""
