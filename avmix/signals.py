@@ -22,8 +22,24 @@ def handling(handler: Callable, signals=STOPS) -> Iterator[None]:
     try:
         yield
     finally:
-        for s, h in old.items():
-            signal.signal(s, h)
+        with _blocked(signals):  # a signal arriving now must not stop the restoring half-way
+            for s, h in old.items():
+                signal.signal(s, h)
+
+
+@contextlib.contextmanager
+def _blocked(signals) -> Iterator[None]:
+    """Signals held by the kernel inside the block and delivered after it (no-op without
+    pthread_sigmask, i.e. on Windows)."""
+    mask = getattr(signal, "pthread_sigmask", None)
+    if mask is None:
+        yield
+        return
+    before = mask(signal.SIG_BLOCK, signals)
+    try:
+        yield
+    finally:
+        mask(signal.SIG_SETMASK, before)
 
 
 def _raise(signum, frame) -> None:

@@ -261,6 +261,28 @@ def test_signal_while_handlers_are_restored_stops_the_child(tmp_path, monkeypatc
     assert_no_orphans(str(tmp_path))
 
 
+def test_signal_while_handlers_are_restored_restores_them_all(monkeypatch):
+    """Ctrl-C landing as signals.handling() puts the old handlers back must not leave SIGTERM with
+    the temporary handler (it would then be ignored for the rest of the run)."""
+    from avmix import signals
+
+    before = {s: signal.getsignal(s) for s in signals.STOPS}
+    real_signal = signal.signal
+
+    def signal_then_ctrl_c(signum, handler):
+        old = real_signal(signum, handler)
+        if signum == signal.SIGINT and handler is before[signal.SIGINT]:  # restoring SIGINT, first
+            os.kill(os.getpid(), signal.SIGINT)
+        return old
+
+    monkeypatch.setattr(signal, "signal", signal_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        with signals.handling(lambda signum, frame: None):
+            pass
+    monkeypatch.undo()
+    assert {s: signal.getsignal(s) for s in signals.STOPS} == before
+
+
 def test_batch_interrupted_then_resumed(tmp_path):
     """Ctrl-C to `avmix batch` (its pool workers and their ffmpeg are stopped by avmix) while jobs
     render: no output, no temp file, nothing left running; the rerun completes every job."""
