@@ -76,6 +76,27 @@ def test_onsets_of_tone_bursts_over_noise_at_44100():
     assert np.max(np.abs(found - times)) < 0.010
 
 
+def test_kick_drums_count_as_much_as_bright_hits():
+    """Kick (a sine falling from 150 to 50 Hz), hi-hat, snare, hi-hat: every hit is an onset. Averaged
+    over FFT bins instead of log-spaced bands, the kicks' flux was too small beside the hi-hats'."""
+    rng = np.random.default_rng(1)
+    t = np.arange(int(0.4 * SR)) / SR
+    kick = 0.9 * np.sin(2 * np.pi * np.cumsum(50 + 100 * np.exp(-t / 0.03)) / SR) * np.exp(-t / 0.12)
+    ts = t[: int(0.25 * SR)]
+    snare = 0.55 * (0.6 * rng.uniform(-1, 1, len(ts)) + 0.5 * np.sin(2 * np.pi * 190 * ts)) * np.exp(-ts / 0.06)
+    th = t[: int(0.06 * SR)]
+    hat = 0.25 * np.diff(rng.uniform(-1, 1, len(th) + 1)) * np.exp(-th / 0.012)  # bright
+    x = np.zeros(8 * SR)
+    times = np.arange(0.5, 7.5, 0.25)
+    for k, at in enumerate(times):
+        hit = (kick, hat, snare, hat)[k % 4]
+        i = int(round(at * SR))
+        x[i:i + len(hit)] += hit
+    found = an.onsets(x.astype(np.float32), SR)
+    assert len(found) == len(times), found
+    assert np.max(np.abs(found - times)) < 0.010
+
+
 def test_tempo_and_beats_of_120_bpm_click_track():
     times = np.arange(0.25, 10.0, 0.5)
     ta = an.analyze_array(clicks(times, 10.0), SR, fps=30)

@@ -70,6 +70,30 @@ def test_av_sync_clicks_across_the_file(tmp_path):
     assert max(other[int(t * fps)] for t in times) < 0.5 * min(change[int(t * fps)] for t in times)
 
 
+def test_motion_peaks_mark_the_hits(tmp_path):
+    """Optical-flow peaks (as AV-Align finds them) mark the hits: after each hit
+    the picture only settles. A ripple flying out, a jolt in the release or a scrolling band each
+    made peaks that no sound makes."""
+    pytest.importorskip("cv2")
+    from avmix import score
+
+    fps, seconds = 25, 8.0
+    times = [1.0, 3.0, 5.0, 7.0]
+    noise = (0.02 * np.random.default_rng(4).standard_normal(int(seconds * SR))).astype(np.float32)
+    an = make_analysis([clicks(times, seconds), noise], seconds, fps)
+    out = tmp_path / "v.mp4"
+    procedural.render(an, out, width=W, height=H, seed=2)
+    fw, fh = score.flow_size(W, H)
+    whole, _ = score.flow_trajectories(score.gray_frames(out, fw, fh))
+    peaks = score.peak_frames(whole)
+    on_hit = [p for p in peaks if any(abs(p - t * fps) <= 1 for t in times)]
+    other = [p for p in peaks if p not in on_hit]
+    assert len(on_hit) == len(times), (peaks, whole.round(2))
+    # what else moves is noise beside the hits (it was a quarter of a hit's motion, 46 peaks in 8 s)
+    assert max(whole[other], default=0.0) < 0.05 * min(whole[on_hit]), whole.round(2)
+    assert len(other) <= 2 * len(times), peaks
+
+
 def test_frame_count_size_and_layout(tmp_path):
     an = make_analysis([clicks([0.5], 2.02), clicks([1.0], 2.02)], 2.02, 30, labels=["dog", "rain"])
     out = tmp_path / "v.mp4"

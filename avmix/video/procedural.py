@@ -1,12 +1,15 @@
 """The built-in audio-reactive renderer: one glowing element per source track over a mix-level layer.
 
 Each track owns a shape, a colour and a place. Its size, brightness and spin follow the track's
-envelope (instant attack, smooth release), it flashes and sends out a ripple on each onset, and it
+envelope (instant attack, exponential release), it flashes and lights a halo on each onset, and it
 fades in and out with the track's placement in the timeline. In ``concat`` the sounding track moves to
 centre stage while the others wait as small chips along the top; in ``overlay`` the top track's element
-enters at its offset. Underneath, a scrolling band shows every track's envelope stacked in its colour
-(past on the left, what is coming on the right of the playhead), and the background breathes with the
-mix and takes the hue of what is sounding.
+enters at its offset. Underneath, a band shows every track's envelope stacked in its colour, a page of
+``BAND_WINDOW_S`` seconds at a time that stands still while the playhead crosses it, and the background
+breathes with the mix and takes the hue of what is sounding.
+
+Motion is kept for the sound: between onsets things only settle (the release and the halo decay
+monotonically, the band does not scroll), so that peaks of on-screen motion mark onsets (AV-Align).
 
 Speed: frames are drawn in float32 as planar G, B, R at a reduced internal size (about 640x360 pixels)
 and ffmpeg upscales them inside the H.264 encode (x264 "ultrafast" with CABAC and deblocking by default); every shape is
@@ -28,11 +31,12 @@ from avmix.video.writer import VideoWriter, check_size
 INTERNAL_PIXELS = 640 * 360  # draw at about this many pixels; ffmpeg scales to the output size
 RELEASE_S = 0.18  # envelope release time constant
 FLASH_S = 0.12  # onset flash decay time constant
-RIPPLE_S = 0.55  # onset ripple lifetime
+HALO_S = 0.55  # lifetime of the halo an onset lights
+HALO_GAP = 0.45  # its distance outside the shape, in base radii
 PRESENCE_IN = 0.1  # an element enters this fast at its track's start (an onset there must show at once)
 PRESENCE_OUT = 0.35  # and fades out this slowly after its end
 PRESENCE_MOVE = 0.35  # a concat chip's flight to centre stage (it flashes in place meanwhile)
-BAND_WINDOW_S = 10.0  # seconds shown across the scrolling band
+BAND_WINDOW_S = 10.0  # seconds on one page of the band
 STAGE_BOTTOM = 0.78  # elements live above this fraction of the height; the band below
 BG = np.array([0.018, 0.022, 0.045], np.float32)
 
@@ -51,7 +55,7 @@ SHAPES = ["circle", "hexagon", "diamond", "square", "capsule", "ring"]
 # how much further than ``r + d`` a shape's distance field can reach (polygons' distances are plane
 # distances, which run slower than Euclidean ones towards the corners; the rounded square's corner
 # lies at 0.62 * sqrt(2) + 0.22 = 1.097 r): sizes the bounding boxes, which must hold all of the glow
-# and ripple at any rotation, or they show as straight cut-off edges
+# and halo at any rotation, or they show as straight cut-off edges
 REACH = {"circle": 1.0, "ring": 1.0, "square": 1.1, "capsule": 1.0, "hexagon": 1.16, "diamond": 1.42}
 
 
@@ -170,7 +174,8 @@ class _TrackState:
 
     def step(self, k: int, fps: float, spin: float) -> None:
         e = float(self.env[k]) if k < len(self.env) else 0.0
-        self.level = e if e > self.level else self.level * self.release + e * (1 - self.release)
+        # instant attack, then a pure exponential release: dips in the envelope do not jolt the decay
+        self.level = max(e, self.level * self.release)
         while self.next_onset < len(self.onset_frames) and self.onset_frames[self.next_onset] <= k:
             self.last_onset = int(self.onset_frames[self.next_onset])
             self.next_onset += 1
@@ -206,10 +211,8 @@ class Painter:
         bh = self.band_y1 - self.band_y0
         self.band_d = np.abs(np.arange(bh, dtype=np.float32) - (bh - 1) / 2)[:, None]
         self.band_half = bh / 2 - 1
-        xs = np.arange(w, dtype=np.float32)
-        self.band_dt = (xs - w / 2) * (BAND_WINDOW_S / w)  # seconds from now per column
-        side = np.where(xs < w / 2, 0.62, 0.30).astype(np.float32)
-        self.band_shade = (side + 0.8 * np.exp(-((xs - w / 2) / (w * 0.012)) ** 2)).astype(np.float32)
+        self.band_xs = np.arange(w, dtype=np.float32)
+        self.band_page = -1
         self.envs = [np.asarray(t.envelope, np.float32) for t in analysis.tracks]
         self.grid = np.arange(analysis.frames, dtype=np.float32)
         self.captions = [_text_mask(e.label, max(9, h // 28)) for e in self.elements] if captions else None
@@ -258,7 +261,17 @@ class Painter:
             return
         y0, y1 = self.band_y0, self.band_y1
         region = self.buf[:, y0:y1]
-        times = (t + self.band_dt) * self.fps - 0.5
+        # a page of BAND_WINDOW_S seconds stands still while the playhead crosses it (a scrolling band
+        # would be motion that no sound makes); played columns are brighter than coming ones
+        page = int(t // BAND_WINDOW_S)
+        xs, w = self.band_xs, self.w
+        if page != self.band_page:
+            self.band_page = page
+            self.band_times = (page * BAND_WINDOW_S + xs * (BAND_WINDOW_S / w)) * self.fps - 0.5
+        times = self.band_times
+        head = (t - page * BAND_WINDOW_S) * w / BAND_WINDOW_S
+        shade = np.where(xs < head, np.float32(0.62), np.float32(0.30))
+        shade += np.float32(0.8) * np.exp(-((xs - head) / np.float32(w * 0.012)) ** 2)
         n = len(self.envs)
         scale = self.band_half / max(1.0, n ** 0.6)
         below = np.zeros((1, self.w), np.float32)
@@ -267,7 +280,7 @@ class Painter:
             height = np.interp(times, self.grid, env, left=0.0, right=0.0).astype(np.float32)[None, :] * scale
             top = np.minimum(below + height, self.band_half)
             cover = np.clip(top - self.band_d + 0.5, 0, 1)
-            alpha = (cover - cover_prev) * self.band_shade
+            alpha = (cover - cover_prev) * shade
             # brighter at the outer edge of each layer: reads as light, not as a bar chart
             alpha *= 0.55 + 0.45 * np.clip(1.0 - (top - self.band_d) / 3.0, 0, 1)
             for c in range(3):
@@ -275,21 +288,17 @@ class Painter:
             below, cover_prev = top, cover
         mid = (y1 - y0) // 2
         region[:, mid] += 0.05
-        xc = self.w // 2
-        region[:, :, xc - 1:xc + 1] += 0.10
-        # upcoming and past onsets as small ticks above the band, in each track's colour
+        xc = min(int(head), w - 2)
+        region[:, :, xc:xc + 2] += 0.10
+        # the page's onsets as small ticks above the band, in each track's colour
         tick_y = max(0, y0 - 5)
+        t0 = page * BAND_WINDOW_S
         for el, st in zip(self.elements, self.states):
-            for o in self._onsets_in(st, t):
-                x = int(self.w / 2 + (o - t) * self.w / BAND_WINDOW_S)
-                if 0 <= x < self.w - 1:
+            of = st.onset_times
+            for o in of[np.searchsorted(of, t0):np.searchsorted(of, t0 + BAND_WINDOW_S)]:
+                x = int((o - t0) * w / BAND_WINDOW_S)
+                if 0 <= x < w - 1:
                     self.buf[:, tick_y:tick_y + 3, x:x + 2] += (el.color * (0.6 if o <= t else 0.3))[:, None, None]
-
-    def _onsets_in(self, st: _TrackState, t: float) -> np.ndarray:
-        half = BAND_WINDOW_S / 2
-        of = st.onset_times
-        i0, i1 = np.searchsorted(of, t - half), np.searchsorted(of, t + half)
-        return of[i0:i1]
 
     def _element(self, el: Element, st: _TrackState, p: float, k: int, t: float) -> None:
         (hx, hy, hr), (sx, sy, sr) = el.home, el.stage
@@ -309,9 +318,9 @@ class Painter:
         r = base * (1.0 if moving else p) * (0.55 + 0.45 * lvl + 0.14 * flash)
         if r < 0.5:
             return
-        ripple_r = r + base * 0.9 * (age / RIPPLE_S) if 0 <= age < RIPPLE_S and p > 0.05 else None
+        halo_r = r + base * HALO_GAP if 0 <= age < HALO_S and p > 0.05 else None
         glow_w = base * (0.45 + 0.45 * lvl + 0.35 * flash)
-        half = REACH[el.shape] * max(r + glow_w, (ripple_r or 0) + 4) + 2
+        half = REACH[el.shape] * max(r + glow_w, (halo_r or 0) + 4) + 2
         x0, x1 = max(0, int(cx - half)), min(self.w, int(cx + half) + 2)
         y0, y1 = max(0, int(cy - half)), min(self.h, int(cy + half) + 2)
         if x1 <= x0 or y1 <= y0:
@@ -333,9 +342,9 @@ class Painter:
         inten = inner * np.float32(vis * (0.18 + 0.5 * lvl))
         inten += rim * np.float32(vis * (0.45 + 0.55 * lvl))
         inten += glow * np.float32(vis * (0.06 + 0.30 * lvl + 0.35 * flash))
-        if ripple_r is not None:
-            life = 1.0 - age / RIPPLE_S
-            dr = sdf(el.shape, u, v, ripple_r)
+        if halo_r is not None:
+            life = 1.0 - age / HALO_S
+            dr = sdf(el.shape, u, v, halo_r)
             inten += np.clip(1.0 - np.abs(dr) / (1.0 + 2.5 * life), 0, 1) * np.float32(0.8 * life * life * p)
         region = self.buf[:, y0:y1, x0:x1]
         white = fill * np.float32(0.6 * flash) if flash > 0.02 else None  # the core turns white on the onset
