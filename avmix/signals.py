@@ -22,24 +22,22 @@ def handling(handler: Callable, signals=STOPS) -> Iterator[None]:
     try:
         yield
     finally:
-        with _blocked(signals):  # a signal arriving now must not stop the restoring half-way
+        _restore(old)
+
+
+def _restore(old: dict) -> None:
+    """Put every old handler back, also when a signal lands meanwhile (it is raised afterwards): a
+    restore stopped half-way would leave, say, SIGTERM ignored for the rest of the run."""
+    caught = None
+    while True:
+        try:
             for s, h in old.items():
                 signal.signal(s, h)
-
-
-@contextlib.contextmanager
-def _blocked(signals) -> Iterator[None]:
-    """Signals held by the kernel inside the block and delivered after it (no-op without
-    pthread_sigmask, i.e. on Windows)."""
-    mask = getattr(signal, "pthread_sigmask", None)
-    if mask is None:
-        yield
-        return
-    before = mask(signal.SIG_BLOCK, signals)
-    try:
-        yield
-    finally:
-        mask(signal.SIG_SETMASK, before)
+            break
+        except BaseException as e:  # KeyboardInterrupt or Terminated from a restored handler
+            caught = caught or e
+    if caught is not None:
+        raise caught
 
 
 def _raise(signum, frame) -> None:

@@ -102,7 +102,8 @@ class FeatureStream:
             e = self.edges
             bands = np.add.reduceat(mag[:, e[0]:e[-1]], e[:-1] - e[0], axis=1) / self.widths
             logmag = np.log1p(self.scale * bands)
-            prev = logmag[:1] if self.prev is None else self.prev[None, :]
+            # before the first sample is silence: a sound that starts the file is an onset
+            prev = np.zeros_like(logmag[:1]) if self.prev is None else self.prev[None, :]
             diff = np.diff(np.concatenate((prev, logmag)), axis=0)
             self.flux.append(np.maximum(diff, 0).mean(axis=1).astype(np.float32))
             self.prev = logmag[-1]
