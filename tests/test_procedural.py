@@ -86,6 +86,7 @@ def test_motion_peaks_mark_the_hits(tmp_path):
     fw, fh = score.flow_size(W, H)
     whole, _ = score.flow_trajectories(score.gray_frames(out, fw, fh))
     peaks = score.peak_frames(whole)
+    peaks = peaks[peaks > 5]  # the noise starting at 0 s is an onset too
     on_hit = [p for p in peaks if any(abs(p - t * fps) <= 1 for t in times)]
     other = [p for p in peaks if p not in on_hit]
     assert len(on_hit) == len(times), (peaks, whole.round(2))
