@@ -112,6 +112,7 @@ def start(cmd: list[str], **popen_args) -> subprocess.Popen:
         with _held_signals(held):
             proc = subprocess.Popen(cmd, **popen_args)
         if held:
+            kill(proc)  # before the signal: its default action may end this process at once
             _redeliver(held[0])
     except BaseException:  # also a signal arriving while the old handlers are being put back
         if proc is not None:

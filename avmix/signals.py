@@ -34,7 +34,7 @@ def _restore(old: dict) -> None:
             for s, h in old.items():
                 signal.signal(s, h)
             break
-        except BaseException as e:  # KeyboardInterrupt or Terminated from a restored handler
+        except KeyboardInterrupt as e:  # (Terminated is one) from a handler just put back
             caught = caught or e
     if caught is not None:
         raise caught

@@ -44,11 +44,11 @@ def file_hash(path: str | os.PathLike, algorithm: str = HASH_ALGORITHM) -> str:
 
 
 def same_content(path: str | os.PathLike, stored: str) -> bool:
-    """Whether ``path`` still has the content of ``stored`` (a :func:`file_hash`, of either algorithm;
-    one this version does not know cannot be checked and counts as the same)."""
-    algorithm = stored.partition(":")[0]
-    if algorithm not in ("xxh3_128", "sha256"):
-        return True
+    """Whether ``path`` still has the content of ``stored`` (a :func:`file_hash`, of either algorithm).
+    A hash this version cannot recompute counts as changed: composing again is the safe answer."""
+    algorithm, sep, _ = stored.partition(":")
+    if not sep or algorithm not in ("xxh3_128", "sha256"):
+        return False
     return file_hash(path, algorithm) == stored
 
 

@@ -71,14 +71,14 @@ def test_av_sync_clicks_across_the_file(tmp_path):
 
 
 def test_motion_peaks_mark_the_hits(tmp_path):
-    """Optical-flow peaks (as AV-Align finds them) mark the hits: after each hit
-    the picture only settles. A ripple flying out, a jolt in the release or a scrolling band each
-    made peaks that no sound makes."""
+    """Optical-flow peaks (as AV-Align finds them) mark the hits: after each hit the picture only
+    settles. A ripple flying out, a jolt in the release or a scrolling band each made peaks that no
+    sound makes; the band's page turns on the hit at 9.5 s, not on its own at 10 s."""
     pytest.importorskip("cv2")
     from avmix import score
 
-    fps, seconds = 25, 8.0
-    times = [1.0, 3.0, 5.0, 7.0]
+    fps, seconds = 25, 14.0
+    times = [1.0, 3.0, 5.0, 7.0, 9.5, 12.0]
     noise = (0.02 * np.random.default_rng(4).standard_normal(int(seconds * SR))).astype(np.float32)
     an = make_analysis([clicks(times, seconds), noise], seconds, fps)
     out = tmp_path / "v.mp4"
@@ -93,6 +93,13 @@ def test_motion_peaks_mark_the_hits(tmp_path):
     assert all(any(abs(p - t * fps) <= 1 for p in peaks) for t in times), detail
     # what else moves is noise beside the hits (it was a quarter of a hit's motion, 46 peaks in 8 s)
     assert max(whole[other], default=0.0) < 0.05 * min(whole[near_hit]), detail
+
+
+def test_band_pages_turn_on_hits():
+    hits = np.array([3.0, 8.0, 9.5, 12.0, 27.5])
+    # the last hit in 7.5-10 s turns the first page; none in 17-19.5 s, so the second turns after 10 s
+    assert procedural.band_pages(hits, 40.0).tolist() == [0.0, 9.5, 19.5, 27.5, 37.5]
+    assert procedural.band_pages(hits, 10.0).tolist() == [0.0]
 
 
 def test_frame_count_size_and_layout(tmp_path):
@@ -229,12 +236,12 @@ def test_png_without_pillow_is_valid(tmp_path):
 
 
 @pytest.mark.parametrize("shape", procedural.SHAPES)
-def test_bounding_box_holds_glow_and_ripple_at_any_rotation(shape):
+def test_bounding_box_holds_glow_and_halo_at_any_rotation(shape):
     """An element is drawn only inside a box of half-size REACH * (radius + glow width): whatever of
-    its glow or ripple reaches past that is cut off along a straight edge (seen on the rounded square)."""
+    its glow or halo reaches past that is cut off along a straight edge (seen on the rounded square)."""
     angles = np.linspace(0, 2 * np.pi, 721)[:, None]
     for r in (10.0, 60.0, 150.0):
-        for reach in (0.3 * r, r, 2.2 * r):  # glow width, or ripple radius - r plus the ring's width
+        for reach in (0.3 * r, r, 2.2 * r):  # glow width, or halo radius - r plus the ring's width
             rho = np.linspace(0, 4 * (r + reach), 3000)[None, :]
             d = procedural.sdf(shape, rho * np.cos(angles), rho * np.sin(angles), r)
             extent = float((rho * (d < reach)).max())  # farthest lit pixel in any direction

@@ -615,7 +615,7 @@ def _run(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, plan, *
         paths.check_output(timeline_path, names + [os.fspath(output)], overwrite=True)
     files = [open_audio(p) for p in names]
     tl = plan(files)
-    # hash while rendering, one thread a file (hashlib releases the GIL)
+    # hash while rendering, one thread a file (xxhash releases the GIL)
     with concurrent.futures.ThreadPoolExecutor(max_workers=min(len(files), 4)) as pool:
         hashes = [pool.submit(file_hash, f.local_path) for f in files]
         render(tl, output, bit_depth=bit_depth, loudness=loudness, stems_dir=stems_dir, progress=progress)

@@ -160,7 +160,7 @@ def _smoothstep(x: float) -> float:
 # ---------------------------------------------------------------------------------------- drawing
 
 class _TrackState:
-    """Per-track animation state advanced once per frame (release smoothing, onset pointer, spin)."""
+    """Per-track animation state advanced once per frame (level with its release, onset pointer, spin)."""
 
     def __init__(self, track: TrackAnalysis, fps: float):
         self.env = np.asarray(track.envelope, np.float32)
@@ -213,6 +213,8 @@ class Painter:
         self.band_half = bh / 2 - 1
         self.band_xs = np.arange(w, dtype=np.float32)
         self.band_page = -1
+        hits = np.concatenate([st.onset_times for st in self.states] + [self.mix.onset_times])
+        self.page_starts = band_pages(np.unique(hits), analysis.frames / self.fps)
         self.envs = [np.asarray(t.envelope, np.float32) for t in analysis.tracks]
         self.grid = np.arange(analysis.frames, dtype=np.float32)
         self.captions = [_text_mask(e.label, max(9, h // 28)) for e in self.elements] if captions else None
@@ -261,15 +263,16 @@ class Painter:
             return
         y0, y1 = self.band_y0, self.band_y1
         region = self.buf[:, y0:y1]
-        # a page of BAND_WINDOW_S seconds stands still while the playhead crosses it (a scrolling band
-        # would be motion that no sound makes); played columns are brighter than coming ones
-        page = int(t // BAND_WINDOW_S)
+        # a page stands still while the playhead crosses it (a scrolling band would be motion that no
+        # sound makes); played columns are brighter than coming ones
+        page = int(np.searchsorted(self.page_starts, t + 1e-9, "right")) - 1
+        t0 = float(self.page_starts[page])
         xs, w = self.band_xs, self.w
         if page != self.band_page:
             self.band_page = page
-            self.band_times = (page * BAND_WINDOW_S + xs * (BAND_WINDOW_S / w)) * self.fps - 0.5
+            self.band_times = (t0 + xs * (BAND_WINDOW_S / w)) * self.fps - 0.5
         times = self.band_times
-        head = (t - page * BAND_WINDOW_S) * w / BAND_WINDOW_S
+        head = (t - t0) * w / BAND_WINDOW_S
         shade = np.where(xs < head, np.float32(0.62), np.float32(0.30))
         shade += np.float32(0.8) * np.exp(-((xs - head) / np.float32(w * 0.012)) ** 2)
         n = len(self.envs)
@@ -292,7 +295,6 @@ class Painter:
         region[:, :, xc:xc + 2] += 0.10
         # the page's onsets as small ticks above the band, in each track's colour
         tick_y = max(0, y0 - 5)
-        t0 = page * BAND_WINDOW_S
         for el, st in zip(self.elements, self.states):
             of = st.onset_times
             for o in of[np.searchsorted(of, t0):np.searchsorted(of, t0 + BAND_WINDOW_S)]:
@@ -372,6 +374,18 @@ class Painter:
         col = 0.5 * el.color + 0.5
         for c in range(3):
             self.buf[c, y0c:y1c, x0c:x1c] += m * col[c]
+
+
+def band_pages(hits: np.ndarray, duration: float) -> np.ndarray:
+    """Start times of the band's pages. A page turns on the last hit (sorted onset times, on the frame
+    grid) in its final quarter, so that the turn moves with a sound; with none there, after
+    BAND_WINDOW_S."""
+    starts = [0.0]
+    while starts[-1] + BAND_WINDOW_S < duration:
+        s = starts[-1]
+        i0, i1 = np.searchsorted(hits, [s + 0.75 * BAND_WINDOW_S, s + BAND_WINDOW_S], "right")
+        starts.append(float(hits[i1 - 1]) if i1 > i0 else s + BAND_WINDOW_S)
+    return np.asarray(starts)
 
 
 def _text_mask(text: str, size: int) -> np.ndarray | None:
