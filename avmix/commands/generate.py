@@ -112,8 +112,7 @@ def register(app: typer.Typer) -> None:
             help="Also write each source as it sits in the mix (with --no-limit they sum to it).")] = None,
         overwrite: c.OverwriteOpt = False, as_json: c.JsonOpt = False, quiet: c.QuietOpt = False,
     ) -> None:
-        """Make a sounding video: compose the tracks, analyse them, render a picture that follows each
-        track, and mux it with the audio.
+        """Make a sounding video: compose, analyse, draw a picture that follows each track, mux.
 
         [bold]Examples[/bold]
 
