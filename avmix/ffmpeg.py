@@ -195,6 +195,7 @@ class VideoStream:
     width: int
     height: int
     fps: float | None
+    pix_fmt: str = ""  # e.g. yuv420p, yuv420p10le ("" when ffmpeg does not say)
 
 
 @dataclass
@@ -236,8 +237,9 @@ def parse_info(path: str, stderr: str) -> MediaInfo:
         vm = re.search(r"Video: ([^,\s]+).*?, (\d{1,5})x(\d{1,5})", line)
         if vm and info.video is None and "attached pic" not in line:
             fm = re.search(r"([\d.]+) fps", line) or re.search(r"([\d.]+) tbr", line)
+            pm = re.search(r"Video: [^,]+, ([a-z][a-z0-9_]*)", line)  # the field after the codec
             info.video = VideoStream(codec=vm.group(1), width=int(vm.group(2)), height=int(vm.group(3)),
-                                     fps=float(fm.group(1)) if fm else None)
+                                     fps=float(fm.group(1)) if fm else None, pix_fmt=pm.group(1) if pm else "")
     return info
 
 

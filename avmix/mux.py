@@ -118,9 +118,8 @@ def render(video: str | os.PathLike, audio: str | os.PathLike, output: str | os.
     vin = ffmpeg_python.input(ffargs.slot(0), **vin_opts)
     ain = ffmpeg_python.input(ffargs.slot(1))
 
-    stream_line = next((s for s in vinfo.streams if "Video:" in s), "")
     copy = (vcodec == "libx264" and vinfo.video.codec == "h264" and method == "as-is"
-            and re.search(r"\byuv420p(?![0-9a-z])", stream_line) is not None)  # not yuv420p10le
+            and vinfo.video.pix_fmt == "yuv420p")  # not yuv420p10le
     v = vin["v:0"]
     if not copy:
         if method == "hold":
