@@ -228,56 +228,26 @@ def _read_audio(path: str | os.PathLike, seconds: float) -> np.ndarray:
 # ---------------------------------------------------------------------------------- work directory
 
 
-def _find_layout(obj: Any, depth: int = 0) -> Any:
-    """The first value stored under a ``layout`` key anywhere in a manifest."""
-    if depth > 6:
-        return None
-    if isinstance(obj, dict):
-        if "layout" in obj and obj["layout"]:
-            return obj["layout"]
-        for v in obj.values():
-            found = _find_layout(v, depth + 1)
-            if found is not None:
-                return found
-    elif isinstance(obj, list):
-        for v in obj:
-            found = _find_layout(v, depth + 1)
-            if found is not None:
-                return found
-    return None
-
-
-def _regions(layout: Any) -> list[dict[str, Any]]:
-    """Normalise a recorded layout to [{"index", "label", "box": [x0, y0, x1, y1]}]."""
-    if isinstance(layout, dict):
-        for key in ("tracks", "regions", "layout"):
-            if isinstance(layout.get(key), list):
-                return _regions(layout[key])
-        items = [dict(v, index=int(k)) if isinstance(v, dict) else {"index": int(k), "box": v}
-                 for k, v in layout.items() if str(k).lstrip("-").isdigit()]
-        return _regions(items)
+def _regions(manifest: Any) -> list[dict[str, Any]]:
+    """The per-track boxes a backend recorded in ``manifest["video"]["layout"]`` (the procedural one
+    does), as [{"index", "label", "box": [x0, y0, x1, y1]}]; entries without a 4-number box are skipped."""
+    layout = manifest.get("video", {}).get("layout") if isinstance(manifest, dict) else None
     out = []
-    if isinstance(layout, list):
-        for pos, r in enumerate(layout):
-            if not isinstance(r, dict):
-                continue
-            box = r.get("box") or r.get("bbox") or r.get("rect")
-            if not (isinstance(box, (list, tuple)) and len(box) == 4
-                    and all(isinstance(v, (int, float)) for v in box)):
-                continue
-            idx = r.get("index", pos)
-            out.append({"index": idx if isinstance(idx, int) else pos, "label": str(r.get("label", "")),
-                        "box": [float(v) for v in box]})
+    for pos, r in enumerate(layout if isinstance(layout, list) else []):
+        box = r.get("box") if isinstance(r, dict) else None
+        if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)):
+            continue
+        idx = r.get("index", pos)
+        out.append({"index": idx if isinstance(idx, int) else pos, "label": str(r.get("label", "")),
+                    "box": [float(v) for v in box]})
     return out
 
 
 def _scale_box(box: Sequence[float], src: tuple[int, int], dst: tuple[int, int]) -> tuple[int, int, int, int]:
-    """A box in source pixels (or fractions 0..1) as a box in flow-frame pixels, clipped."""
+    """A box in source pixels as a box in flow-frame pixels, clipped."""
     sw, sh = src
     dw, dh = dst
     x0, y0, x1, y1 = box
-    if max(abs(v) for v in box) <= 1.0:  # fractions of the picture
-        sw, sh = 1.0, 1.0
     fx, fy = dw / sw, dh / sh
     bx0 = int(np.clip(np.floor(min(x0, x1) * fx), 0, dw))
     bx1 = int(np.clip(np.ceil(max(x0, x1) * fx), 0, dw))
@@ -296,7 +266,7 @@ def _workdir_tracks(workdir: Path) -> tuple[list[dict[str, Any]], str | None]:
     if not analysis_path.is_file():
         return [], "no analysis.json in the work directory"
     analysis = Analysis.load(analysis_path)
-    regions = _regions(_find_layout(read_json(manifest_path))) if manifest_path.is_file() else []
+    regions = _regions(read_json(manifest_path)) if manifest_path.is_file() else []
     if not regions:
         return [], "the work directory records no per-track layout"
     by_index = {t.index: t for t in analysis.tracks}
