@@ -336,7 +336,7 @@ def _run(inputs: list[Path], out: Path, work: Path, *, composed: bool, options: 
 
 def _compose(inputs: list[Path], work: Path, *, composed: bool, labels: list[str], opts: dict,
              hashes: list[str], progress: ProgressFn) -> None:
-    from avmix.audio import compose, io
+    from avmix.audio import compose, io, writer
 
     if composed:  # one already-composed file: take its timeline, copy its audio at the timeline's format
         side = paths.sidecar(inputs[0])
@@ -349,8 +349,8 @@ def _compose(inputs: list[Path], work: Path, *, composed: bool, labels: list[str
                 raise InputError(f"source {source.index} changed since the audio was composed", path=source.path,
                                  hint=f"compose {inputs[0]} again")
         audio = io.open_audio(inputs[0])
-        with io.AudioWriter(work / AUDIO, sample_rate=timeline.sample_rate, channels=timeline.channels,
-                            bit_depth=WORK_BIT_DEPTH, frames=timeline.frames) as w:
+        with writer.AudioWriter(work / AUDIO, sample_rate=timeline.sample_rate, channels=timeline.channels,
+                                bit_depth=WORK_BIT_DEPTH, frames=timeline.frames) as w:
             for block in audio.blocks(sample_rate=timeline.sample_rate, channels=timeline.channels,
                                       frames=timeline.frames):
                 w.write(block)
@@ -415,7 +415,7 @@ def _write_stems(timeline: Timeline, work: Path, stems_dir: str, inputs: list[Pa
 
     Existing files are replaced with ``overwrite`` or when this work directory wrote them (a resumed run).
     """
-    from avmix.audio import compose, io
+    from avmix.audio import compose, writer
 
     d = Path(stems_dir)
     if d.exists() and not d.is_dir():
@@ -432,8 +432,8 @@ def _write_stems(timeline: Timeline, work: Path, stems_dir: str, inputs: list[Pa
     man.data["stems_written"] = sorted(ours | set(targets))
     man.save()
     for i, name in enumerate(names):
-        with io.AudioWriter(d / name, sample_rate=timeline.sample_rate, channels=timeline.channels,
-                            bit_depth=WORK_BIT_DEPTH, frames=timeline.frames) as w:
+        with writer.AudioWriter(d / name, sample_rate=timeline.sample_rate, channels=timeline.channels,
+                                bit_depth=WORK_BIT_DEPTH, frames=timeline.frames) as w:
             for block in compose.source_blocks(timeline, i):
                 w.write(block)
     with paths.atomic_path(d / "mix.wav") as tmp:

@@ -74,7 +74,7 @@ def tone(seconds: float = SECONDS, rate: int = RATE, channels: int = 1) -> np.nd
 
 def real_files(d: Path) -> dict[str, bytes]:
     """Bytes of one short valid file per format (made by avmix's own writer)."""
-    from avmix.audio.io import write_audio
+    from avmix.audio.writer import write_audio
 
     d.mkdir(parents=True, exist_ok=True)
     out = {}
@@ -336,7 +336,7 @@ def test_nan_samples_are_silenced_not_spread(run_cli, tmp_path):
 def test_odd_names_work_as_inputs_and_outputs(run_cli, tmp_path, ext):
     """Names that look like options, ffmpeg protocols or filter text are plain files, in and out
     (.mp3 goes through ffmpeg both ways)."""
-    from avmix.audio.io import write_audio
+    from avmix.audio.writer import write_audio
 
     for i, name in enumerate(ODD_NAMES):
         d = tmp_path / f"n{i}"

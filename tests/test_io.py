@@ -1,4 +1,4 @@
-"""avmix.audio.io: every input format, every output format, resampling, channels, stdin/stdout."""
+"""avmix.audio.io and writer: every input format, every output format, resampling, channels, stdin/stdout."""
 from __future__ import annotations
 
 import os
@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 
 from avmix import ffmpeg
-from avmix.audio import io
+from avmix.audio import io, writer
 from avmix.errors import InputError, UsageError
 from conftest import sine, write_wav
 
@@ -187,7 +187,7 @@ def test_channel_reconciliation(tmp_path):
 def test_wav_round_trip(tmp_path, bits, subtype, tol):
     x = tones(0.5, 48000, 2, amp=0.9)
     out = tmp_path / "o.wav"
-    io.write_audio(out, x, 48000, bit_depth=bits)
+    writer.write_audio(out, x, 48000, bit_depth=bits)
     info = sf.info(str(out))
     assert (info.format, info.subtype, info.frames, info.samplerate) == ("WAV", subtype, len(x), 48000)
     y = io.open_audio(out).read()
@@ -197,8 +197,8 @@ def test_wav_round_trip(tmp_path, bits, subtype, tol):
 @pytest.mark.parametrize("bits", [16, 24])
 def test_flac_round_trip_is_lossless(tmp_path, bits):
     x = tones(0.5, 44100, 3, amp=0.9)
-    io.write_audio(tmp_path / "o.wav", x, 44100, bit_depth=bits)
-    io.write_audio(tmp_path / "o.flac", x, 44100, bit_depth=bits)
+    writer.write_audio(tmp_path / "o.wav", x, 44100, bit_depth=bits)
+    writer.write_audio(tmp_path / "o.flac", x, 44100, bit_depth=bits)
     assert sf.info(str(tmp_path / "o.flac")).subtype == f"PCM_{bits}"
     a = io.open_audio(tmp_path / "o.wav").read()
     b = io.open_audio(tmp_path / "o.flac").read()
@@ -207,7 +207,7 @@ def test_flac_round_trip_is_lossless(tmp_path, bits):
 
 def test_integer_outputs_clip_instead_of_wrapping(tmp_path):
     x = np.array([[1.5], [-1.5], [0.999999], [-1.0], [0.5]], np.float32)
-    io.write_audio(tmp_path / "c.wav", x, 48000, bit_depth=16)
+    writer.write_audio(tmp_path / "c.wav", x, 48000, bit_depth=16)
     y, _ = sf.read(str(tmp_path / "c.wav"), dtype="int16")
     assert list(y) == [32767, -32768, 32767, -32768, 16384]
 
@@ -217,7 +217,7 @@ def test_integer_outputs_clip_instead_of_wrapping(tmp_path):
 def test_lossy_round_trip(tmp_path, ext, rate):
     x = tones(1.0, rate, 2)
     out = tmp_path / f"o{ext}"
-    io.write_audio(out, x, rate)
+    writer.write_audio(out, x, rate)
     f = io.open_audio(out)
     expect_rate = 48000 if ext == ".opus" else rate
     assert f.sample_rate == expect_rate and f.channels == 2
@@ -231,12 +231,12 @@ def test_writer_is_atomic(tmp_path):
     out = tmp_path / "keep.wav"
     out.write_bytes(b"old")
     with pytest.raises(RuntimeError):
-        with io.AudioWriter(out, sample_rate=48000, channels=1) as w:
+        with writer.AudioWriter(out, sample_rate=48000, channels=1) as w:
             w.write(np.zeros((1000, 1), np.float32))
             raise RuntimeError("boom")
     assert out.read_bytes() == b"old"
     with pytest.raises(RuntimeError):
-        with io.AudioWriter(tmp_path / "new.mp3", sample_rate=48000, channels=1) as w:
+        with writer.AudioWriter(tmp_path / "new.mp3", sample_rate=48000, channels=1) as w:
             w.write(np.zeros((1000, 1), np.float32))
             raise RuntimeError("boom")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.wav"]
@@ -244,9 +244,9 @@ def test_writer_is_atomic(tmp_path):
 
 def test_unknown_output_extension_is_usage_error(tmp_path):
     with pytest.raises(UsageError, match=r"x\.aif.*unsupported"):
-        io.AudioWriter(tmp_path / "x.aif", sample_rate=48000, channels=2)
+        writer.AudioWriter(tmp_path / "x.aif", sample_rate=48000, channels=2)
     with pytest.raises(UsageError, match="bit depth"):
-        io.AudioWriter(tmp_path / "x.flac", sample_rate=48000, channels=2, bit_depth=32)
+        writer.AudioWriter(tmp_path / "x.flac", sample_rate=48000, channels=2, bit_depth=32)
 
 
 # ------------------------------------------------------------------------------------- stdio
@@ -258,9 +258,10 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 def test_stdin_and_stdout(tmp_path):
     x = tones(0.5, 44100, 2)
     src = write_wav(tmp_path / "a.wav", x, 44100, subtype="PCM_24")
-    code = ("from avmix.audio import io\n"
+    code = ("from avmix.audio import io, writer\n"
             "import sys\nf = io.open_audio('-')\nsys.stderr.write(f.local_path)\n"
-            "with io.AudioWriter('-', sample_rate=48000, channels=1, bit_depth=16, frames=f.target_frames(48000)) as w:\n"
+            "with writer.AudioWriter('-', sample_rate=48000, channels=1, bit_depth=16,"
+            " frames=f.target_frames(48000)) as w:\n"
             "    for b in f.blocks(sample_rate=48000, channels=1): w.write(b)\n")
     with open(src, "rb") as fin:
         out = subprocess.run(PY + [code], stdin=fin, capture_output=True, env=ENV, timeout=60)
@@ -276,8 +277,8 @@ def test_stdin_and_stdout(tmp_path):
 
 
 def test_stdout_unknown_length_header_is_readable(tmp_path):
-    code = ("import numpy as np\nfrom avmix.audio import io\n"
-            "with io.AudioWriter('-', sample_rate=16000, channels=2, bit_depth=24) as w:\n"
+    code = ("import numpy as np\nfrom avmix.audio import writer\n"
+            "with writer.AudioWriter('-', sample_rate=16000, channels=2, bit_depth=24) as w:\n"
             "    w.write(np.full((4000, 2), 0.25, np.float32))\n")
     out = subprocess.run(PY + [code], capture_output=True, env=ENV, timeout=60)
     assert out.returncode == 0, out.stderr
@@ -370,7 +371,7 @@ def test_block_reading_memory_is_flat(tmp_path):
                                              (".ogg", 96000, 96000), (".opus", 22050, 48000)])
 def test_lossy_outputs_at_rates_their_codecs_refuse(tmp_path, ext, rate, expect):
     x = tones(0.3, rate, 1)
-    io.write_audio(tmp_path / f"o{ext}", x, rate)
+    writer.write_audio(tmp_path / f"o{ext}", x, rate)
     f = io.open_audio(tmp_path / f"o{ext}")
     assert f.sample_rate == expect
     assert abs(f.target_frames(rate) - len(x)) <= 2048 * rate // expect
@@ -378,18 +379,18 @@ def test_lossy_outputs_at_rates_their_codecs_refuse(tmp_path, ext, rate, expect)
 
 def test_mp3_refuses_more_than_two_channels(tmp_path):
     with pytest.raises(UsageError, match="mp3 holds at most 2 channels"):
-        io.AudioWriter(tmp_path / "o.mp3", sample_rate=48000, channels=6)
-    io.write_audio(tmp_path / "o.m4a", tones(0.3, 48000, 6), 48000)  # aac takes 5.1
+        writer.AudioWriter(tmp_path / "o.mp3", sample_rate=48000, channels=6)
+    writer.write_audio(tmp_path / "o.m4a", tones(0.3, 48000, 6), 48000)  # aac takes 5.1
     assert io.open_audio(tmp_path / "o.m4a").channels == 6
 
 
 def test_wav_header_becomes_rf64_past_4_gib():
     import io as pyio
     import struct
-    buf = pyio.BytesIO(io._wav_header(48000, 2, 24, None, junk=True))
+    buf = pyio.BytesIO(writer._wav_header(48000, 2, 24, None, junk=True))
     assert len(buf.getvalue()) == 80 and buf.getvalue()[12:16] == b"JUNK"
     big = 5 * 2 ** 30 // 6 * 6
-    io._patch_wav(buf, big, big // 6)
+    writer._patch_wav(buf, big, big // 6)
     h = buf.getvalue()
     assert h[:4] == b"RF64" and h[12:16] == b"ds64"
     riff, data, frames = struct.unpack("<QQQ", h[20:44])

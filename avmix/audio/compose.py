@@ -26,8 +26,9 @@ import numpy as np
 
 from avmix import paths
 from avmix.audio import dynamics
-from avmix.audio.io import AudioFile, AudioWriter, _rechunk, open_audio
+from avmix.audio.io import AudioFile, _rechunk, open_audio
 from avmix.audio.loudness import LoudnessMeter, peak_dbfs
+from avmix.audio.writer import AudioWriter
 from avmix.errors import UsageError
 from avmix.progress import ProgressFn, note, report
 from avmix.timeline import Duck, Source, Timeline, file_hash

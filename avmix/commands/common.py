@@ -111,7 +111,7 @@ def check_inputs(inputs: list[str], *, at_least: int = 1) -> list[str]:
 
 def check_output_format(output: str, *, as_json: bool = False) -> None:
     """An unsupported extension, or --json together with -o -, is a usage error (before any work)."""
-    from avmix.audio.io import supported_output  # io pulls numpy/soundfile: only when used
+    from avmix.audio.writer import supported_output  # writer pulls numpy/soundfile: only when used
 
     supported_output(output)
     if as_json and output == "-":

@@ -1,0 +1,280 @@
+"""Reading a jobs file for :mod:`avmix.batch`: one ``generate`` job per row, checked before anything runs.
+
+Jobs file, one job per row:
+
+* JSONL (``.jsonl``/``.ndjson``/``.json``, or any file whose first character is ``{``): one JSON
+  object per line; blank lines and lines starting with ``#`` are skipped.
+* CSV: a header row naming the fields; list fields (``inputs``, ``labels``, ``gains``, ...) hold
+  their items separated by ``;`` (:data:`LIST_SEP`); an empty cell means "not given".
+
+Fields: ``inputs`` (list of paths, relative to the jobs file), ``output`` (a file name inside OUTDIR,
+sub-directories allowed; an absolute path, ``..`` or a symlink leading out of OUTDIR fails that job),
+and any option of :func:`avmix.pipeline.generate` by its long name, with ``-`` or ``_``
+(``"size": "640x360"``, ``"backend": "procedural"``, ``"at": 1.5``, ``"label"``/``"labels"``,
+``"no-limit": true``). Output-side paths (``workdir``, ``preview``, ``stems``) are inside OUTDIR like
+``output``. A malformed file (bad JSON, missing ``inputs``/``output``, a value of the wrong type) is
+rejected as a whole before anything runs (UsageError naming the file and line); an option that
+``generate`` does not know fails only that job.
+"""
+from __future__ import annotations
+
+import csv
+import inspect
+import io
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from avmix.errors import UsageError
+from avmix.paths import read_text
+
+LIST_SEP = ";"
+RECORD_SUFFIX = ".job.json"
+SUMMARY_NAME = "batch.json"
+ALIASES = {"label": "labels", "gain": "gains"}
+# Options batch sets itself: not allowed in a jobs file.
+MANAGED = {"inputs", "output", "overwrite", "progress", "quiet"}
+OUTPUT_PATH_OPTIONS = {"workdir", "preview", "stems"}
+SIZE_RE = re.compile(r"^\s*(\d{1,6})\s*[xX]\s*(\d{1,6})\s*$")
+
+
+@dataclass
+class Job:
+    """One row of the jobs file, checked and with paths made absolute."""
+
+    index: int
+    line: int
+    output: str  # as written in the jobs file
+    inputs: list[str] = field(default_factory=list)
+    options: dict[str, Any] = field(default_factory=dict)
+    target: str = ""  # absolute output path
+    error: str | None = None  # this job fails without running (unknown option, escaping output)
+
+
+# ------------------------------------------------------------------------------- generate options
+
+
+def _generate_params(generate: Callable | None = None) -> tuple[dict[str, inspect.Parameter], bool]:
+    """generate()'s keyword parameters (minus the ones batch manages) and whether it takes **kwargs."""
+    if generate is None:
+        from avmix.pipeline import generate
+
+    params, var_kw = {}, False
+    for name, p in inspect.signature(generate).parameters.items():
+        if p.kind == p.VAR_KEYWORD:
+            var_kw = True
+        elif p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and name not in MANAGED:
+            params[name] = p
+    return params, var_kw
+
+
+def _kind(p: inspect.Parameter | None) -> str:
+    """'bool', 'int', 'float', 'str', 'size', 'list' or 'any', from the annotation, else the default."""
+    if p is None:
+        return "any"
+    if p.name == "size":
+        return "size"
+    ann = p.annotation
+    ann = "" if ann is inspect.Parameter.empty else (ann if isinstance(ann, str) else str(ann))
+    ann = ann.replace("typing.", "").lower()
+    if m := re.search(r"\b(?:list|sequence|tuple)\[(\w+)", ann):
+        return "list:str" if m.group(1) == "str" else "list:num" if m.group(1) in ("float", "int") else "list"
+    for key, kind in (("list", "list"), ("sequence", "list"), ("tuple", "list"), ("bool", "bool"),
+                      ("float", "float"), ("int", "int"), ("str", "str")):
+        if re.search(rf"\b{key}\b", ann):
+            return kind
+    d = p.default
+    for typ, kind in ((bool, "bool"), (int, "int"), (float, "float"), (str, "str"), ((list, tuple), "list")):
+        if isinstance(d, typ):
+            return kind
+    return "any"
+
+
+def _parse_scalar(text: str, kind: str) -> Any:
+    t = text.strip()
+    if kind == "bool":
+        low = t.lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"expected true/false, got {text!r}")
+    if kind == "int":
+        return int(t)
+    if kind == "float":
+        return float(t)
+    try:  # "any" / list items: numbers stay numbers
+        return float(t) if re.fullmatch(r"[-+]?\d*\.?\d+(e[-+]?\d+)?", t, re.I) else t
+    except ValueError:
+        return t
+
+
+def _coerce(name: str, value: Any, kind: str, from_csv: bool) -> Any:
+    """A jobs-file value as the type generate() takes; ValueError says what is wrong."""
+    if kind == "size":
+        if isinstance(value, str) and (m := SIZE_RE.match(value)):
+            return (int(m.group(1)), int(m.group(2)))
+        if (isinstance(value, (list, tuple)) and len(value) == 2
+                and all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
+            return (value[0], value[1])
+        raise ValueError(f"expected WxH such as \"640x360\", got {value!r}")
+    if from_csv:
+        if kind.startswith("list"):
+            items = [v.strip() for v in value.split(LIST_SEP) if v.strip()]
+            return items if kind == "list:str" else [_parse_scalar(v, "float" if kind == "list:num" else "any")
+                                                     for v in items]
+        return _parse_scalar(value, kind) if kind != "str" else value
+    if kind == "bool" and not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {value!r}")
+    if kind == "int" and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ValueError(f"expected an integer, got {value!r}")
+    if kind == "float" and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise ValueError(f"expected a number, got {value!r}")
+    if kind == "str" and not isinstance(value, str):
+        raise ValueError(f"expected a string, got {value!r}")
+    if kind.startswith("list"):
+        if not isinstance(value, list):
+            raise ValueError(f"expected a list, got {value!r}")
+        if kind == "list:str" and not all(isinstance(v, str) for v in value):
+            raise ValueError(f"expected a list of strings, got {value!r}")
+        if kind == "list:num" and not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            raise ValueError(f"expected a list of numbers, got {value!r}")
+    return value
+
+
+def _option_name(key: str) -> str:
+    name = key.strip().lstrip("-").lower().replace("-", "_")
+    return ALIASES.get(name, name)
+
+
+# ------------------------------------------------------------------------------------ jobs file
+
+
+def _rows(path: Path, text: str) -> list[tuple[int, dict[str, Any], bool]]:
+    """(line, raw fields, from_csv) for every job row; UsageError for a malformed file."""
+    stripped = text.lstrip("\ufeff \t\r\n")
+    if path.suffix.lower() in (".jsonl", ".ndjson", ".json") or stripped.startswith("{"):
+        rows = []
+        for n, line in enumerate(text.splitlines(), 1):
+            s = line.strip().lstrip("\ufeff")
+            if not s or s.startswith("#"):
+                continue
+            try:
+                obj = json.loads(s)
+            except (json.JSONDecodeError, RecursionError) as e:
+                raise UsageError(f"line {n}: invalid JSON ({getattr(e, 'msg', 'nested too deeply')})",
+                                 path=path) from None
+            if not isinstance(obj, dict):
+                raise UsageError(f"line {n}: expected a JSON object, got {type(obj).__name__}", path=path)
+            rows.append((n, obj, False))
+        return rows
+    reader = csv.reader(io.StringIO(text.lstrip("\ufeff")))
+    try:
+        header = next(reader, None)
+        if not header:
+            return []
+        names = [h.strip() for h in header]
+        rows = []
+        for cells in reader:
+            n = reader.line_num
+            if not any(c.strip() for c in cells):
+                continue
+            if len(cells) > len(names):
+                raise UsageError(f"line {n}: {len(cells)} fields but the header has {len(names)}", path=path)
+            rows.append((n, {k: v for k, v in zip(names, cells) if k and v.strip()}, True))
+    except csv.Error as e:
+        raise UsageError(f"line {reader.line_num}: bad CSV ({e})", path=path) from None
+    return rows
+
+
+def _safe_output(outdir: Path, name: str, what: str = "output") -> Path:
+    """``outdir/name`` if it stays inside ``outdir`` (symlinks followed); ValueError otherwise."""
+    if "\x00" in name:
+        raise ValueError("output name contains a NUL byte")
+    if os.path.isabs(name) or name.startswith(("\\", "/")) or re.match(r"^[A-Za-z]:", name):
+        raise ValueError(f"{what} {name!r} is an absolute path; give a file name inside the output directory")
+    parts = re.split(r"[\\/]+", name)
+    if ".." in parts:
+        raise ValueError(f"{what} {name!r} leads out of the output directory ('..')")
+    if not name.strip() or name.endswith(("/", "\\")) or parts[-1] in ("", "."):
+        raise ValueError(f"{what} {name!r} is not a file name")
+    root = os.path.realpath(outdir)
+    real = os.path.realpath(os.path.join(root, name))
+    if not real.startswith(root + os.sep):
+        raise ValueError(f"{what} {name!r} leads out of the output directory (through a symlink)")
+    if os.path.basename(real) == SUMMARY_NAME or real.endswith(RECORD_SUFFIX):
+        raise ValueError(f"{what} {name!r} is a name batch uses for its own records")
+    return Path(root) / name
+
+
+def read_jobs(jobs_file: str | os.PathLike, outdir: str | os.PathLike, *,
+              generate: Callable | None = None) -> list[Job]:
+    """Parse and check a jobs file. Raises InputError (unreadable) or UsageError (malformed)."""
+    path = Path(jobs_file)
+    text = read_text(path, "jobs")
+    base, out = path.resolve().parent, Path(outdir)
+    params, var_kw = _generate_params(generate)
+    jobs: list[Job] = []
+    seen: dict[str, int] = {}
+    for line, raw, from_csv in _rows(path, text):
+        where = f"line {line}"
+        fields = {_option_name(k): v for k, v in raw.items() if isinstance(k, str)}
+        inputs = fields.pop("inputs", fields.pop("input", None))
+        output = fields.pop("output", None)
+        if inputs is None:
+            raise UsageError(f"{where}: missing 'inputs'", path=path)
+        if output is None:
+            raise UsageError(f"{where}: missing 'output'", path=path)
+        if from_csv:
+            inputs = [s.strip() for s in inputs.split(LIST_SEP) if s.strip()]
+        elif isinstance(inputs, str):
+            inputs = [inputs]
+        if (not isinstance(inputs, list) or not inputs
+                or not all(isinstance(s, str) and s.strip() for s in inputs)):
+            raise UsageError(f"{where}: 'inputs' must be a non-empty list of file names", path=path)
+        if not isinstance(output, str) or not output.strip():
+            raise UsageError(f"{where}: 'output' must be a file name", path=path)
+        job = Job(index=len(jobs), line=line, output=output,
+                  inputs=[os.fspath(base / os.path.expanduser(s)) for s in inputs])
+        try:
+            job.target = os.fspath(_safe_output(out, output))
+        except ValueError as e:
+            job.error = str(e)
+        if job.target and job.target in seen:
+            job.error = f"same output as the job on line {seen[job.target]}"
+        elif job.target:
+            seen[job.target] = line
+        for name, value in fields.items():
+            if name.startswith("no_") and name[3:] in params and _kind(params[name[3:]]) == "bool":
+                try:
+                    flag = _coerce(name, value, "bool", from_csv)
+                except ValueError as e:
+                    raise UsageError(f"{where}: option {name!r}: {e}", path=path) from None
+                job.options[name[3:]] = not flag
+                continue
+            if name in MANAGED:
+                job.error = job.error or f"option {name!r} is set by batch itself and cannot be given per job"
+                continue
+            if value is None:  # null: the default
+                continue
+            if name not in params and not var_kw:
+                job.error = job.error or f"unknown option {name!r} (not an option of avmix generate)"
+                continue
+            try:
+                value = _coerce(name, value, _kind(params.get(name)), from_csv)
+            except ValueError as e:
+                raise UsageError(f"{where}: option {name!r}: {e}", path=path) from None
+            if name in OUTPUT_PATH_OPTIONS and isinstance(value, str):
+                try:
+                    value = os.fspath(_safe_output(out, value, name))
+                except ValueError as e:
+                    job.error = job.error or str(e)
+                    continue
+            job.options[name] = value
+        jobs.append(job)
+    if not jobs:
+        raise UsageError("no jobs in the file", path=path)
+    return jobs
