@@ -336,7 +336,7 @@ def _run(inputs: list[Path], out: Path, work: Path, *, composed: bool, options: 
 
 def _compose(inputs: list[Path], work: Path, *, composed: bool, labels: list[str], opts: dict,
              hashes: list[str], progress: ProgressFn) -> None:
-    from avmix.audio import compose, io, writer
+    from avmix.audio import compose, io, plan, writer
 
     if composed:  # one already-composed file: take its timeline, copy its audio at the timeline's format
         side = paths.sidecar(inputs[0])
@@ -358,20 +358,15 @@ def _compose(inputs: list[Path], work: Path, *, composed: bool, labels: list[str
         timeline.save(work / TIMELINE)
         return
     files = [io.open_audio(p) for p in inputs]
-    settings = compose.Settings(sample_rate=opts["sample_rate"], channels=opts["channels"], gains=list(opts["gains"]),
-                                normalize=opts["normalize"], target=opts["target"], limit=opts["limit"],
-                                ceiling=opts["ceiling"], fade_in=opts["fade_in"], fade_out=opts["fade_out"],
-                                labels=labels)
-    if opts["mode"] == "mix":
-        plan = compose.plan_mix(files, duration=opts["duration"], match_loudness=opts["match_loudness"],
-                                settings=settings)
-    elif opts["mode"] == "concat":
-        plan = compose.plan_concat(files, crossfade=opts["crossfade"], curve=opts["curve"], gap=opts["gap"],
-                                   trim_silence=opts["trim_silence"], settings=settings)
-    else:
-        plan = compose.plan_overlay(files[0], files[1], at=opts["at"], loop=opts["loop"], duck_db=opts["duck"],
-                                    settings=settings)
-    timeline = compose.render(plan, work / AUDIO, bit_depth=WORK_BIT_DEPTH, progress=progress)
+    settings = plan.Settings(sample_rate=opts["sample_rate"], channels=opts["channels"], gains=list(opts["gains"]),
+                             normalize=opts["normalize"], target=opts["target"], limit=opts["limit"],
+                             ceiling=opts["ceiling"], fade_in=opts["fade_in"], fade_out=opts["fade_out"],
+                             labels=labels)
+    options = {"mix": {k: opts[k] for k in ("duration", "match_loudness")},
+               "concat": {k: opts[k] for k in ("crossfade", "curve", "gap", "trim_silence")},
+               "overlay": {"at": opts["at"], "loop": opts["loop"], "duck_db": opts["duck"]}}
+    planned = plan.plan(opts["mode"], files, settings=settings, **options.get(opts["mode"], {}))
+    timeline = compose.render(planned, work / AUDIO, bit_depth=WORK_BIT_DEPTH, progress=progress)
     for source, h in zip(timeline.sources, hashes):  # hashed once already, for the manifest
         source.hash = h
     timeline.save(work / TIMELINE)

@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 from scipy.signal import resample_poly
 
-from avmix.audio import compose
+from avmix.audio import compose, plan
 from avmix.audio.io import open_audio
 from avmix.audio.loudness import integrated_loudness
 from avmix.errors import OutputError, UsageError
@@ -377,7 +377,7 @@ def test_bad_overlay_numbers(tmp_path, wav, kw):
 def test_plan_is_pure_arithmetic(tmp_path, wav):
     a = open_audio(wav("a.wav", noise(1.0)))
     b = open_audio(wav("b.wav", noise(0.5, sr=44100), sr=44100))
-    tl = compose.plan_concat([a, b, a], crossfade=0.1, gap=0.0, settings=compose.Settings())
+    tl = plan.plan_concat([a, b, a], crossfade=0.1, gap=0.0, settings=plan.Settings())
     assert [s.start_sample for s in tl.sources] == [0, 48000 - 4800, 48000 - 4800 + 24000 - 4800]
     assert tl.frames == 48000 * 2 + 24000 - 2 * 4800
     assert tl.sources[1].fade_in == tl.sources[1].fade_out == 0.1 and tl.sources[0].fade_in == 0
