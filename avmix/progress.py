@@ -8,6 +8,8 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Callable, Optional
 
+from avmix import signals
+
 if TYPE_CHECKING:  # pragma: no cover
     from rich.console import Console
     from rich.progress import Progress
@@ -26,6 +28,7 @@ def _console() -> "Console":
 
 
 def report(progress: ProgressFn, stage: str, done: float, total: float) -> None:
+    signals.check()  # a checkpoint of every long loop: a swallowed Ctrl-C still stops the run
     if progress is not None:
         progress(stage, done, total)
 

@@ -18,10 +18,15 @@ def handling(handler: Callable, signals=STOPS) -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    global _depth
     old = {s: signal.signal(s, handler) for s in signals}
+    _depth += handler is _raise
     try:
         yield
     finally:
+        _depth -= handler is _raise
+        if not _depth:
+            _raised.clear()
         _restore(old)
 
 
@@ -40,10 +45,24 @@ def _restore(old: dict) -> None:
         raise caught
 
 
+# stop signals that _raise turned into exceptions inside the handling(_raise) blocks still open
+_raised: list[int] = []
+_depth = 0
+
+
 def _raise(signum, frame) -> None:
+    _raised.append(signum)
     if signum == signal.SIGTERM:
         raise Terminated
     raise KeyboardInterrupt
+
+
+def check() -> None:
+    """Raise again a stop signal whose exception was swallowed: one raised inside a cffi callback or a
+    finalizer is printed and dropped, and the run would go on as if never stopped. Called at every
+    progress report (main thread only; elsewhere signals never raise)."""
+    if _raised and threading.current_thread() is threading.main_thread():
+        _raise(_raised[-1], None)
 
 
 def sigterm_as_interrupt() -> contextlib.AbstractContextManager:

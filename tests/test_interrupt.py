@@ -286,6 +286,22 @@ def test_signal_while_handlers_are_restored_restores_them_all(monkeypatch):
     assert {s: signal.getsignal(s) for s in signals.STOPS} == before
 
 
+def test_swallowed_interrupt_stops_the_run_at_the_next_progress_report():
+    """A KeyboardInterrupt raised inside a cffi callback or a finalizer is printed and dropped; the
+    run must still stop, at its next progress report, not finish as if never interrupted."""
+    from avmix import signals
+    from avmix.progress import report
+
+    with signals.handling(signals._raise):
+        try:
+            signals._raise(signal.SIGINT, None)
+        except KeyboardInterrupt:
+            pass  # what cffi does with an exception in a callback
+        with pytest.raises(KeyboardInterrupt):
+            report(None, "mix", 1, 2)
+    report(None, "mix", 2, 2)  # once the handling block is left, nothing is pending
+
+
 def test_batch_interrupted_then_resumed(tmp_path):
     """Ctrl-C to `avmix batch` (its pool workers and their ffmpeg are stopped by avmix) while jobs
     render: no output, no temp file, nothing left running; the rerun completes every job."""
