@@ -231,7 +231,8 @@ def _read_audio(path: str | os.PathLike, seconds: float) -> np.ndarray:
 def _regions(manifest: Any) -> list[dict[str, Any]]:
     """The per-track boxes a backend recorded in ``manifest["video"]["layout"]`` (the procedural one
     does), as [{"index", "label", "box": [x0, y0, x1, y1]}]; entries without a 4-number box are skipped."""
-    layout = manifest.get("video", {}).get("layout") if isinstance(manifest, dict) else None
+    video = manifest.get("video") if isinstance(manifest, dict) else None
+    layout = video.get("layout") if isinstance(video, dict) else None
     out = []
     for pos, r in enumerate(layout if isinstance(layout, list) else []):
         box = r.get("box") if isinstance(r, dict) else None

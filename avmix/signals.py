@@ -19,15 +19,19 @@ def handling(handler: Callable, signals=STOPS) -> Iterator[None]:
         yield
         return
     global _depth
-    old = {s: signal.signal(s, handler) for s in signals}
+    old: dict = {}
     _depth += handler is _raise
     try:
+        for s in signals:
+            old[s] = signal.signal(s, handler)
         yield
     finally:
-        _depth -= handler is _raise
-        if not _depth:
-            _raised.clear()
-        _restore(old)
+        try:
+            _restore(old)
+        finally:
+            _depth -= handler is _raise
+            if not _depth:
+                _raised.clear()
 
 
 def _restore(old: dict) -> None:
@@ -61,8 +65,8 @@ def check() -> None:
     """Raise again a stop signal whose exception was swallowed: one raised inside a cffi callback or a
     finalizer is printed and dropped, and the run would go on as if never stopped. Called at every
     progress report (main thread only; elsewhere signals never raise)."""
-    if _raised and threading.current_thread() is threading.main_thread():
-        _raise(_raised[-1], None)
+    if _raised and _depth and threading.current_thread() is threading.main_thread():
+        raise Terminated if _raised[-1] == signal.SIGTERM else KeyboardInterrupt
 
 
 def sigterm_as_interrupt() -> contextlib.AbstractContextManager:

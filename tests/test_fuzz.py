@@ -670,7 +670,7 @@ def test_fuzzed_work_directory_through_score(run_cli, tmp_path):
         wd.mkdir()
         (wd / "analysis.json").write_text(text)
         (wd / "manifest.json").write_text(json.dumps(mutate(rng, {"schema": "avmix.manifest/1", "video": {
-            "layout": {"tracks": [{"index": 0, "label": "a", "box": [0, 0, 16, 16]}]}}})))
+            "layout": [{"index": 0, "label": "a", "box": [0, 0, 16, 16]}]}})))
         (wd / "timeline.json").write_text(json.dumps(mutate(rng, valid_timeline(str(tmp_path / "nope.wav")))))
         r = run_cli("score", video, "--audio", video, "--workdir", wd, "--json")
         if r.code != 0:

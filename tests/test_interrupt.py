@@ -300,6 +300,9 @@ def test_swallowed_interrupt_stops_the_run_at_the_next_progress_report():
         with pytest.raises(KeyboardInterrupt):
             report(None, "mix", 1, 2)
     report(None, "mix", 2, 2)  # once the handling block is left, nothing is pending
+    signals._raised.append(signal.SIGTERM)  # as if SIGTERM landed while the handlers were put back
+    report(None, "mix", 2, 2)  # outside every handling(_raise) block a record stops nothing
+    signals._raised.clear()
 
 
 def test_batch_interrupted_then_resumed(tmp_path):

@@ -156,6 +156,10 @@ def test_per_track_from_workdir(media, tmp_path):
     r2 = score(media["aligned"], audio=media["wav"], workdir=wd)
     assert r2["per_track"] is None and "layout" in r2["per_track_note"]
     assert r2["av_align"] == r["av_align"]
+    for damaged in ({"video": None}, {"video": ["x"]}, {"video": {"layout": "x"}}, ["x"]):
+        (wd / "manifest.json").write_text(json.dumps(damaged))
+        r3 = score(media["aligned"], audio=media["wav"], workdir=wd)
+        assert r3["per_track"] is None and r3["av_align"] == r["av_align"], damaged
 
 
 def test_procedural_generate_per_track(tmp_path, run_cli):
