@@ -1,8 +1,10 @@
 """Finding and running the ffmpeg binary, and reading media info without ffprobe.
 
 The binary is ``$AVMIX_FFMPEG``, else ``ffmpeg`` on PATH, else the one in the imageio-ffmpeg wheel,
-so no system package is needed. Commands are lists (never a shell) and every path goes through
-:func:`url`, so a file name can never be read as an option, a protocol or filter text.
+so no system package is needed. Callers build their commands with ffmpeg-python (see ``ffargs``); the
+probe, ``ffmpeg -i FILE`` with no output, is the one list written here, since ffmpeg-python always
+adds an output. Commands are lists (never a shell) and every path goes through :func:`url`, so a file
+name can never be read as an option, a protocol or filter text.
 """
 from __future__ import annotations
 

@@ -14,8 +14,6 @@ from conftest import sine, write_wav
 
 FF = ffmpeg.executable()
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.skipif(not (ROOT / "avmix" / "audio" / "compose.py").exists(),
-                                reason="avmix/audio/compose.py not written yet")
 
 
 def ff(*args: str) -> None:
@@ -27,12 +25,14 @@ def good(tmp_path) -> Path:
     return write_wav(tmp_path / "good.wav", sine(440, 1.0, 48000, 2), subtype="PCM_16")
 
 
-def check_failed(r, *, code: int, name: str, what: str, out_dir: Path, before: set[str]) -> None:
+def check_failed(r, *, code: int, name: str | None, what: str, out_dir: Path, before: set[str]) -> None:
+    """``name``: the file the one-line error must be about (``<name>: <what>``); None for option errors."""
     assert r.code == code, (r.code, r.err)
     lines = r.err.strip().splitlines()
     assert lines, "no error message"
     assert lines[0].startswith("avmix: error: "), r.err
-    assert name in lines[0] and what in lines[0].lower(), r.err
+    assert name is None or (name and f"{name}: " in lines[0]), r.err
+    assert what in lines[0].lower(), r.err
     assert all(ln.startswith("avmix: hint: ") for ln in lines[1:]) and len(lines) <= 2, r.err
     assert "Traceback" not in r.err and r.out == ""
     assert set(os.listdir(out_dir)) == before, "an output or temp file was left behind"
@@ -42,7 +42,7 @@ def make_bad(kind: str, d: Path, good: Path) -> Path:
     p = d / {"text": "notes.wav", "image": "photo.wav", "video": "silent.mp4", "empty": "empty.wav",
              "dir": "folder.wav", "missing": "missing.wav", "trunc_wav": "cut.wav", "trunc_flac": "cut.flac",
              "trunc_mp3": "cut.mp3", "corrupt_mp3": "broken.mp3", "zero_len": "nothing.wav",
-             "junk": "junk.ogg"}[kind]
+             "junk": "junk.ogg", "corrupt_flac": "broken.flac", "trunc_aiff": "cut.aiff"}[kind]
     if kind == "text":
         p.write_text("this is a text file, not audio\n" * 50)
     elif kind == "image":
@@ -72,6 +72,18 @@ def make_bad(kind: str, d: Path, good: Path) -> Path:
             mid = len(data) // 2
             data[mid:mid + 4000] = rng.integers(0, 256, 4000, dtype=np.uint8).tobytes()
         p.write_bytes(bytes(data))
+    elif kind == "corrupt_flac":  # valid header, first and last frames; 3 KB of noise in the middle
+        full = d / "full.flac"
+        ff("-f", "lavfi", "-i", "sine=f=440:d=3:r=48000", "-ac", "2", str(full))
+        data = bytearray(full.read_bytes())
+        full.unlink()
+        mid = len(data) // 2
+        data[mid:mid + 3000] = np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8).tobytes()
+        p.write_bytes(bytes(data))
+    elif kind == "trunc_aiff":
+        full = write_wav(d / "full.aiff", sine(440, 1.0, 48000, 2), subtype="PCM_16")
+        p.write_bytes(full.read_bytes()[:full.stat().st_size // 3])
+        full.unlink()
     elif kind == "zero_len":
         write_wav(p, np.zeros((0, 2), np.float32))
     elif kind == "junk":
@@ -90,6 +102,8 @@ BAD = [
     ("trunc_flac", "truncated"),
     ("trunc_mp3", "truncated"),
     ("corrupt_mp3", "corrupt"),
+    ("corrupt_flac", "corrupt flac audio data"),
+    ("trunc_aiff", "truncated aiff"),
     ("zero_len", "no audio"),
     ("junk", "not an audio file"),
 ]
@@ -164,19 +178,40 @@ def test_bad_input_leaves_existing_output_unchanged(run_cli, tmp_path, good):
 def test_negative_or_absurd_numbers(run_cli, tmp_path, good, args, what):
     before = set(os.listdir(tmp_path))
     r = run_cli("mix", good, good, "-o", tmp_path / "out.wav", *args)
-    check_failed(r, code=2, name="", what=what, out_dir=tmp_path, before=before)
+    check_failed(r, code=2, name=None, what=what, out_dir=tmp_path, before=before)
 
 
-def test_offset_past_the_end(run_cli, tmp_path, good):
+@pytest.fixture
+def long(tmp_path) -> Path:
+    return write_wav(tmp_path / "long.wav", sine(330, 3.0, 48000, 2), subtype="PCM_16")
+
+
+def test_offset_past_the_end(run_cli, tmp_path, good, long):
     before = set(os.listdir(tmp_path))
-    r = run_cli("overlay", good, good, "--at", "5", "-o", tmp_path / "out.wav")
-    check_failed(r, code=2, name="", what="past the end", out_dir=tmp_path, before=before)
+    r = run_cli("overlay", good, long, "--at", "5", "-o", tmp_path / "out.wav")  # good.wav is the 1 s base
+    check_failed(r, code=2, name=str(good), what="past the end", out_dir=tmp_path, before=before)
+    assert "long.wav" not in r.err
 
 
-def test_crossfade_longer_than_a_track(run_cli, tmp_path, good):
+def test_crossfade_longer_than_a_track(run_cli, tmp_path, good, long):
     before = set(os.listdir(tmp_path))
-    r = run_cli("concat", good, good, "--crossfade", "2", "-o", tmp_path / "out.wav")
-    check_failed(r, code=2, name="", what="crossfade", out_dir=tmp_path, before=before)
+    r = run_cli("concat", long, good, "--crossfade", "2", "-o", tmp_path / "out.wav")  # 2 s > good.wav's 1 s
+    check_failed(r, code=2, name=str(good), what="crossfade", out_dir=tmp_path, before=before)
+    assert "long.wav" not in r.err
+
+
+def test_corrupt_flac_fails_mid_write_and_removes_the_temp_output(run_cli, tmp_path, good, monkeypatch):
+    from avmix import paths
+    made: list[Path] = []
+    real = paths._create_temp
+    monkeypatch.setattr(paths, "_create_temp", lambda *a, **k: made.append(real(*a, **k)) or made[-1])
+    bad = make_bad("corrupt_flac", tmp_path, good)
+    before = set(os.listdir(tmp_path))
+    r = run_cli("mix", good, bad, "-o", tmp_path / "out.wav")
+    check_failed(r, code=1, name=str(bad), what="decoding fails at", out_dir=tmp_path, before=before)
+    assert "libsndfile: " in r.err
+    assert made, "the error came before the output was opened: this test would not check the clean-up"
+    assert not any(m.exists() for m in made), "the temp output was left behind"
 
 
 def test_debug_shows_the_traceback(tmp_path, good):

@@ -173,11 +173,110 @@ def test_channel_reconciliation(tmp_path):
     dup = m.read(channels=2)
     np.testing.assert_array_equal(dup[:, 0], dup[:, 1])
     np.testing.assert_array_equal(dup[:, 0], st[:, 0])
-    six = io.open_audio(write_wav(tmp_path / "six.wav", tones(0.2, 48000, 6)))
-    np.testing.assert_array_equal(six.read(channels=2), tones(0.2, 48000, 6)[:, :2])
     # with resampling too (downmix happens before, upmix after the resampler)
     assert m.read(sample_rate=44100, channels=2).shape == (m.target_frames(44100), 2)
     assert f.read(sample_rate=44100, channels=1).shape == (f.target_frames(44100), 1)
+
+
+C = float(np.sqrt(0.5))  # 0.7071: -3 dB, ITU-R BS.775
+
+
+def one_channel(ch: int, which: int, seconds: float = 0.2, sr: int = 48000) -> np.ndarray:
+    """A ``ch``-channel signal whose only content is a 0.5 sine on channel ``which``."""
+    x = np.zeros((int(seconds * sr), ch), np.float32)
+    x[:, which] = sine(440, seconds, sr)[:, 0]
+    return x
+
+
+# channel count, the only channel with content, expected (left, right) gains in the stereo downmix
+FOLDS = [
+    (6, 2, (C, C)), (6, 3, (0, 0)), (6, 4, (C, 0)), (6, 5, (0, C)), (6, 0, (1, 0)), (6, 1, (0, 1)),  # 5.1
+    (8, 2, (C, C)), (8, 3, (0, 0)), (8, 4, (C, 0)), (8, 5, (0, C)), (8, 6, (C, 0)), (8, 7, (0, C)),  # 7.1
+    (5, 2, (C, C)), (5, 3, (C, 0)), (5, 4, (0, C)),  # 5.0
+    (3, 2, (C, C)), (3, 0, (1, 0)),  # 3.0
+    (4, 2, (C, 0)), (4, 3, (0, C)), (4, 1, (0, 1)),  # quad
+]
+
+
+@pytest.mark.parametrize("ch,which,gains", FOLDS, ids=[f"{f[0]}ch-{f[1]}" for f in FOLDS])
+def test_downmix_to_stereo_follows_bs775(tmp_path, ch, which, gains):
+    x = one_channel(ch, which)
+    f = io.open_audio(write_wav(tmp_path / "multi.wav", x))
+    for sr in (48000, 44100):  # downmixed before the resampler too
+        y = f.read(sample_rate=sr, channels=2)
+        ref = f.read(sample_rate=sr, channels=ch)[:, which]
+        assert np.max(np.abs(ref)) > 0.49
+        for k in (0, 1):
+            np.testing.assert_allclose(y[:, k], gains[k] * ref, atol=2e-4 if sr != 48000 else 1e-7)
+
+
+def test_centre_only_51_is_not_silent_in_stereo(tmp_path):
+    x = one_channel(6, 2)
+    y = io.open_audio(write_wav(tmp_path / "c.wav", x)).read(channels=2)
+    peak = np.max(np.abs(y), axis=0)
+    np.testing.assert_allclose(peak, [0.5 * np.sqrt(0.5)] * 2, rtol=1e-4)  # -3 dB, not normalised
+
+
+def test_other_channel_conversions():
+    m = io.channel_matrix
+    np.testing.assert_array_equal(m(8, 6)[6:], [[0, 0, 0, 0, 1, 0], [0, 0, 0, 0, 0, 1]])  # 7.1 sides -> 5.1 backs
+    np.testing.assert_allclose(m(8, 6) @ m(6, 2), m(8, 2), atol=1e-7)  # 7.1 -> 5.1 -> 2 == 7.1 -> 2
+    np.testing.assert_array_equal(m(4, 6)[2:], [[0, 0, 0, 0, 1, 0], [0, 0, 0, 0, 0, 1]])  # quad rears -> 5.1 backs
+    np.testing.assert_allclose(m(7, 2)[4], [0.5, 0.5], atol=1e-6)  # 6.1 back centre
+    np.testing.assert_array_equal(m(10, 2), np.eye(10, 2))  # no layout: by index
+    x = np.arange(18, dtype=np.float32).reshape(3, 6)
+    np.testing.assert_array_equal(io.reconcile_channels(x, 1)[:, 0], x.mean(axis=1))  # to mono: average
+    np.testing.assert_array_equal(io.reconcile_channels(x[:, :1], 6), np.repeat(x[:, :1], 6, axis=1))  # duplicate
+
+
+@pytest.mark.parametrize("ch", [5, 6, 8])
+def test_downmix_matches_ffmpeg_float_rematrix(tmp_path, ch):
+    """ffmpeg's -ac 2 uses the same coefficients; to float output it does not normalise (to int it does)."""
+    x = tones(0.3, 48000, ch)
+    src = write_wav(tmp_path / "m.wav", x)
+    out = subprocess.run([FF, "-v", "error", "-i", str(src), "-ac", "2", "-f", "f32le", "-"],
+                         capture_output=True, check=True).stdout
+    ref = np.frombuffer(out, "<f4").reshape(-1, 2)
+    np.testing.assert_allclose(io.open_audio(src).read(channels=2), ref, atol=1e-5)
+
+
+def corrupt_flac(path: Path, seconds: float = 3.0) -> Path:
+    write_wav(path.with_suffix(".wav"), sine(440, seconds, 48000, 2), subtype="PCM_16")
+    ffmpeg_convert(path.with_suffix(".wav"), path)
+    data = bytearray(path.read_bytes())
+    mid = len(data) // 2
+    data[mid:mid + 3000] = np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_corrupt_flac_fails_while_reading_with_the_input_error(tmp_path):
+    f = io.open_audio(corrupt_flac(tmp_path / "broken.flac"))  # first and last frames decode
+    with pytest.raises(InputError) as e:
+        f.read()
+    msg = e.value.message
+    assert msg.startswith(f"{tmp_path / 'broken.flac'}: corrupt FLAC audio data: decoding fails at "), msg
+    at = float(msg.split("decoding fails at ")[1].split(" s")[0])
+    assert 0 < at < 3.0 and "\n" not in msg
+    good = list(f.blocks(sample_rate=48000, channels=2, frames=14400))  # before the damage: fine
+    np.testing.assert_allclose(np.concatenate(good), sine(440, 0.3, 48000, 2), atol=1 / 32768)
+    for sr in (48000, 44100):  # a seek from the middle (an offset), resampled or not, fails the same way
+        with pytest.raises(InputError, match="broken.flac: corrupt FLAC audio data: decoding fails at "):
+            list(f.blocks(sample_rate=sr, channels=1, start=sr, blocksize=1024))
+
+
+@pytest.mark.parametrize("ext,endian", [("aiff", "FILE"), ("wav", "BIG")])  # AIFF and big-endian RIFX
+def test_truncated_aiff_and_rifx_count_missing_bytes(tmp_path, ext, endian):
+    full = tmp_path / f"full.{ext}"
+    sf.write(str(full), sine(440, 1.0, 48000, 2), 48000, subtype="PCM_16", endian=endian)
+    data = full.read_bytes()
+    assert io.open_audio(full).frames == 48000
+    for keep in (len(data) // 3, len(data) - 4, data.index(b"SSND" if ext == "aiff" else b"data") + 16):
+        cut = tmp_path / f"cut.{ext}"
+        cut.write_bytes(data[:keep])
+        with pytest.raises(InputError, match=f"cut.{ext}: truncated {ext.upper()} file "
+                                             f"\\({len(data) - keep} bytes of audio data missing\\)"):
+            io.open_audio(cut)
 
 
 # ---------------------------------------------------------------------------------- writing

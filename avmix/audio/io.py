@@ -14,9 +14,13 @@ discarded, so any block equals the same span of a read from the start (to float 
 ``-`` (stdin) and pipes such as ``<(cmd)`` are copied to a temp file first (deleted at exit).
 
 Bad files raise InputError naming the file: missing, directory, unreadable, empty, not audio, no
-audio stream, 0 samples; truncated (a WAV data chunk or an mp3/m4a duration longer than what is
-there, a FLAC whose last frame does not decode) and corrupt (ffmpeg reports decoding errors). A
-truncated Ogg cannot be told from a shorter one and is read as it is.
+audio stream, 0 samples; truncated (a WAV data or AIFF SSND chunk or an mp3/m4a duration longer than
+what is there, a FLAC whose last frame does not decode) and corrupt (ffmpeg reports decoding errors, or
+libsndfile fails on a block while reading, e.g. a FLAC that loses sync mid-file). A truncated Ogg
+cannot be told from a shorter one and is read as it is; damage inside PCM samples is just other samples.
+
+Channel counts are reconciled by speaker layout (:func:`reconcile_channels`): mono is duplicated,
+anything to mono averaged, 3.0/quad/5.0/5.1/7.1 to stereo folded down as in ITU-R BS.775.
 
 Non-finite samples (NaN, +-inf, possible only in float files) are replaced by 0: one bad sample would
 otherwise poison every loudness and peak measurement of the mix.
@@ -24,6 +28,7 @@ otherwise poison every loudness and peak measurement of the mix.
 from __future__ import annotations
 
 import atexit
+import functools
 import math
 import os
 import shutil
@@ -40,7 +45,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from avmix import ffmpeg, paths
+from avmix import ffargs, ffmpeg, paths
 from avmix.errors import FFmpegError, InputError, UsageError
 
 BLOCK = 65536  # frames per block
@@ -93,8 +98,51 @@ def _check_rate_channels(sample_rate: int, channels: int) -> None:
         raise UsageError(f"channel count {channels!r} is out of range (1..{MAX_CHANNELS})")
 
 
+# Speaker layouts assumed from the channel count (a WAVEFORMATEXTENSIBLE channel mask is not read): the
+# WAV mask order, which is also ffmpeg's output order for 5-8 channels. For 3 and 4 channels ffmpeg would
+# guess 2.1 and 4.0; 3.0 and quad are what such files usually hold.
+_LAYOUTS = {2: ("FL", "FR"), 3: ("FL", "FR", "FC"), 4: ("FL", "FR", "BL", "BR"),
+            5: ("FL", "FR", "FC", "BL", "BR"), 6: ("FL", "FR", "FC", "LFE", "BL", "BR"),
+            7: ("FL", "FR", "FC", "LFE", "BC", "SL", "SR"), 8: ("FL", "FR", "FC", "LFE", "BL", "BR", "SL", "SR")}
+MINUS_3DB = math.sqrt(0.5)
+# Where a speaker the target layout lacks goes: the first choice the target has (ITU-R BS.775 fold-down:
+# centre and surrounds at -3 dB into the fronts, LFE dropped). Back and side surrounds stand in for each
+# other at unity, so 7.1 -> 5.1 -> stereo equals 7.1 -> stereo.
+_FOLD = {"FC": [(("FL", "FR"), MINUS_3DB)], "LFE": [],
+         "BL": [(("SL",), 1.0), (("FL",), MINUS_3DB)], "BR": [(("SR",), 1.0), (("FR",), MINUS_3DB)],
+         "SL": [(("BL",), 1.0), (("FL",), MINUS_3DB)], "SR": [(("BR",), 1.0), (("FR",), MINUS_3DB)],
+         "BC": [(("BL", "BR"), MINUS_3DB), (("SL", "SR"), MINUS_3DB), (("FL", "FR"), 0.5)]}
+
+
+@functools.lru_cache(maxsize=None)
+def channel_matrix(have: int, channels: int) -> np.ndarray:
+    """Gains (have, channels) from input to output channels, both of at least 2 channels.
+
+    Known layouts (2-8 channels) map speaker to speaker and fold the missing ones as in ``_FOLD``; with
+    more than 8 channels on either side nothing says where a channel sits, so channels match by index
+    (extra inputs dropped, extra outputs silent). Never normalised: the sum keeps its headroom in float.
+    """
+    m = np.zeros((have, channels), dtype=np.float32)
+    src, dst = _LAYOUTS.get(have), _LAYOUTS.get(channels)
+    if src is None or dst is None:
+        n = min(have, channels)
+        m[range(n), range(n)] = 1.0
+    else:
+        for i, spk in enumerate(src):
+            if spk in dst:
+                m[i, dst.index(spk)] = 1.0
+                continue
+            for targets, gain in _FOLD[spk]:
+                if all(t in dst for t in targets):
+                    for t in targets:
+                        m[i, dst.index(t)] += gain
+                    break
+    m.flags.writeable = False  # cached and shared
+    return m
+
+
 def reconcile_channels(block: np.ndarray, channels: int) -> np.ndarray:
-    """(n, c) -> (n, channels): mono duplicates, to-mono averages, otherwise first channels / zero-padded."""
+    """(n, c) -> (n, channels): mono duplicates, to-mono averages, otherwise :func:`channel_matrix`."""
     have = block.shape[1]
     if have == channels:
         return block
@@ -102,11 +150,7 @@ def reconcile_channels(block: np.ndarray, channels: int) -> np.ndarray:
         return np.repeat(block, channels, axis=1)
     if channels == 1:
         return block.mean(axis=1, keepdims=True, dtype=np.float32)
-    if have > channels:
-        return np.ascontiguousarray(block[:, :channels])
-    out = np.zeros((block.shape[0], channels), dtype=np.float32)
-    out[:, :have] = block
-    return out
+    return block @ channel_matrix(have, channels)
 
 
 def _finite(block: np.ndarray) -> np.ndarray:
@@ -124,15 +168,31 @@ class _SndReader:
     # the result is the same (x / 2^15 for 16-bit, (x << 8) / 2^31 for 24-bit)
     _INT_READS = {"PCM_16": ("int16", 1 / 32768), "PCM_24": ("int32", 1 / 2147483648)}
 
-    def __init__(self, path: str, floats: bool):
+    def __init__(self, path: str, floats: bool, name: str):
+        self._path, self._name = path, name
         self._f = sf.SoundFile(os.fsencode(path))  # bytes: soundfile cannot encode non-UTF-8 names
         self._floats = floats
         self._int = self._INT_READS.get(self._f.subtype) if self._f.format in ("WAV", "WAVEX", "AIFF") else None
+        self._pos = 0
 
     def seek(self, frame: int) -> None:
-        self._f.seek(frame)
+        try:
+            self._f.seek(frame)
+        except sf.SoundFileError as e:
+            raise self._corrupt(e, frame) from None
+        self._pos = frame
 
     def read(self, n: int) -> np.ndarray:
+        # opening checked only the first and last frame: damage in between shows up here (a FLAC that
+        # lost sync), and must be the input's error, not a crash
+        try:
+            b = self._read(n)
+        except sf.SoundFileError as e:
+            raise self._corrupt(e, self._first_bad(self._pos)) from None
+        self._pos += len(b)
+        return b
+
+    def _read(self, n: int) -> np.ndarray:
         if self._int is not None:
             dtype, scale = self._int
             raw = self._f.read(n, dtype=dtype, always_2d=True)
@@ -141,6 +201,24 @@ class _SndReader:
             return out
         b = self._f.read(n, dtype="float32", always_2d=True)
         return _finite(b) if self._floats else b
+
+    def _first_bad(self, frame: int, step: int = 4096) -> int:
+        """The block that failed started at ``frame``: find the failing spot more closely (best effort)."""
+        try:
+            with sf.SoundFile(os.fsencode(self._path)) as f:
+                f.seek(frame)
+                while len(f.read(step, dtype="float32")) == step:
+                    frame += step
+        except Exception:
+            pass
+        return frame
+
+    def _corrupt(self, e: Exception, frame: int) -> InputError:
+        why = (str(e).splitlines() or ["unreadable"])[0].removeprefix("Error : ").rstrip(". ")[:100]
+        at = frame / self._f.samplerate
+        # libsndfile fails where it first trips, which can be some way before the damaged bytes
+        return InputError(f"corrupt {self._f.format} audio data: decoding fails at {at:.2f} s (libsndfile: {why})",
+                          path=self._name)
 
     def close(self) -> None:
         self._f.close()
@@ -202,7 +280,7 @@ class AudioFile:
     def _reader(self):
         if self._raw is not None:
             return _RawReader(self._raw, self.channels)
-        return _SndReader(self.local_path, self._floats)
+        return _SndReader(self.local_path, self._floats, self.path)
 
     def _native(self, start: int, stop: int, blocksize: int) -> Iterator[np.ndarray]:
         """Native-rate frames [start, min(stop, self.frames)) in blocks."""
@@ -369,41 +447,66 @@ def _sniff(local: str) -> str | None:
     return _MAGIC.get(head[:4])
 
 
-def _wav_shortfall(local: str) -> int:
-    """Bytes missing from a RIFF/WAVE file whose header declares a longer data chunk (0 if complete)."""
+def _data_shortfall(local: str) -> int:
+    """Bytes missing from a WAV or AIFF file whose header declares a longer sound-data chunk (0 if complete).
+
+    libsndfile counts the frames that are there, so a cut file would otherwise read as a shorter one."""
     size = os.path.getsize(local)
     with open(local, "rb") as f:
-        if f.read(12)[8:12] != b"WAVE":
+        head = f.read(12)
+        if head[:4] in (b"RIFF", b"RF64", b"BW64", b"RIFX") and head[8:12] == b"WAVE":
+            order, want = (">" if head[:4] == b"RIFX" else "<"), b"data"
+        elif head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
+            order, want = ">", b"SSND"  # big-endian; SSND's size includes its 8-byte offset/blockSize
+        else:
             return 0
         pos = 12
         while pos + 8 <= size:
             f.seek(pos)
             hdr = f.read(8)
-            cid, n = hdr[:4], struct.unpack("<I", hdr[4:8])[0]
-            if cid == b"data":
-                if n in (0, 0xFFFFFFFF):  # streamed WAV: length unknown, not truncated
+            cid, n = hdr[:4], struct.unpack(order + "I", hdr[4:8])[0]
+            if cid == want:
+                if n in (0, 0xFFFFFFFF):  # streamed (or RF64): length unknown, not truncated
                     return 0
                 return max(0, pos + 8 + n - size)
             pos += 8 + n + (n & 1)
     return 0
 
 
+class _ProbeFile:
+    """A file for sf.info whose failing seeks (before the start: libsndfile tries that on an AIFF cut
+    inside its header) stay where they are instead of raising in soundfile's callback, which would print
+    "Exception ignored from cffi callback" and a traceback on stderr."""
+
+    def __init__(self, f: BinaryIO):
+        self._f = f
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        try:
+            return self._f.seek(offset, whence)
+        except (OSError, ValueError):
+            return self._f.tell()
+
+    def __getattr__(self, name: str):
+        return getattr(self._f, name)
+
+
 def _open_sndfile(name: str, local: str, family: str) -> AudioFile | None:
     try:
         with open(local, "rb") as fh:  # a file object: libsndfile must not guess MPEG from a .mp3 name
-            info = sf.info(fh)  # (its mpg123 fallback prints "Note: Illegal Audio-MPEG-Header" on stderr)
+            info = sf.info(_ProbeFile(fh))  # (its mpg123 fallback prints "Note: Illegal Audio-MPEG-Header")
     except Exception:  # libsndfile cannot read it: let ffmpeg try
         return None
     if info.format not in _SNDFILE_FORMATS or info.subtype in _SNDFILE_SKIP_SUBTYPES:
         return None
+    if family in ("wav", "aiff"):  # before the 0-samples check: a file cut after its header is truncated
+        missing = _data_shortfall(local)
+        if missing >= max(1, info.channels):
+            raise InputError(f"truncated {family.upper()} file ({missing} bytes of audio data missing)", path=name)
     if info.frames <= 0:
         raise InputError("contains no audio (0 samples)", path=name)
     if not MIN_RATE <= info.samplerate <= MAX_RATE or not 1 <= info.channels <= MAX_CHANNELS:
         raise InputError(f"unsupported {info.samplerate} Hz / {info.channels} channels", path=name)
-    if family == "wav":
-        missing = _wav_shortfall(local)
-        if missing >= max(1, info.channels):
-            raise InputError(f"truncated WAV file ({missing} bytes of audio data missing)", path=name)
     try:  # first and last frame must decode (catches truncated FLAC/Ogg and broken headers)
         with sf.SoundFile(os.fsencode(local)) as f:
             first = f.read(1, dtype="float32")
@@ -422,9 +525,12 @@ def _open_sndfile(name: str, local: str, family: str) -> AudioFile | None:
 
 def _decode(name: str, local: str, raw: str, rate: int, ch: int) -> list[str]:
     """ffmpeg-decode the first audio stream of ``local`` to raw float32; return its diagnostic lines."""
+    import ffmpeg as ffmpeg_python  # ffmpeg-python builds the command; imported only when a file needs it
+
+    out = ffmpeg_python.input(ffargs.slot(0))["a:0"].output(ffargs.slot(1), format="f32le", acodec="pcm_f32le",
+                                                            ac=ch, ar=rate, vn=None, sn=None, dn=None)
     cmd = [ffmpeg.executable(), "-hide_banner", "-nostdin", "-loglevel", "level+warning", "-y",
-           "-i", ffmpeg.url(local), "-map", "0:a:0", "-vn", "-sn", "-dn", "-ac", str(ch), "-ar", str(rate),
-           "-c:a", "pcm_f32le", "-f", "f32le", ffmpeg.url(raw)]
+           *ffargs.fill(out.get_args(), [local, raw])]
     timeout = DECODE_TIMEOUT + os.path.getsize(local) / 1e6 * DECODE_SECONDS_PER_MB
     try:
         code, _, err = ffmpeg.run_command(cmd, stdout=subprocess.DEVNULL, timeout=timeout)

@@ -20,18 +20,18 @@ from typing import BinaryIO, Iterator
 import numpy as np
 import soundfile as sf
 
-from avmix import ffmpeg, paths
+from avmix import ffargs, ffmpeg, paths
 from avmix.audio.io import BLOCK, _check_rate_channels
 from avmix.errors import FFmpegError, OutputError, UsageError
 
 OUTPUT_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a")
 DEFAULT_BIT_DEPTH = 24
 # lossy encoders: extension -> ffmpeg codec args; the rates each accepts (None = any) and channel limit
-_LOSSY = {
-    ".mp3": ["-c:a", "libmp3lame", "-b:a", "192k"],
-    ".ogg": ["-c:a", "libvorbis", "-q:a", "6"],
-    ".opus": ["-c:a", "libopus", "-b:a", "160k"],
-    ".m4a": ["-c:a", "aac", "-b:a", "192k"],
+_LOSSY = {  # ffmpeg-python output options per extension
+    ".mp3": {"acodec": "libmp3lame", "audio_bitrate": "192k"},
+    ".ogg": {"acodec": "libvorbis", "q:a": 6},
+    ".opus": {"acodec": "libopus", "audio_bitrate": "160k"},
+    ".m4a": {"acodec": "aac", "audio_bitrate": "192k"},
 }
 _MP3_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
 _LOSSY_RATES = {".mp3": _MP3_RATES, ".opus": (48000,), ".m4a": _MP3_RATES + (64000, 88200, 96000), ".ogg": None}
@@ -209,12 +209,15 @@ class AudioWriter:
             sub = {16: "PCM_16", 24: "PCM_24"}[self.bits]
             self._sf = sf.SoundFile(os.fsencode(tmp), "w", self.sample_rate, self.channels, sub, format="FLAC")
         else:
-            args = ["-f", "f32le", "-ar", str(self.sample_rate), "-ac", str(self.channels), "-i", "pipe:0",
-                    "-vn", *_LOSSY[self.ext]]
+            import ffmpeg as ffmpeg_python  # ffmpeg-python builds the command; only lossy outputs need it
+
+            opts = dict(_LOSSY[self.ext], vn=None)
             rate = _encoder_rate(self.ext, self.sample_rate)
             if rate != self.sample_rate:  # resampled by ffmpeg (soxr is not needed for a lossy target)
-                args += ["-ar", str(rate)]
-            self._proc = ffmpeg.popen(args + [ffmpeg.url(tmp)], stdin=subprocess.PIPE,
+                opts["ar"] = rate
+            out = ffmpeg_python.input("pipe:0", format="f32le", ar=self.sample_rate, ac=self.channels).output(
+                ffargs.slot(0), **opts)
+            self._proc = ffmpeg.popen(ffargs.fill(out.get_args(), [tmp]), stdin=subprocess.PIPE,
                                       stdout=subprocess.DEVNULL)
 
     def write(self, block: np.ndarray) -> None:
