@@ -148,6 +148,16 @@ def sidecar(output: str | os.PathLike, kind: str = "timeline") -> Path:
     return p.with_name(p.name + f".{kind}.json")
 
 
+def check_sidecar(output: str | os.PathLike, *, overwrite: bool) -> None:
+    """The default ``OUT.timeline.json`` is an output too: an existing one is replaced only with -y."""
+    side = sidecar(output)
+    if side.is_dir():
+        raise OutputError("is a directory, where avmix writes the timeline", path=side,
+                          hint="remove it, or pass --timeline PATH")
+    if side.exists() and not overwrite:
+        raise OutputError("already exists", path=side, hint="pass -y/--overwrite to replace it, or --timeline PATH")
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")

@@ -37,6 +37,7 @@ class Bar:
     """A rich progress bar on stderr, one line per stage; silent when quiet or stderr is not a terminal."""
 
     def __init__(self, *, quiet: bool = False):
+        self.quiet = quiet  # also silences the library's notes (compose.render reads it)
         self.enabled = not quiet and sys.stderr.isatty()
         self._progress: Progress | None = None
         self._tasks: dict[str, int] = {}

@@ -114,13 +114,16 @@ class Timeline:
         d = asdict(self)
         d = {"schema": d.pop("schema"), **d}
         d["duration"] = self.duration
+        for key in ("peak_dbfs", "lufs"):  # silence measures -inf, which strict JSON parsers refuse
+            if d[key] is not None and not math.isfinite(d[key]):
+                d[key] = None
         for s, sd in zip(self.sources, d["sources"]):
             sd["start"] = s.start_sample / self.sample_rate
             sd["end"] = s.end_sample / self.sample_rate
         return d
 
     def save(self, path: str | os.PathLike) -> None:
-        write_text_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
+        write_text_atomic(path, json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], *, where: str = "timeline") -> "Timeline":

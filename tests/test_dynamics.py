@@ -231,3 +231,57 @@ def test_dense_and_sparse_true_peak_paths_agree():
     taps = idx[:, None] + np.arange(-lim.HALF, lim.HALF + 1)[None, :]
     ref = np.max([np.abs(x[:, c][taps] @ lim.kernels).max(axis=1) for c in range(2)], axis=0)
     assert np.allclose(dense[idx], ref, atol=1e-6)
+
+
+def test_limiter_untouched_peak_is_where_it_starts_to_look():
+    x = noise(1, amp=1.0)
+    lim_peak = TruePeakLimiter.untouched_peak(-1.0)
+    assert abs(20 * math.log10(lim_peak) - (-1.0 - 0.1 - 6.0)) < 1e-9
+    under = x * np.float32(lim_peak / np.abs(x).max())
+    assert np.array_equal(limit(under), under)  # passes bit-identical, as compose relies on
+    over = x * np.float32(1.0 / np.abs(x).max())  # over the ceiling: changed
+    assert not np.array_equal(limit(over), over)
+
+
+# ----------------------------------------------------------------------------------- channel weights
+
+@pytest.mark.parametrize("channels,weights", [
+    (1, [1.0]), (2, [1.0, 1.0]), (3, [1.0, 1.0, 1.0]),
+    (5, [1.0, 1.0, 1.0, 1.41, 1.41]),  # FL FR FC BL BR
+    (6, [1.0, 1.0, 1.0, 0.0, 1.41, 1.41]),  # FL FR FC LFE BL BR
+    (8, [1.0, 1.0, 1.0, 0.0, 1.41, 1.41, 1.41, 1.41]),  # FL FR FC LFE BL BR SL SR
+])
+def test_channel_weights_follow_bs1770(channels, weights):
+    assert loudness.channel_weights(channels).tolist() == weights
+
+
+def surround_material(channels: int) -> np.ndarray:
+    """A different level in every channel and a loud 60 Hz tone in the 4th (the LFE of 5.1 and 7.1)."""
+    rng = np.random.default_rng(channels)
+    x = rng.standard_normal((4 * SR, channels)) * (0.02 * (1 + np.arange(channels)))
+    x[:, 3] += 0.5 * np.sin(2 * np.pi * 60 * np.arange(4 * SR) / SR)
+    return x.astype(np.float32)
+
+
+def ffmpeg_integrated(path) -> float:
+    """Integrated loudness by FFmpeg's ebur128 filter (its own K-filter, gating and channel weights; it
+    takes a WAV without a channel mask as the default layout for its channel count: 5.0, 5.1, 7.1)."""
+    import re
+
+    from avmix import ffmpeg
+
+    code, _, err = ffmpeg.run_command([ffmpeg.executable(), "-hide_banner", "-nostats", "-nostdin", "-i",
+                                       ffmpeg.url(path), "-af", "ebur128", "-f", "null", "-"], timeout=120)
+    assert code == 0, err[-500:]
+    return float(re.findall(r"I:\s+(-?[\d.]+) LUFS", err.decode())[-1])
+
+
+@pytest.mark.parametrize("channels", [5, 6, 8])
+def test_surround_loudness_matches_ffmpeg_ebur128(tmp_path, channels):
+    import soundfile as sf
+
+    x = surround_material(channels)
+    p = tmp_path / "s.wav"
+    sf.write(str(p), x, SR, subtype="FLOAT")
+    ours = integrated_loudness(x, SR)
+    assert abs(ours - ffmpeg_integrated(p)) < 0.15  # ffmpeg prints one decimal

@@ -9,7 +9,10 @@ exact float sum.
 
 Loudness normalisation takes two passes: the first measures (BS.1770 integrated loudness or sample
 peak), the second writes with the master gain. Silent mixes are left unchanged (with a note);
-mixes shorter than 0.4 s are measured as one block.
+mixes shorter than 0.4 s are measured as one block. The limiter takes loudness away from spiky
+(high-crest) material, so when the first pass's sample peak shows that it may act, the writing pass
+also measures the output, and a miss of more than ``LUFS_TOLERANCE`` is written again with a corrected
+gain (a few passes at most). When the first pass shows the limiter will not act, nothing extra is done.
 """
 from __future__ import annotations
 
@@ -25,16 +28,20 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from avmix import paths
-from avmix.audio import dynamics
+from avmix.audio import dynamics, gainsearch
 from avmix.audio.io import AudioFile, _rechunk, open_audio
 from avmix.audio.loudness import LoudnessMeter, peak_dbfs
 from avmix.audio.plan import BLOCK, Settings, _seconds, plan_concat, plan_mix, plan_overlay
 from avmix.audio.writer import AudioWriter
+from avmix.errors import UsageError
 from avmix.progress import ProgressFn, note, report
 from avmix.timeline import Source, Timeline, file_hash
 
 DEFAULT_LUFS = -14.0
 DEFAULT_PEAK = -1.0
+LUFS_TOLERANCE = 0.2  # LU: a limited output this close to the target is kept
+LUFS_NOTE = 0.5  # LU: a limited output further off than this (the spec's tolerance) gets a note
+MAX_WRITES = 4  # writing passes at most when the limiter keeps the output under its loudness target
 
 
 # ------------------------------------------------------------------------------------------ engine
@@ -220,40 +227,39 @@ def source_blocks(timeline: Timeline, index: int, *, blocksize: int = BLOCK) -> 
 
 def render(timeline: Timeline, output: str | os.PathLike, *, bit_depth: int | None = None,
            stems_dir: str | os.PathLike | None = None, loudness: bool | None = None,
-           progress: ProgressFn = None) -> Timeline:
+           progress: ProgressFn = None, quiet: bool | None = None) -> Timeline:
     """Write the composed audio to ``output`` (atomically); fill ``master_gain_db``, ``peak_dbfs``,
-    ``lufs`` and ``output`` of the timeline and return it. Two passes when normalising.
+    ``lufs`` and ``output`` of the timeline and return it. Two passes when normalising (more when the
+    limiter keeps a LUFS-normalised output from its target).
 
     ``loudness``: measure the output's integrated loudness into ``timeline.lufs`` (K-weighting costs
     about as much as the whole plain mix, so it is opt-in: the CLI asks for it with ``--json``); when not
-    measured ``lufs`` stays None.
+    measured ``lufs`` stays None. ``quiet``: no notes on stderr (default: the progress bar's setting).
     """
     loudness = bool(loudness)
+    if quiet is None:
+        quiet = bool(getattr(progress, "quiet", False))
     with dynamics.single_thread_blas():
         return _render(timeline, output, bit_depth=bit_depth, stems_dir=stems_dir, loudness=loudness,
-                       progress=progress)
+                       progress=progress, quiet=quiet)
 
 
 def _render(timeline: Timeline, output: str | os.PathLike, *, bit_depth: int | None,
-            stems_dir: str | os.PathLike | None, loudness: bool, progress: ProgressFn) -> Timeline:
+            stems_dir: str | os.PathLike | None, loudness: bool, progress: ProgressFn, quiet: bool) -> Timeline:
     tl = timeline
     s: Settings = getattr(tl, "_settings", None) or Settings()
+    _check_peak_target(s)
     eng = _Engine(tl)
-    sr, ch, total = tl.sample_rate, tl.channels, tl.frames
+    may_limit = False
     if s.normalize != "none":
-        tl.master_gain_db = _normalize_gain(eng, s, progress)
-    limiter = (dynamics.TruePeakLimiter(sr, ch, ceiling_db=tl.limit_dbtp) if tl.limit_dbtp is not None
-               else None)
-    done = 0
-    with AudioWriter(output, sample_rate=sr, channels=ch, bit_depth=bit_depth, frames=total) as w, \
-            _Measure(sr, ch, lufs=loudness, writer=w) as sink:
-        for block in eng.blocks(master_gain_db=tl.master_gain_db):
-            sink.add(limiter.process(block) if limiter else block)
-            done += len(block)
-            report(progress, "mix", done, total)
-        if limiter:
-            sink.add(limiter.flush())
-        peak, tl.lufs = sink.result()
+        tl.master_gain_db, peak = _normalize_gain(eng, s, progress, quiet)
+        may_limit = s.normalize == "lufs" and _limiter_may_act(tl, peak)
+    if may_limit:
+        target = DEFAULT_LUFS if s.target is None else float(s.target)
+        peak, tl.lufs = _write_to_target(eng, tl, output, target, bit_depth=bit_depth, progress=progress,
+                                         quiet=quiet)
+    else:
+        peak, tl.lufs = _write(eng, tl, output, bit_depth=bit_depth, lufs=loudness, progress=progress)
     tl.peak_dbfs = peak_dbfs(peak)
     tl.output = os.fspath(output)
     if stems_dir is not None:
@@ -261,12 +267,14 @@ def _render(timeline: Timeline, output: str | os.PathLike, *, bit_depth: int | N
     return tl
 
 
-def _normalize_gain(eng: _Engine, s: Settings, progress: ProgressFn) -> float:
-    """Pass 1: the master gain (dB) that brings the mix to the target loudness or peak."""
+def _normalize_gain(eng: _Engine, s: Settings, progress: ProgressFn, quiet: bool) -> tuple[float, float]:
+    """Pass 1: the master gain (dB) that brings the mix to the target loudness or peak, and the mix's
+    sample peak before it (linear; measured only when needed: by peak, or by loudness with a limiter)."""
     tl = eng.tl
     done = 0
-    by_lufs = s.normalize == "lufs"  # then the sample peak is not needed
-    with _Measure(tl.sample_rate, tl.channels, lufs=by_lufs, peak=not by_lufs) as meas:
+    by_lufs = s.normalize == "lufs"
+    with _Measure(tl.sample_rate, tl.channels, lufs=by_lufs,
+                  peak=not by_lufs or tl.limit_dbtp is not None) as meas:
         for block in eng.blocks():
             meas.add(block)
             done += len(block)
@@ -277,9 +285,102 @@ def _normalize_gain(eng: _Engine, s: Settings, progress: ProgressFn) -> float:
     else:
         level, target = peak_dbfs(peak), (DEFAULT_PEAK if s.target is None else s.target)
     if not math.isfinite(level):
-        note("the mix is silent; loudness normalisation left it unchanged")
-        return 0.0
-    return round(float(target - level), 6)
+        note("the mix is silent; loudness normalisation left it unchanged", quiet=quiet)
+        return 0.0, peak
+    return round(float(target - level), 6), peak
+
+
+def _limiter_may_act(tl: Timeline, peak: float) -> bool:
+    """Whether the limiter could touch the mix at the master gain, from the mix's sample peak before it.
+    When it cannot, the output's loudness is exactly the measured one plus the gain."""
+    if tl.limit_dbtp is None:
+        return False
+    loud = peak * 10.0 ** (tl.master_gain_db / 20.0)
+    return loud * 1.001 > dynamics.TruePeakLimiter.untouched_peak(tl.limit_dbtp)  # float32 rounding slack
+
+
+def _limiter(tl: Timeline) -> dynamics.TruePeakLimiter | None:
+    if tl.limit_dbtp is None:
+        return None
+    return dynamics.TruePeakLimiter(tl.sample_rate, tl.channels, ceiling_db=tl.limit_dbtp)
+
+
+def _mix_into(eng: _Engine, sink: "_Measure", progress: ProgressFn) -> None:
+    """One pass: mix at the timeline's master gain, limit, and hand every block to ``sink``."""
+    tl = eng.tl
+    limiter = _limiter(tl)
+    done = 0
+    for block in eng.blocks(master_gain_db=tl.master_gain_db):
+        sink.add(limiter.process(block) if limiter else block)
+        done += len(block)
+        report(progress, "mix", done, tl.frames)
+    if limiter:
+        sink.add(limiter.flush())
+
+
+class _Rejected(Exception):
+    """Raised inside a writer's with block to throw its temp file away: the output is left untouched."""
+
+    def __init__(self, lufs: float):
+        super().__init__(f"output at {lufs} LUFS")
+        self.lufs = lufs
+
+
+def _write(eng: _Engine, tl: Timeline, output: str | os.PathLike, *, bit_depth: int | None, lufs: bool,
+           progress: ProgressFn, keep=None) -> tuple[float, float | None]:
+    """A writing pass; returns (linear sample peak, LUFS or None). ``keep(lufs)`` False discards the
+    written file (raising _Rejected), so a retry never leaves a wrong output in place."""
+    with AudioWriter(output, sample_rate=tl.sample_rate, channels=tl.channels, bit_depth=bit_depth,
+                     frames=tl.frames) as w, \
+            _Measure(tl.sample_rate, tl.channels, lufs=lufs or keep is not None, writer=w) as sink:
+        _mix_into(eng, sink, progress)
+        peak, level = sink.result()
+        if keep is not None and not keep(level):
+            raise _Rejected(level)
+    return peak, level
+
+
+def _try_gain(eng: _Engine, tl: Timeline, output: str | os.PathLike, keep, *, bit_depth: int | None,
+              progress: ProgressFn) -> tuple[float, float]:
+    """Write at the timeline's master gain if ``keep`` accepts the output's loudness, else _Rejected."""
+    if os.fspath(output) != paths.STDIO:
+        return _write(eng, tl, output, bit_depth=bit_depth, lufs=True, progress=progress, keep=keep)
+    # what went to standard output cannot be taken back: measure first, write once the gain is kept
+    # (rendering is deterministic, so the written output has the measured loudness)
+    with _Measure(tl.sample_rate, tl.channels, peak=False) as sink:
+        _mix_into(eng, sink, progress)
+        _, level = sink.result()
+    if not keep(level):
+        raise _Rejected(level)
+    peak, _ = _write(eng, tl, output, bit_depth=bit_depth, lufs=False, progress=progress)
+    return peak, level
+
+
+def _write_to_target(eng: _Engine, tl: Timeline, output: str | os.PathLike, target: float, *,
+                     bit_depth: int | None, progress: ProgressFn, quiet: bool) -> tuple[float, float]:
+    """Write with the limiter and measure the output; while the loudness the limiter took leaves it
+    more than LUFS_TOLERANCE off ``target``, discard it and write again with a corrected master gain
+    (at most MAX_WRITES passes). Returns (linear sample peak, measured LUFS)."""
+    start = tl.master_gain_db
+    tries: list[tuple[float, float]] = []  # (master gain, output LUFS) of the passes so far
+    for i in range(MAX_WRITES):
+        last = i == MAX_WRITES - 1
+
+        def keep(level: float, gain: float = tl.master_gain_db, last: bool = last) -> bool:
+            if last or not math.isfinite(level) or abs(level - target) <= LUFS_TOLERANCE:
+                return True
+            return gainsearch.next_gain(tries + [(gain, level)], target, start) == gain  # no other gain left to try
+
+        try:
+            peak, level = _try_gain(eng, tl, output, keep, bit_depth=bit_depth, progress=progress)
+            break
+        except _Rejected as r:
+            tries.append((tl.master_gain_db, r.lufs))
+            tl.master_gain_db = gainsearch.next_gain(tries, target, start)
+    if math.isfinite(level) and abs(level - target) > LUFS_NOTE:
+        note(f"could not bring the output to {target:g} LUFS under the limiter's {tl.limit_dbtp:g} dBTP "
+             f"ceiling (it is {level:.1f} LUFS); raise --ceiling or pass --no-limit", quiet=quiet)
+    return peak, level
 
 
 class _Measure:
@@ -366,7 +467,25 @@ def _settings(kw: dict) -> Settings:
     s = Settings(**kw)
     s.gains = [float(g) for g in (s.gains or [])]
     s.labels = [str(x) for x in (s.labels or [])]
+    _check_peak_target(s)
     return s
+
+
+def _check_peak_target(s: Settings) -> None:
+    """A sample-peak target above the limiter's true-peak ceiling cannot be met (the limiter would win
+    and the output peak lower than asked, silently): a usage error, before any work."""
+    if s.normalize != "peak" or not s.limit:
+        return
+    try:
+        target = DEFAULT_PEAK if s.target is None else float(s.target)
+        ceiling = float(s.ceiling)
+    except (TypeError, ValueError):
+        return  # not numbers: the plan's checks say so
+    if target > ceiling:
+        given = "" if s.target is not None else " (the default)"
+        raise UsageError(f"--normalize peak --target {target:g}{given} dBFS is above the limiter's "
+                         f"--ceiling {ceiling:g} dBTP: the output would peak lower than asked",
+                         hint=f"raise --ceiling to {target:g} or more, or pass --no-limit")
 
 
 def _run(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, plan, *,
@@ -378,6 +497,8 @@ def _run(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, plan, *
     paths.check_output(output, names, overwrite=overwrite)
     if timeline_path is not None:
         paths.check_output(timeline_path, names + [os.fspath(output)], overwrite=True)
+    elif os.fspath(output) != paths.STDIO:
+        paths.check_sidecar(output, overwrite=overwrite)
     files = [open_audio(p) for p in names]
     tl = plan(files)
     # hash while rendering, one thread a file (xxhash releases the GIL)

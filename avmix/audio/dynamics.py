@@ -199,7 +199,7 @@ class TruePeakLimiter:
                  release: float = 0.1):
         self.channels = channels
         self.ceiling_db = ceiling_db - self.MARGIN_DB
-        self.scan = 10.0 ** ((self.ceiling_db - self.SCAN_DB) / 20.0)
+        self.scan = self.untouched_peak(ceiling_db)
         self.L = max(1, int(round(lookahead * sample_rate)))  # lookahead / averaging length
         self.P = self.HALF  # extra hold on both sides: neighbours of a peak feed its interpolation
         self.F = self.HALF + 1  # input context needed around a sample's interpolation
@@ -218,6 +218,12 @@ class TruePeakLimiter:
         self._n = 0  # input samples received
         self._hist = np.zeros(self.L, np.float32)  # last L released-reduction values before _o (dB)
         self._flushed = False
+
+    @classmethod
+    def untouched_peak(cls, ceiling_db: float) -> float:
+        """The sample peak (linear) up to which a signal passes through bit-identical: nothing that low
+        is even oversampled, so a caller can tell from a sample peak alone that the limiter will not act."""
+        return 10.0 ** ((ceiling_db - cls.MARGIN_DB - cls.SCAN_DB) / 20.0)
 
     # -- per-sample required reduction
     def _reduction(self, x: np.ndarray) -> np.ndarray:

@@ -44,9 +44,24 @@ def k_weighting_sos(sample_rate: int) -> np.ndarray:
     return np.array([shelf, hp], dtype=np.float64)
 
 
+# surround and LFE positions by channel count, in WAV / ffmpeg order (the layouts ffmpeg assumes for a
+# file that does not name one): 5.0 = FL FR FC BL BR, 5.1 = FL FR FC LFE BL BR,
+# 6.1 = FL FR FC LFE BC SL SR, 7.1 = FL FR FC LFE BL BR SL SR
+_SURROUNDS = {5: (3, 4), 6: (4, 5), 7: (4, 5, 6), 8: (4, 5, 6, 7)}
+_LFE = {6: 3, 7: 3, 8: 3}
+
+
 def channel_weights(channels: int) -> np.ndarray:
-    """BS.1770 channel weights: 1.0 for L, R, C; 1.41 for the 4th and 5th channel (surrounds)."""
-    return np.array([1.41 if i in (3, 4) else 1.0 for i in range(channels)])
+    """BS.1770 channel weights: 1.0 for the front channels, 1.41 for the surrounds, 0 for the LFE
+    (BS.1770 leaves it out of the measurement). Other counts keep the old guess: 1.41 for the 4th and
+    5th channel."""
+    w = np.array([1.41 if i in (3, 4) else 1.0 for i in range(channels)])
+    if channels in _SURROUNDS:
+        w[:] = 1.0
+        w[list(_SURROUNDS[channels])] = 1.41
+    if channels in _LFE:
+        w[_LFE[channels]] = 0.0
+    return w
 
 
 def to_lufs(power: float) -> float:

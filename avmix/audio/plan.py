@@ -177,7 +177,7 @@ def plan_concat(files: list[AudioFile], *, crossfade: float = 0.0, curve: str = 
     for i, (f, (off, n)) in enumerate(zip(files, spans)):
         ends = (i > 0) + (i < n_files - 1)  # crossfaded ends of this track
         if x and ends and x * ends > n:
-            what = "half the length of" if ends == 2 and x <= n else "longer than"
+            what = "more than half the length of" if ends == 2 and x <= n else "longer than"
             raise UsageError(f"crossfade {crossfade:g} s is {what} the track ({n / sr:.3f} s"
                              f"{' after trimming silence' if trim_silence else ''})", path=f.path,
                              hint="use a shorter --crossfade" + (" (a middle track is crossfaded at both ends)"

@@ -1,0 +1,54 @@
+"""The master gain to try next when the limiter keeps a LUFS-normalised output under its target.
+
+Pure arithmetic on the (gain, measured output loudness) pairs of the writing passes so far; the passes
+themselves are in :mod:`avmix.audio.compose`.
+"""
+from __future__ import annotations
+
+import math
+
+MAX_BOOST_DB = 12.0  # the most a correction adds to the first pass's gain (the limiter then takes at
+# least that much off the peaks; beyond it, spiky material turns into its own noise floor)
+
+
+def next_gain(tries: list[tuple[float, float]], target: float, start: float) -> float:
+    """The next master gain from the (gain, output LUFS) pairs so far, kept within
+    [start, start + MAX_BOOST_DB] (no gain below the first pass's can help: a limiter never adds loudness).
+
+    Loudness rises with the gain by a LU per dB at most, so a step of the remaining error is the least
+    that can reach the target, and the first correction takes exactly that. Below the target, later
+    ones follow the line through the last two passes (limited loudness bends upwards, so this tends to
+    step over the target and bracket it); inside a bracket, a power curve (:func:`power_fit`) through
+    its ends, or its middle where that fails. BS.1770 gating can make loudness jump, so nothing here
+    relies on the curve being smooth."""
+    below = sorted(t for t in tries if t[1] < target)
+    above = sorted(t for t in tries if t[1] >= target)
+    if below and above:
+        (g1, l1), (g2, l2) = below[-1], above[0]
+        guess = power_fit(g1, l1, g2, l2, target)
+        if guess is None or not g1 < guess < g2:
+            guess = (g1 + g2) / 2.0
+    elif below:
+        g1, l1 = below[-1]
+        guess = g1 + (target - l1)
+        if len(below) > 1 and l1 > below[-2][1]:
+            g0, l0 = below[-2]
+            guess = max(guess, g1 + (target - l1) * (g1 - g0) / (l1 - l0))
+    else:
+        g2, l2 = above[0]
+        guess = g2 + (target - l2)
+    return round(min(max(guess, start), start + MAX_BOOST_DB), 6)
+
+
+def power_fit(g1: float, l1: float, g2: float, l2: float, target: float) -> float | None:
+    """The gain (dB) at which ``power = a * 10^(gain/10) + b`` through (g1, l1) and (g2, l2) (dB, LUFS)
+    reaches ``target``; None where that curve does not rise to it."""
+    u1, u2 = 10.0 ** (g1 / 10.0), 10.0 ** (g2 / 10.0)
+    p1, p2, pt = 10.0 ** (l1 / 10.0), 10.0 ** (l2 / 10.0), 10.0 ** (target / 10.0)
+    if u1 == u2:
+        return None
+    a = (p2 - p1) / (u2 - u1)
+    b = p1 - a * u1
+    if a <= 0 or pt <= b:
+        return None
+    return 10.0 * math.log10((pt - b) / a)
