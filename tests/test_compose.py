@@ -531,3 +531,16 @@ def test_gain_search_steps_by_the_error_then_brackets_and_stays_in_bounds():
     # never below the first pass's gain, never more than MAX_BOOST_DB above it
     assert gainsearch.next_gain([(2.0, -40.0)], -14.0, 2.0) == 2.0 + gainsearch.MAX_BOOST_DB
     assert gainsearch.next_gain([(2.0, -10.0)], -14.0, 2.0) == 2.0
+
+
+def test_clipping_an_unlimited_sum_in_integer_pcm_is_said(tmp_path, wav, capsys):
+    a = wav("a.wav", sine(440, 0.5, channels=2, amp=0.8))
+    compose.mix([a, a], tmp_path / "o24.wav", limit=False)
+    err = capsys.readouterr().err
+    assert "peaks at +4.1 dBFS" in err and "24-bit file is clipped" in err
+    assert sf.read(str(tmp_path / "o24.wav"))[0].max() == pytest.approx(1.0, abs=1e-6)
+    compose.mix([a, a], tmp_path / "o32.wav", limit=False, bit_depth=32)  # float keeps the exact sum
+    assert capsys.readouterr().err == ""
+    assert sf.read(str(tmp_path / "o32.wav"))[0].max() == pytest.approx(1.6, abs=1e-4)
+    compose.mix([a, a], tmp_path / "lim.wav", bit_depth=16)  # the limiter keeps it under full scale
+    assert capsys.readouterr().err == ""

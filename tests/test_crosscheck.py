@@ -105,3 +105,43 @@ def test_crossfade_matches_ffmpeg_acrossfade(tmp_path, curve, ff_curve):
     mine = read(ours)
     assert tl.frames == 72000 + 57600 - n
     assert mine.shape == theirs.shape and np.abs(mine - theirs).max() < 1e-6
+
+
+# ------------------------------------------------------------------------------------------ ebur128
+
+def ffmpeg_true_peak_and_loudness(path) -> tuple[float, float]:
+    """(true peak dBTP, integrated LUFS) by ffmpeg's ebur128 filter: its own oversampling and K-filter."""
+    import re
+
+    code, _, err = ffmpeg.run_command([ffmpeg.executable(), "-hide_banner", "-nostats", "-nostdin", "-i",
+                                       ffmpeg.url(path), "-af", "ebur128=peak=true", "-f", "null", "-"],
+                                      timeout=120)
+    assert code == 0, err[-500:]
+    text = err.decode()
+    return (float(re.findall(r"Peak:\s+(-?[\d.]+) dBFS", text)[-1]),
+            float(re.findall(r"I:\s+(-?[\d.]+) LUFS", text)[-1]))
+
+
+def test_limited_output_true_peak_by_ffmpeg_ebur128(tmp_path):
+    """Hot inputs (the sum peaks near +6 dBFS, with intersample overs) limited to -1 dBTP: ffmpeg's own
+    true-peak meter agrees."""
+    a = sine(997, 4.0, amp=0.95, channels=2) + noise(4.0, amp=0.05, seed=11)
+    b = sine(12001, 4.0, amp=0.95, channels=2)  # near fs/4: large intersample peaks
+    pa, pb = write_wav(tmp_path / "a.wav", a), write_wav(tmp_path / "b.wav", b)
+    out = tmp_path / "o.wav"
+    compose.mix([pa, pb], out)
+    tp, _ = ffmpeg_true_peak_and_loudness(out)
+    assert tp <= -1.0 + 0.1  # ffmpeg prints one decimal; its interpolation filter differs from avmix's
+    assert np.abs(read(out)).max() > 10 ** (-2.0 / 20)  # limited, not just turned down
+
+
+def test_spiky_lufs_target_by_ffmpeg_ebur128(tmp_path):
+    """Clicks over quiet noise brought to -14 LUFS: the limiter has to act hard, and ffmpeg's meters
+    still read the target within 0.5 LU and the true peak under the ceiling."""
+    x = noise(6.0, amp=0.01, seed=12)
+    x[::12000] += 0.9  # a click every 0.25 s
+    p = write_wav(tmp_path / "clicks.wav", x)
+    out = tmp_path / "o.wav"
+    compose.mix([p], out, normalize="lufs", target=-14.0)
+    tp, lufs = ffmpeg_true_peak_and_loudness(out)
+    assert abs(lufs + 14.0) <= 0.5 and tp <= -1.0 + 0.1

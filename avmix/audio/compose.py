@@ -32,7 +32,7 @@ from avmix.audio import dynamics, gainsearch
 from avmix.audio.io import AudioFile, _rechunk, open_audio
 from avmix.audio.loudness import LoudnessMeter, peak_dbfs
 from avmix.audio.plan import BLOCK, Settings, _seconds, plan_concat, plan_mix, plan_overlay
-from avmix.audio.writer import AudioWriter
+from avmix.audio.writer import AudioWriter, integer_bits
 from avmix.errors import UsageError
 from avmix.progress import ProgressFn, note, report
 from avmix.timeline import Source, Timeline, file_hash
@@ -261,6 +261,10 @@ def _render(timeline: Timeline, output: str | os.PathLike, *, bit_depth: int | N
     else:
         peak, tl.lufs = _write(eng, tl, output, bit_depth=bit_depth, lufs=loudness, progress=progress)
     tl.peak_dbfs = peak_dbfs(peak)
+    bits = integer_bits(output, bit_depth)
+    if bits and peak > 1.0:  # only with --no-limit: the limiter's ceiling is below full scale
+        note(f"the output peaks at {tl.peak_dbfs:+.1f} dBFS, so the {bits}-bit file is clipped there; "
+             "pass --bit-depth 32 (float WAV) to keep the exact sum, or leave the limiter on", quiet=quiet)
     tl.output = os.fspath(output)
     if stems_dir is not None:
         write_stems(tl, stems_dir, bit_depth=bit_depth)

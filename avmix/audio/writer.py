@@ -149,6 +149,14 @@ def supported_output(path: str | os.PathLike) -> str:
     return ext
 
 
+def integer_bits(path: str | os.PathLike, bit_depth: int | None) -> int | None:
+    """The bit depth if ``path`` is written as integer PCM (wav, flac, stdout), which clips beyond 0 dBFS;
+    None for float WAV and lossy formats, whose encoders take the float samples."""
+    ext = supported_output(path)
+    bits = DEFAULT_BIT_DEPTH if bit_depth is None else int(bit_depth)
+    return bits if ext in (".wav", ".flac") and bits != 32 else None
+
+
 class AudioWriter:
     """Write float32 (n, channels) blocks to ``path`` by its extension; atomic; ``-`` = WAV on stdout.
 
