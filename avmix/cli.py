@@ -145,7 +145,7 @@ def run(argv: list[str] | None = None) -> int:
 def _keep_freed_memory() -> None:
     """Stop glibc returning every freed block over 128 KB to the kernel.
 
-    The audio stage makes short-lived numpy temporaries of 0.25-0.5 MB per 65536-frame block; by default
+    The audio stage makes short-lived numpy temporaries of 0.5-1 MB per 131072-frame block; by default
     each is mmap'ed (or the heap top trimmed) and page-faults anew on first touch: ~0.1 s of system time
     and 5-10 % of a 10-minute normalised mix. With higher thresholds the freed blocks are reused from the
     heap; peak memory does not change (the same few blocks are live at a time). Best effort, glibc only.

@@ -48,7 +48,7 @@ import soxr
 from avmix import ffargs, ffmpeg, paths
 from avmix.errors import FFmpegError, InputError, UsageError
 
-BLOCK = 65536  # frames per block
+BLOCK = 1 << 17  # frames per block, as plan.BLOCK
 RESAMPLE_QUALITY = "HQ"
 PREROLL = 16384  # output frames decoded and discarded before a mid-file start (>> soxr filter length)
 MIN_RATE, MAX_RATE = 1000, 768000

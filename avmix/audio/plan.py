@@ -23,7 +23,8 @@ from avmix.errors import UsageError
 from avmix.progress import ProgressFn, report
 from avmix.timeline import Duck, Source, Timeline
 
-BLOCK = 1 << 16  # frames per engine block (a multiple of the ducker's hop)
+BLOCK = 1 << 17  # frames per engine block (a multiple of the ducker's hop); 2^16 was 18% slower per
+# job from per-block overhead, 2^18 costs ~20 MB more for little speed
 MAX_SECONDS = 24 * 3600.0  # longer times, offsets, fades are a typing mistake
 TRIM_DB = -60.0  # --trim-silence threshold (dBFS sample peak)
 DURATIONS = ("longest", "shortest", "first")
