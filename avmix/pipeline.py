@@ -284,7 +284,7 @@ def _run(inputs: list[Path], out: Path, work: Path, *, composed: bool, options: 
     k_compose = key("compose", depends)
     stages.run("compose", k_compose, depends, [AUDIO, TIMELINE],
                lambda: _compose(inputs, work, composed=composed, labels=labels, opts=compose_opts,
-                                hashes=hashes, progress=progress))
+                                hashes=hashes, progress=progress, quiet=quiet))
     timeline = Timeline.load(work / TIMELINE)
     stems = _write_stems(timeline, work, o["stems"], inputs, overwrite=overwrite, man=man) if o["stems"] else None
 
@@ -335,7 +335,7 @@ def _run(inputs: list[Path], out: Path, work: Path, *, composed: bool, options: 
 
 
 def _compose(inputs: list[Path], work: Path, *, composed: bool, labels: list[str], opts: dict,
-             hashes: list[str], progress: ProgressFn) -> None:
+             hashes: list[str], progress: ProgressFn, quiet: bool) -> None:
     from avmix.audio import compose, io, plan, writer
 
     if composed:  # one already-composed file: take its timeline, copy its audio at the timeline's format
@@ -366,7 +366,7 @@ def _compose(inputs: list[Path], work: Path, *, composed: bool, labels: list[str
                "concat": {k: opts[k] for k in ("crossfade", "curve", "gap", "trim_silence")},
                "overlay": {"at": opts["at"], "loop": opts["loop"], "duck_db": opts["duck"]}}
     planned = plan.plan(opts["mode"], files, settings=settings, **options.get(opts["mode"], {}))
-    timeline = compose.render(planned, work / AUDIO, bit_depth=WORK_BIT_DEPTH, progress=progress)
+    timeline = compose.render(planned, work / AUDIO, bit_depth=WORK_BIT_DEPTH, progress=progress, quiet=quiet)
     for source, h in zip(timeline.sources, hashes):  # hashed once already, for the manifest
         source.hash = h
     timeline.save(work / TIMELINE)

@@ -196,8 +196,10 @@ def test_lufs_target_met_on_spiky_material_written_to_stdout(tmp_path, wav, caps
     import io
 
     compose.mix([wav("k.wav", clicks_over_noise())], "-", normalize="lufs", target=-16.0, bit_depth=32)
-    y, sr = sf.read(io.BytesIO(capsysbinary.readouterr().out), dtype="float32", always_2d=True)
-    assert (sr, len(y)) == (SR, 6 * SR)  # one stream, written once the gain was settled
+    raw = capsysbinary.readouterr().out
+    assert len(raw) == int.from_bytes(raw[4:8], "little") + 8  # one stream, nothing after it
+    y, sr = sf.read(io.BytesIO(raw), dtype="float32", always_2d=True)
+    assert (sr, len(y)) == (SR, 6 * SR)
     assert abs(pyln.Meter(SR).integrated_loudness(y.astype(np.float64)) + 16.0) <= 0.5
     assert tp_db(y) <= -1.0 + 1e-6
 
@@ -544,3 +546,31 @@ def test_clipping_an_unlimited_sum_in_integer_pcm_is_said(tmp_path, wav, capsys)
     assert sf.read(str(tmp_path / "o32.wav"))[0].max() == pytest.approx(1.6, abs=1e-4)
     compose.mix([a, a], tmp_path / "lim.wav", bit_depth=16)  # the limiter keeps it under full scale
     assert capsys.readouterr().err == ""
+    # peak-normalised to 0 dBFS: float rounding may overshoot by less than a step, which is no clipping
+    compose.mix([a], tmp_path / "pk.wav", normalize="peak", target=0.0, limit=False)
+    assert capsys.readouterr().err == ""
+
+
+def test_unreachable_lufs_target_keeps_the_closest_pass(tmp_path, wav):
+    """Lone clicks in near-silence: more gain lets the noise past the gate and loudness falls. The
+    search must not keep a pass further from the target than one it already made."""
+    k = wav("k.wav", clicks_over_noise(every=1.0, bed=0.001))
+    seen = []
+    real = compose._Measure.result
+
+    def result(self):
+        peak, level = real(self)
+        if level is not None:
+            seen.append(level)
+        return peak, level
+
+    compose._Measure.result = result
+    try:
+        tl = compose.mix([k], out(tmp_path), normalize="lufs", target=-20.0, bit_depth=32)
+    finally:
+        compose._Measure.result = real
+    passes = seen[1:]  # the first is the measuring pass
+    assert len(passes) >= 2
+    measured = pyln.Meter(SR).integrated_loudness(read(out(tmp_path)).astype(np.float64))
+    assert abs(measured - tl.lufs) < 0.05
+    assert abs(tl.lufs + 20.0) <= min(abs(p + 20.0) for p in passes) + 1e-6

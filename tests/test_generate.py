@@ -259,7 +259,8 @@ def test_preview_is_a_png(tmp_path, tracks):
                                  dict(size="wide"), dict(mode="stack"), dict(backend="magic"),
                                  dict(output="o.avi"), dict(mode="overlay", extra=True), dict(labels=["a", "b", "c"]),
                                  dict(preview="p.jpg"), dict(gains=[1, 2, 3]), dict(crossfade=-1),
-                                 dict(preset="warp"), dict(crf=99), dict(duration="forever")])
+                                 dict(preset="warp"), dict(crf=99), dict(duration="forever"),
+                                 dict(normalize="peak", ceiling=-3.0)])
 def test_bad_options_are_usage_errors_before_any_work(tmp_path, tracks, bad):
     bad = dict(bad)
     inputs = list(tracks) + ([tracks[0]] if bad.pop("extra", False) else [])
@@ -373,3 +374,11 @@ def test_cli_killed_mid_video_leaves_no_output_and_no_ffmpeg(tmp_path, sig):
     r = subprocess.run(cmd + ["--json"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["reused"] == ["compose", "analyze"]
+
+
+def test_quiet_generate_prints_no_compose_notes(tmp_path, capsys):
+    silent = write_wav(tmp_path / "silent.wav", np.zeros((48000, 2), np.float32))
+    pipeline.generate([silent], tmp_path / "o.mp4", normalize="lufs", quiet=True, **SMALL)
+    assert capsys.readouterr().err == ""
+    pipeline.generate([silent], tmp_path / "o.mp4", normalize="lufs", quiet=False, overwrite=True, **SMALL)
+    assert "the mix is silent" in capsys.readouterr().err

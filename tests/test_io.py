@@ -217,6 +217,34 @@ def test_centre_only_51_is_not_silent_in_stereo(tmp_path):
     np.testing.assert_allclose(peak, [0.5 * np.sqrt(0.5)] * 2, rtol=1e-4)  # -3 dB, not normalised
 
 
+@pytest.mark.parametrize("ext", ["ogg", "flac"])
+def test_surround_in_vorbis_order_folds_to_the_right_speakers(tmp_path, ext):
+    """Ogg Vorbis stores 5.1 as L C R RL RR LFE; the fold-down must follow the speakers, not the index."""
+    wav = write_wav(tmp_path / "c.wav", one_channel(6, 2))  # the centre only (WAV order)
+    coded = tmp_path / f"c.{ext}"
+    ffmpeg.run(["-i", ffmpeg.url(wav), ffmpeg.url(coded)], what="test encode", timeout=60)
+    y = io.open_audio(coded).read(channels=2)
+    rms = np.sqrt(np.mean(y.astype(np.float64) ** 2, axis=0))
+    np.testing.assert_allclose(rms, [rms.mean()] * 2, rtol=0.02)  # centred, not in one side
+    lfe = write_wav(tmp_path / "l.wav", one_channel(6, 3))
+    coded = tmp_path / f"l.{ext}"
+    ffmpeg.run(["-i", ffmpeg.url(lfe), ffmpeg.url(coded)], what="test encode", timeout=60)
+    assert np.abs(io.open_audio(coded).read(channels=2)).max() < 1e-3  # the LFE is dropped
+
+
+@pytest.mark.parametrize("ext,size", [("wav", 0x7FFFF000), ("wav", 0xFFFFFFFF), ("aiff", 0x7F000000)])
+def test_placeholder_sizes_from_a_pipe_are_not_truncation(tmp_path, ext, size):
+    """Tools writing to a pipe cannot seek back to fill in sizes: SoX leaves about 2 GB, ffmpeg 4 GB."""
+    p = tmp_path / f"streamed.{ext}"
+    sf.write(str(p), sine(440, 1.0, 48000, 2), 48000, subtype="PCM_16")
+    data = bytearray(p.read_bytes())
+    tag, order = (b"data", "little") if ext == "wav" else (b"SSND", "big")
+    at = data.index(tag) + 4
+    data[at:at + 4] = size.to_bytes(4, order)
+    p.write_bytes(bytes(data))
+    assert io.open_audio(p).read().shape == (48000, 2)
+
+
 def test_other_channel_conversions():
     m = io.channel_matrix
     np.testing.assert_array_equal(m(8, 6)[6:], [[0, 0, 0, 0, 1, 0], [0, 0, 0, 0, 0, 1]])  # 7.1 sides -> 5.1 backs

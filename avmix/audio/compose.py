@@ -31,17 +31,18 @@ from avmix import paths
 from avmix.audio import dynamics, gainsearch
 from avmix.audio.io import AudioFile, _rechunk, open_audio
 from avmix.audio.loudness import LoudnessMeter, peak_dbfs
-from avmix.audio.plan import BLOCK, Settings, _seconds, plan_concat, plan_mix, plan_overlay
+from avmix.audio.plan import (BLOCK, DEFAULT_PEAK, Settings, _seconds, check_peak_target, plan_concat,
+                              plan_mix, plan_overlay)
 from avmix.audio.writer import AudioWriter, integer_bits
 from avmix.errors import UsageError
 from avmix.progress import ProgressFn, note, report
 from avmix.timeline import Source, Timeline, file_hash
 
 DEFAULT_LUFS = -14.0
-DEFAULT_PEAK = -1.0
 LUFS_TOLERANCE = 0.2  # LU: a limited output this close to the target is kept
 LUFS_NOTE = 0.5  # LU: a limited output further off than this (the spec's tolerance) gets a note
-MAX_WRITES = 4  # writing passes at most when the limiter keeps the output under its loudness target
+MAX_WRITES = 4  # gain-search passes at most when the limiter keeps the output off its loudness target
+# (one more rewrites the closest pass when that was not the last)
 
 
 # ------------------------------------------------------------------------------------------ engine
@@ -248,7 +249,7 @@ def _render(timeline: Timeline, output: str | os.PathLike, *, bit_depth: int | N
             stems_dir: str | os.PathLike | None, loudness: bool, progress: ProgressFn, quiet: bool) -> Timeline:
     tl = timeline
     s: Settings = getattr(tl, "_settings", None) or Settings()
-    _check_peak_target(s)
+    check_peak_target(s)
     eng = _Engine(tl)
     may_limit = False
     if s.normalize != "none":
@@ -262,9 +263,10 @@ def _render(timeline: Timeline, output: str | os.PathLike, *, bit_depth: int | N
         peak, tl.lufs = _write(eng, tl, output, bit_depth=bit_depth, lufs=loudness, progress=progress)
     tl.peak_dbfs = peak_dbfs(peak)
     bits = integer_bits(output, bit_depth)
-    if bits and peak > 1.0:  # only with --no-limit: the limiter's ceiling is below full scale
+    if bits and peak > 1.0 + 2.0 ** (1 - bits):  # over one step past full scale (never with the limiter)
         note(f"the output peaks at {tl.peak_dbfs:+.1f} dBFS, so the {bits}-bit file is clipped there; "
-             "pass --bit-depth 32 (float WAV) to keep the exact sum, or leave the limiter on", quiet=quiet)
+             "pass --bit-depth 32 (float WAV) to keep the exact sum"
+             + ("" if s.normalize == "peak" else ", or leave the limiter on"), quiet=quiet)
     tl.output = os.fspath(output)
     if stems_dir is not None:
         write_stems(tl, stems_dir, bit_depth=bit_depth)
@@ -363,23 +365,31 @@ def _try_gain(eng: _Engine, tl: Timeline, output: str | os.PathLike, keep, *, bi
 def _write_to_target(eng: _Engine, tl: Timeline, output: str | os.PathLike, target: float, *,
                      bit_depth: int | None, progress: ProgressFn, quiet: bool) -> tuple[float, float]:
     """Write with the limiter and measure the output; while the loudness the limiter took leaves it
-    more than LUFS_TOLERANCE off ``target``, discard it and write again with a corrected master gain
-    (at most MAX_WRITES passes). Returns (linear sample peak, measured LUFS)."""
+    more than LUFS_TOLERANCE off ``target``, discard it and write again with a corrected master gain.
+    When the search ends (MAX_WRITES passes, or no gain left worth trying) the pass closest to the
+    target is the one kept, written once more if it was not the last. Returns (sample peak, LUFS)."""
     start = tl.master_gain_db
-    tries: list[tuple[float, float]] = []  # (master gain, output LUFS) of the passes so far
+    tries: list[tuple[float, float]] = []  # (master gain, output LUFS) of the discarded passes
     for i in range(MAX_WRITES):
-        last = i == MAX_WRITES - 1
+        gain, last = tl.master_gain_db, i == MAX_WRITES - 1
 
-        def keep(level: float, gain: float = tl.master_gain_db, last: bool = last) -> bool:
-            if last or not math.isfinite(level) or abs(level - target) <= LUFS_TOLERANCE:
+        def keep(level: float, gain: float = gain, last: bool = last) -> bool:
+            if not math.isfinite(level) or abs(level - target) <= LUFS_TOLERANCE:
                 return True
-            return gainsearch.next_gain(tries + [(gain, level)], target, start) == gain  # no other gain left to try
+            seen = tries + [(gain, level)]
+            if last or gainsearch.stuck(seen, target, start):
+                return gainsearch.closest(seen, target) == gain
+            return False
 
         try:
             peak, level = _try_gain(eng, tl, output, keep, bit_depth=bit_depth, progress=progress)
             break
         except _Rejected as r:
-            tries.append((tl.master_gain_db, r.lufs))
+            tries.append((gain, r.lufs))
+            if last or gainsearch.stuck(tries, target, start):  # an earlier pass was closer: write it again
+                tl.master_gain_db = gainsearch.closest(tries, target)
+                peak, level = _try_gain(eng, tl, output, lambda _: True, bit_depth=bit_depth, progress=progress)
+                break
             tl.master_gain_db = gainsearch.next_gain(tries, target, start)
     if math.isfinite(level) and abs(level - target) > LUFS_NOTE:
         note(f"could not bring the output to {target:g} LUFS under the limiter's {tl.limit_dbtp:g} dBTP "
@@ -471,25 +481,8 @@ def _settings(kw: dict) -> Settings:
     s = Settings(**kw)
     s.gains = [float(g) for g in (s.gains or [])]
     s.labels = [str(x) for x in (s.labels or [])]
-    _check_peak_target(s)
+    check_peak_target(s)
     return s
-
-
-def _check_peak_target(s: Settings) -> None:
-    """A sample-peak target above the limiter's true-peak ceiling cannot be met (the limiter would win
-    and the output peak lower than asked, silently): a usage error, before any work."""
-    if s.normalize != "peak" or not s.limit:
-        return
-    try:
-        target = DEFAULT_PEAK if s.target is None else float(s.target)
-        ceiling = float(s.ceiling)
-    except (TypeError, ValueError):
-        return  # not numbers: the plan's checks say so
-    if target > ceiling:
-        given = "" if s.target is not None else " (the default)"
-        raise UsageError(f"--normalize peak --target {target:g}{given} dBFS is above the limiter's "
-                         f"--ceiling {ceiling:g} dBTP: the output would peak lower than asked",
-                         hint=f"raise --ceiling to {target:g} or more, or pass --no-limit")
 
 
 def _run(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, plan, *,

@@ -52,3 +52,17 @@ def power_fit(g1: float, l1: float, g2: float, l2: float, target: float) -> floa
     if a <= 0 or pt <= b:
         return None
     return 10.0 * math.log10((pt - b) / a)
+
+
+def stuck(tries: list[tuple[float, float]], target: float, start: float) -> bool:
+    """Whether another pass is pointless: the search would repeat a gain already tried, or loudness fell
+    as the gain rose (gating let near-silence in, so more gain only takes the output further off)."""
+    gain, level = tries[-1]
+    if next_gain(tries, target, start) in {g for g, _ in tries}:
+        return True
+    return any(g < gain and lv > level for g, lv in tries[:-1])
+
+
+def closest(tries: list[tuple[float, float]], target: float) -> float:
+    """The gain of the pass whose loudness came closest to ``target``."""
+    return min(tries, key=lambda t: abs(t[1] - target))[0]

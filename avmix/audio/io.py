@@ -60,6 +60,9 @@ DECODE_TIMEOUT, DECODE_SECONDS_PER_MB = 120.0, 10.0  # ffmpeg decoding (to a tem
 _SNDFILE_FORMATS = {"WAV", "WAVEX", "W64", "RF64", "AIFF", "AIFC", "FLAC", "CAF", "OGG"}
 _SNDFILE_SKIP_SUBTYPES = {"OPUS", "MPEG_LAYER_I", "MPEG_LAYER_II", "MPEG_LAYER_III"}
 _FLOAT_SUBTYPES = {"FLOAT", "DOUBLE"}
+# sizes that tools writing to a pipe (unable to seek back) leave in the header: ffmpeg 0 or 0xFFFFFFFF,
+# SoX just under 2 GiB (0x7FFFF000 in WAV, 0x7F000008 in AIFF); such a file is read to its end
+_SOX_STREAMED = range(0x7F000000, 0x7FFFF001)
 
 
 _temp_files: set[str] = set()
@@ -466,7 +469,7 @@ def _data_shortfall(local: str) -> int:
             hdr = f.read(8)
             cid, n = hdr[:4], struct.unpack(order + "I", hdr[4:8])[0]
             if cid == want:
-                if n in (0, 0xFFFFFFFF):  # streamed (or RF64): length unknown, not truncated
+                if n in (0, 0xFFFFFFFF) or n in _SOX_STREAMED:  # streamed (or RF64): length unknown
                     return 0
                 return max(0, pos + 8 + n - size)
             pos += 8 + n + (n & 1)
@@ -499,6 +502,8 @@ def _open_sndfile(name: str, local: str, family: str) -> AudioFile | None:
         return None
     if info.format not in _SNDFILE_FORMATS or info.subtype in _SNDFILE_SKIP_SUBTYPES:
         return None
+    if info.format == "OGG" and info.channels > 2:  # Vorbis orders surround L C R ...; ffmpeg's decoder
+        return None  # puts it in the WAV order that the channel matrix expects
     if family in ("wav", "aiff"):  # before the 0-samples check: a file cut after its header is truncated
         missing = _data_shortfall(local)
         if missing >= max(1, info.channels):

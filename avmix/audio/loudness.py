@@ -47,7 +47,7 @@ def k_weighting_sos(sample_rate: int) -> np.ndarray:
 # surround and LFE positions by channel count, in WAV / ffmpeg order (the layouts ffmpeg assumes for a
 # file that does not name one): 5.0 = FL FR FC BL BR, 5.1 = FL FR FC LFE BL BR,
 # 6.1 = FL FR FC LFE BC SL SR, 7.1 = FL FR FC LFE BL BR SL SR
-_SURROUNDS = {5: (3, 4), 6: (4, 5), 7: (4, 5, 6), 8: (4, 5, 6, 7)}
+_SURROUNDS = {4: (2, 3), 5: (3, 4), 6: (4, 5), 7: (4, 5, 6), 8: (4, 5, 6, 7)}  # 4 is quad, as io reads it
 _LFE = {6: 3, 7: 3, 8: 3}
 
 

@@ -26,6 +26,7 @@ from avmix.timeline import Duck, Source, Timeline
 BLOCK = 1 << 17  # frames per engine block (a multiple of the ducker's hop); 2^16 was 18% slower per
 # job from per-block overhead, 2^18 costs ~20 MB more for little speed
 MAX_SECONDS = 24 * 3600.0  # longer times, offsets, fades are a typing mistake
+DEFAULT_PEAK = -1.0  # dBFS, --normalize peak without --target
 TRIM_DB = -60.0  # --trim-silence threshold (dBFS sample peak)
 DURATIONS = ("longest", "shortest", "first")
 NORMALIZE = ("none", "peak", "lufs")
@@ -46,6 +47,23 @@ class Settings:
     fade_in: float = 0.0  # seconds
     fade_out: float = 0.0
     labels: list[str] = field(default_factory=list)
+
+
+def check_peak_target(s: Settings) -> None:
+    """A sample-peak target above the limiter's true-peak ceiling cannot be met (the limiter would win
+    and the output peak lower than asked, silently): a usage error, before any work."""
+    if s.normalize != "peak" or not s.limit:
+        return
+    try:
+        target = DEFAULT_PEAK if s.target is None else float(s.target)
+        ceiling = float(s.ceiling)
+    except (TypeError, ValueError):
+        return  # not numbers: the plan's checks say so
+    if target > ceiling:
+        given = "" if s.target is not None else " (the default)"
+        raise UsageError(f"--normalize peak --target {target:g}{given} dBFS is above the limiter's "
+                         f"--ceiling {ceiling:g} dBTP: the output would peak lower than asked",
+                         hint=f"raise --ceiling to {target:g} or more, or pass --no-limit")
 
 
 # ------------------------------------------------------------------------------------------ checks
