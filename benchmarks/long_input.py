@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-generate", action="store_true")
     ap.add_argument("--skip-mix", action="store_true")
     ap.add_argument("--keep", action="store_true", help="keep the outputs (they are large)")
+    ap.add_argument("--results", default="results-long.json", help="file name under benchmarks/ for the results")
     args = ap.parse_args(argv)
 
     OUT.mkdir(parents=True, exist_ok=True)
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             results[f"{job}_memory_ratio"] = round(ratio, 3)
             print(f"{job}: peak memory {lg['peak_mb']:.0f} MB ({args.long:.0f} min) vs {s['peak_mb']:.0f} MB "
                   f"({args.short:.0f} min): x{ratio:.2f} for x{args.long / args.short:.0f} the audio")
-    common.save(common.HERE / "results-long.json",
+    common.save(common.HERE / args.results,
                 {"environment": common.environment(), "size": args.size, "fps": args.fps,
                  "minutes": {"short": args.short, "long": args.long}, "results": results})
     return 0 if all(r["check"].startswith("ok") for r in rows) else 1
