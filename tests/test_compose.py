@@ -574,3 +574,15 @@ def test_unreachable_lufs_target_keeps_the_closest_pass(tmp_path, wav):
     measured = pyln.Meter(SR).integrated_loudness(read(out(tmp_path)).astype(np.float64))
     assert abs(measured - tl.lufs) < 0.05
     assert abs(tl.lufs + 20.0) <= min(abs(p + 20.0) for p in passes) + 1e-6
+
+
+def test_sidecar_records_crossfades_in_samples_and_seconds(tmp_path, wav):
+    a, b = wav("a.wav", noise(1.0, seed=1)), wav("b.wav", noise(0.75, seed=2))
+    compose.concat([a, b], out(tmp_path), crossfade=0.25, fade_out=0.1)
+    d = json.loads(Path(out(tmp_path) + ".timeline.json").read_text())
+    sa, sb = d["sources"]
+    assert (sa["start_sample"], sa["end_sample"], sb["start_sample"], sb["end_sample"]) == (0, 48000, 36000, 72000)
+    assert (sa["start"], sa["end"], sb["start"], sb["end"]) == (0.0, 1.0, 0.75, 1.5)
+    assert (sa["fade_in"], sa["fade_out"], sb["fade_in"], sb["fade_out"]) == (0.0, 0.25, 0.25, 0.0)
+    assert sa["fade_curve"] == sb["fade_curve"] == "equal-power"
+    assert d["frames"] == 72000 and d["duration"] == 1.5 and d["fade_out"] == 0.1
