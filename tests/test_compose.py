@@ -242,7 +242,7 @@ def test_silent_mix_note_respects_quiet(run_cli, tmp_path, wav):
 
 @pytest.mark.parametrize("args,shown", [
     (["--target", "-0.3"], "--normalize peak --target -0.3 dBFS is above the limiter's --ceiling -1 dBTP"),
-    (["--ceiling", "-3"], "--normalize peak --target -1 (the default) dBFS is above the limiter's --ceiling -3"),
+    (["--ceiling", "-3"], "--normalize peak --target -1 dBFS (the default) is above the limiter's --ceiling -3"),
 ])
 def test_peak_target_above_the_ceiling_is_a_usage_error(run_cli, tmp_path, wav, args, shown):
     a = wav("a.wav", sine(440, 1, channels=2, amp=0.2))

@@ -61,9 +61,9 @@ def check_peak_target(s: Settings) -> None:
         return  # not numbers: the plan's checks say so
     if target > ceiling:
         given = "" if s.target is not None else " (the default)"
-        raise UsageError(f"--normalize peak --target {target:g}{given} dBFS is above the limiter's "
+        raise UsageError(f"--normalize peak --target {target:g} dBFS{given} is above the limiter's "
                          f"--ceiling {ceiling:g} dBTP: the output would peak lower than asked",
-                         hint=f"raise --ceiling to {target:g} or more, or pass --no-limit")
+                         hint=f"give --target {ceiling:g} or lower, raise --ceiling, or pass --no-limit")
 
 
 # ------------------------------------------------------------------------------------------ checks
