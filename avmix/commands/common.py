@@ -62,7 +62,8 @@ SampleRateOpt = Annotated[Optional[int], typer.Option(
     help="Output sample rate (default: the highest input rate; others are resampled with soxr).")]
 ChannelsOpt = Annotated[Optional[int], typer.Option(
     "--channels", "-c", metavar="N", rich_help_panel=OUTPUT, show_default=False,
-    help="Output channels (default: the most of any input; mono is duplicated, anything->mono averages, surround->stereo folds down as BS.775).")]
+    help="Output channels (default: the most of any input; mono is duplicated, anything->mono averages, "
+         "surround->stereo folds down as BS.775).")]
 BitDepthOpt = Annotated[Optional[int], typer.Option(
     "--bit-depth", "-b", metavar="BITS", rich_help_panel=OUTPUT, show_default=False,
     help="16, 24 (default) or 32 (float) for wav; 16 or 24 for flac; ignored for lossy formats.")]
