@@ -586,3 +586,14 @@ def test_sidecar_records_crossfades_in_samples_and_seconds(tmp_path, wav):
     assert (sa["fade_in"], sa["fade_out"], sb["fade_in"], sb["fade_out"]) == (0.0, 0.25, 0.25, 0.0)
     assert sa["fade_curve"] == sb["fade_curve"] == "equal-power"
     assert d["frames"] == 72000 and d["duration"] == 1.5 and d["fade_out"] == 0.1
+
+
+def test_gain_search_verdict_keeps_the_closest_pass_when_it_ends():
+    from avmix.audio import gainsearch
+
+    v = lambda tries, final=False: gainsearch.verdict(tries, -14.0, 0.0, tolerance=0.2, final=final)  # noqa: E731
+    assert v([(0.0, -14.1)]) is None  # within tolerance: kept
+    assert v([(0.0, -15.0)]) == pytest.approx(1.0)  # not yet: step by the error
+    assert v([(0.0, -15.0), (1.0, -16.0)]) == 0.0  # louder gain came out quieter: back to the closest
+    assert v([(0.0, -15.0), (1.0, -16.0), (0.0, -15.0)]) is None  # ... which, written again, is kept
+    assert v([(0.0, -15.0), (1.0, -14.5)], final=True) is None  # the search ends on its closest pass

@@ -31,10 +31,8 @@ from avmix import paths
 from avmix.audio import dynamics, gainsearch
 from avmix.audio.io import AudioFile, _rechunk, open_audio
 from avmix.audio.loudness import LoudnessMeter, peak_dbfs
-from avmix.audio.plan import (BLOCK, DEFAULT_PEAK, Settings, _seconds, check_peak_target, plan_concat,
-                              plan_mix, plan_overlay)
+from avmix.audio.plan import BLOCK, DEFAULT_PEAK, Settings, _seconds, plan_concat, plan_mix, plan_overlay
 from avmix.audio.writer import AudioWriter, integer_bits
-from avmix.errors import UsageError
 from avmix.progress import ProgressFn, note, report
 from avmix.timeline import Source, Timeline, file_hash
 
@@ -249,7 +247,6 @@ def _render(timeline: Timeline, output: str | os.PathLike, *, bit_depth: int | N
             stems_dir: str | os.PathLike | None, loudness: bool, progress: ProgressFn, quiet: bool) -> Timeline:
     tl = timeline
     s: Settings = getattr(tl, "_settings", None) or Settings()
-    check_peak_target(s)
     eng = _Engine(tl)
     may_limit = False
     if s.normalize != "none":
@@ -327,37 +324,38 @@ def _mix_into(eng: _Engine, sink: "_Measure", progress: ProgressFn) -> None:
 class _Rejected(Exception):
     """Raised inside a writer's with block to throw its temp file away: the output is left untouched."""
 
-    def __init__(self, lufs: float):
-        super().__init__(f"output at {lufs} LUFS")
-        self.lufs = lufs
+    def __init__(self, next_gain: float):
+        super().__init__(f"write again at {next_gain} dB")
+        self.next_gain = next_gain
 
 
 def _write(eng: _Engine, tl: Timeline, output: str | os.PathLike, *, bit_depth: int | None, lufs: bool,
-           progress: ProgressFn, keep=None) -> tuple[float, float | None]:
-    """A writing pass; returns (linear sample peak, LUFS or None). ``keep(lufs)`` False discards the
-    written file (raising _Rejected), so a retry never leaves a wrong output in place."""
+           progress: ProgressFn, retry=None) -> tuple[float, float | None]:
+    """A writing pass; returns (linear sample peak, LUFS or None). ``retry(lufs)`` returning a gain
+    discards the written file (raising _Rejected with it), so a wrong output never stays in place."""
     with AudioWriter(output, sample_rate=tl.sample_rate, channels=tl.channels, bit_depth=bit_depth,
                      frames=tl.frames) as w, \
-            _Measure(tl.sample_rate, tl.channels, lufs=lufs or keep is not None, writer=w) as sink:
+            _Measure(tl.sample_rate, tl.channels, lufs=lufs or retry is not None, writer=w) as sink:
         _mix_into(eng, sink, progress)
         peak, level = sink.result()
-        if keep is not None and not keep(level):
-            raise _Rejected(level)
+        if retry is not None and (gain := retry(level)) is not None:
+            raise _Rejected(gain)
     return peak, level
 
 
-def _try_gain(eng: _Engine, tl: Timeline, output: str | os.PathLike, keep, *, bit_depth: int | None,
+def _try_gain(eng: _Engine, tl: Timeline, output: str | os.PathLike, retry, *, bit_depth: int | None,
               progress: ProgressFn) -> tuple[float, float]:
-    """Write at the timeline's master gain if ``keep`` accepts the output's loudness, else _Rejected."""
+    """Write at the timeline's master gain unless ``retry`` gives another gain for the output's
+    loudness (then _Rejected)."""
     if os.fspath(output) != paths.STDIO:
-        return _write(eng, tl, output, bit_depth=bit_depth, lufs=True, progress=progress, keep=keep)
+        return _write(eng, tl, output, bit_depth=bit_depth, lufs=True, progress=progress, retry=retry)
     # what went to standard output cannot be taken back: measure first, write once the gain is kept
     # (rendering is deterministic, so the written output has the measured loudness)
     with _Measure(tl.sample_rate, tl.channels, peak=False) as sink:
         _mix_into(eng, sink, progress)
         _, level = sink.result()
-    if not keep(level):
-        raise _Rejected(level)
+    if (gain := retry(level)) is not None:
+        raise _Rejected(gain)
     peak, _ = _write(eng, tl, output, bit_depth=bit_depth, lufs=False, progress=progress)
     return peak, level
 
@@ -365,32 +363,21 @@ def _try_gain(eng: _Engine, tl: Timeline, output: str | os.PathLike, keep, *, bi
 def _write_to_target(eng: _Engine, tl: Timeline, output: str | os.PathLike, target: float, *,
                      bit_depth: int | None, progress: ProgressFn, quiet: bool) -> tuple[float, float]:
     """Write with the limiter and measure the output; while the loudness the limiter took leaves it
-    more than LUFS_TOLERANCE off ``target``, discard it and write again with a corrected master gain.
-    When the search ends (MAX_WRITES passes, or no gain left worth trying) the pass closest to the
-    target is the one kept, written once more if it was not the last. Returns (sample peak, LUFS)."""
+    more than LUFS_TOLERANCE off ``target``, discard it and write again at the gain
+    :func:`gainsearch.verdict` gives (the closest pass once the search ends). Returns (sample peak, LUFS)."""
     start = tl.master_gain_db
-    tries: list[tuple[float, float]] = []  # (master gain, output LUFS) of the discarded passes
-    for i in range(MAX_WRITES):
-        gain, last = tl.master_gain_db, i == MAX_WRITES - 1
+    tries: list[tuple[float, float]] = []  # (master gain, output LUFS) of every pass
 
-        def keep(level: float, gain: float = gain, last: bool = last) -> bool:
-            if not math.isfinite(level) or abs(level - target) <= LUFS_TOLERANCE:
-                return True
-            seen = tries + [(gain, level)]
-            if last or gainsearch.stuck(seen, target, start):
-                return gainsearch.closest(seen, target) == gain
-            return False
+    def retry(level: float) -> float | None:
+        tries.append((tl.master_gain_db, level))
+        return gainsearch.verdict(tries, target, start, tolerance=LUFS_TOLERANCE, final=len(tries) >= MAX_WRITES)
 
+    while True:  # ends: after MAX_WRITES passes the verdict is the closest pass, kept when written again
         try:
-            peak, level = _try_gain(eng, tl, output, keep, bit_depth=bit_depth, progress=progress)
+            peak, level = _try_gain(eng, tl, output, retry, bit_depth=bit_depth, progress=progress)
             break
         except _Rejected as r:
-            tries.append((gain, r.lufs))
-            if last or gainsearch.stuck(tries, target, start):  # an earlier pass was closer: write it again
-                tl.master_gain_db = gainsearch.closest(tries, target)
-                peak, level = _try_gain(eng, tl, output, lambda _: True, bit_depth=bit_depth, progress=progress)
-                break
-            tl.master_gain_db = gainsearch.next_gain(tries, target, start)
+            tl.master_gain_db = r.next_gain
     if math.isfinite(level) and abs(level - target) > LUFS_NOTE:
         note(f"could not bring the output to {target:g} LUFS under the limiter's {tl.limit_dbtp:g} dBTP "
              f"ceiling (it is {level:.1f} LUFS); raise --ceiling or pass --no-limit", quiet=quiet)
@@ -481,7 +468,6 @@ def _settings(kw: dict) -> Settings:
     s = Settings(**kw)
     s.gains = [float(g) for g in (s.gains or [])]
     s.labels = [str(x) for x in (s.labels or [])]
-    check_peak_target(s)
     return s
 
 

@@ -66,3 +66,19 @@ def stuck(tries: list[tuple[float, float]], target: float, start: float) -> bool
 def closest(tries: list[tuple[float, float]], target: float) -> float:
     """The gain of the pass whose loudness came closest to ``target``."""
     return min(tries, key=lambda t: abs(t[1] - target))[0]
+
+
+def verdict(tries: list[tuple[float, float]], target: float, start: float, *, tolerance: float,
+            final: bool) -> float | None:
+    """After a pass (the last of ``tries``): None to keep it, else the gain to write next. Within
+    ``tolerance`` (or not measurable) a pass is kept; when the search ends (``final``, or :func:`stuck`)
+    the closest pass wins, written again if it is not this one; otherwise :func:`next_gain`."""
+    gain, level = tries[-1]
+    if not math.isfinite(level) or abs(level - target) <= tolerance:
+        return None
+    if any(g == gain for g, _ in tries[:-1]):  # the closest pass, written again: the search's choice
+        return None
+    if final or stuck(tries, target, start):
+        best = closest(tries, target)
+        return None if best == gain else best
+    return next_gain(tries, target, start)

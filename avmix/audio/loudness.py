@@ -18,6 +18,8 @@ import math
 
 import numpy as np
 
+from avmix.audio.channels import LAYOUTS
+
 BLOCK_S = 0.4  # gating block length, seconds
 STEP_S = 0.1  # 75 % overlap
 ABS_GATE = -70.0  # LUFS
@@ -44,24 +46,14 @@ def k_weighting_sos(sample_rate: int) -> np.ndarray:
     return np.array([shelf, hp], dtype=np.float64)
 
 
-# surround and LFE positions by channel count, in WAV / ffmpeg order (the layouts ffmpeg assumes for a
-# file that does not name one): 5.0 = FL FR FC BL BR, 5.1 = FL FR FC LFE BL BR,
-# 6.1 = FL FR FC LFE BC SL SR, 7.1 = FL FR FC LFE BL BR SL SR
-_SURROUNDS = {4: (2, 3), 5: (3, 4), 6: (4, 5), 7: (4, 5, 6), 8: (4, 5, 6, 7)}  # 4 is quad, as io reads it
-_LFE = {6: 3, 7: 3, 8: 3}
-
-
 def channel_weights(channels: int) -> np.ndarray:
-    """BS.1770 channel weights: 1.0 for the front channels, 1.41 for the surrounds, 0 for the LFE
-    (BS.1770 leaves it out of the measurement). Other counts keep the old guess: 1.41 for the 4th and
-    5th channel."""
-    w = np.array([1.41 if i in (3, 4) else 1.0 for i in range(channels)])
-    if channels in _SURROUNDS:
-        w[:] = 1.0
-        w[list(_SURROUNDS[channels])] = 1.41
-    if channels in _LFE:
-        w[_LFE[channels]] = 0.0
-    return w
+    """BS.1770 channel weights by the layout ``channels`` implies: 1.0 for the fronts, 1.41 for the back
+    and side surrounds, 0 for the LFE (BS.1770 leaves it out). With no known layout (over 8 channels)
+    the 4th and 5th channel are taken for the surrounds."""
+    layout = LAYOUTS.get(channels)
+    if layout is None:
+        return np.array([1.41 if i in (3, 4) else 1.0 for i in range(channels)])
+    return np.array([0.0 if spk == "LFE" else 1.41 if spk[0] in "BS" else 1.0 for spk in layout])
 
 
 def to_lufs(power: float) -> float:

@@ -48,22 +48,21 @@ class Settings:
     fade_out: float = 0.0
     labels: list[str] = field(default_factory=list)
 
-
-def check_peak_target(s: Settings) -> None:
-    """A sample-peak target above the limiter's true-peak ceiling cannot be met (the limiter would win
-    and the output peak lower than asked, silently): a usage error, before any work."""
-    if s.normalize != "peak" or not s.limit:
-        return
-    try:
-        target = DEFAULT_PEAK if s.target is None else float(s.target)
-        ceiling = float(s.ceiling)
-    except (TypeError, ValueError):
-        return  # not numbers: the plan's checks say so
-    if target > ceiling:
-        given = "" if s.target is not None else " (the default)"
-        raise UsageError(f"--normalize peak --target {target:g} dBFS{given} is above the limiter's "
-                         f"--ceiling {ceiling:g} dBTP: the output would peak lower than asked",
-                         hint=f"give --target {ceiling:g} or lower, raise --ceiling, or pass --no-limit")
+    def __post_init__(self) -> None:
+        """A sample-peak target above the limiter's true-peak ceiling cannot be met (the limiter would
+        win and the output peak lower than asked, silently): a usage error, before any work."""
+        if self.normalize != "peak" or not self.limit:
+            return
+        try:
+            target = DEFAULT_PEAK if self.target is None else float(self.target)
+            ceiling = float(self.ceiling)
+        except (TypeError, ValueError):
+            return  # not numbers: the plan's checks say so
+        if target > ceiling:
+            given = "" if self.target is not None else " (the default)"
+            raise UsageError(f"--normalize peak --target {target:g} dBFS{given} is above the limiter's "
+                             f"--ceiling {ceiling:g} dBTP: the output would peak lower than asked",
+                             hint=f"give --target {ceiling:g} or lower, raise --ceiling, or pass --no-limit")
 
 
 # ------------------------------------------------------------------------------------------ checks

@@ -147,9 +147,9 @@ def audio_settings(n_inputs: int, *, gain: list[float] | None = None, normalize:
     check_number("--ceiling", ceiling, *CEILING_RANGE, unit="dBTP")
     check_seconds("--fade-in", fade_in)
     check_seconds("--fade-out", fade_out)
-    if norm == "peak":
-        from avmix.audio.plan import Settings, check_peak_target
-        check_peak_target(Settings(normalize=norm, target=target, limit=bool(limit), ceiling=float(ceiling)))
+    if norm == "peak":  # Settings refuses a peak target above the limiter's ceiling
+        from avmix.audio.plan import Settings
+        Settings(normalize=norm, target=target, limit=bool(limit), ceiling=float(ceiling))
     if sample_rate is not None:
         check_number("--sample-rate", sample_rate, *RATE_RANGE, unit="Hz")
     if channels is not None:
