@@ -23,7 +23,6 @@ from avmix.batch_jobs import (  # noqa: F401  (re-exported: avmix.batch.Job, avm
     ALIASES,
     LIST_SEP,
     MANAGED,
-    OUTPUT_PATH_OPTIONS,
     RECORD_SUFFIX,
     SIZE_RE,
     SUMMARY_NAME,

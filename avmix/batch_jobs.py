@@ -9,7 +9,7 @@ Jobs file, one job per row:
 
 Fields: ``inputs`` (list of paths, relative to the jobs file), ``output`` (a file name inside OUTDIR,
 sub-directories allowed; an absolute path, ``..`` or a symlink leading out of OUTDIR fails that job),
-and any option of :func:`avmix.pipeline.generate` by its long name, with ``-`` or ``_``
+and any option of :class:`avmix.options.Options` by its name, with ``-`` or ``_``
 (``"size": "640x360"``, ``"backend": "procedural"``, ``"at": 1.5``, ``"label"``/``"labels"``,
 ``"no-limit": true``). Output-side paths (``workdir``, ``preview``, ``stems``) are inside OUTDIR like
 ``output``. A malformed file (bad JSON, missing ``inputs``/``output``, a value of the wrong type) is
@@ -37,7 +37,6 @@ SUMMARY_NAME = "batch.json"
 ALIASES = {"label": "labels", "gain": "gains"}
 # Options batch sets itself: not allowed in a jobs file.
 MANAGED = {"inputs", "output", "overwrite", "progress", "quiet"}
-OUTPUT_PATH_OPTIONS = {"workdir", "preview", "stems"}
 SIZE_RE = re.compile(r"^\s*(\d{1,6})\s*[xX]\s*(\d{1,6})\s*$")
 
 
@@ -57,40 +56,40 @@ class Job:
 # ------------------------------------------------------------------------------- generate options
 
 
-def _generate_params(generate: Callable | None = None) -> tuple[dict[str, inspect.Parameter], bool]:
-    """generate()'s keyword parameters (minus the ones batch manages) and whether it takes **kwargs."""
+def _options(generate: Callable | None = None) -> tuple[dict[str, Any], set[str] | None]:
+    """The options a job may set, by name -> field (from :class:`avmix.options.Options`), and, for a
+    stand-in ``generate`` without ``**kwargs``, the names its signature takes (None: any option)."""
+    from avmix.options import Options
+
+    known = {name: f for name, (_, f) in Options.by_name().items() if name not in MANAGED}
     if generate is None:
-        from avmix.pipeline import generate
-
-    params, var_kw = {}, False
-    for name, p in inspect.signature(generate).parameters.items():
-        if p.kind == p.VAR_KEYWORD:
-            var_kw = True
-        elif p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and name not in MANAGED:
-            params[name] = p
-    return params, var_kw
+        return known, None
+    params = inspect.signature(generate).parameters.values()
+    if any(p.kind == p.VAR_KEYWORD for p in params):
+        return known, None
+    return known, {p.name for p in params}
 
 
-def _kind(p: inspect.Parameter | None) -> str:
-    """'bool', 'int', 'float', 'str', 'size', 'list' or 'any', from the annotation, else the default."""
-    if p is None:
+def _kind(name: str, f: Any) -> str:
+    """'bool', 'int', 'float', 'str', 'size', 'list:str', 'list:num' or 'any', from the field's type."""
+    if f is None:
         return "any"
-    if p.name == "size":
+    if name == "size":
         return "size"
-    ann = p.annotation
-    ann = "" if ann is inspect.Parameter.empty else (ann if isinstance(ann, str) else str(ann))
-    ann = ann.replace("typing.", "").lower()
+    ann = str(f.type).replace("typing.", "").lower()
     if m := re.search(r"\b(?:list|sequence|tuple)\[(\w+)", ann):
         return "list:str" if m.group(1) == "str" else "list:num" if m.group(1) in ("float", "int") else "list"
-    for key, kind in (("list", "list"), ("sequence", "list"), ("tuple", "list"), ("bool", "bool"),
-                      ("float", "float"), ("int", "int"), ("str", "str")):
+    for key in ("bool", "float", "int", "str"):
         if re.search(rf"\b{key}\b", ann):
-            return kind
-    d = p.default
-    for typ, kind in ((bool, "bool"), (int, "int"), (float, "float"), (str, "str"), ((list, tuple), "list")):
-        if isinstance(d, typ):
-            return kind
+            return key
     return "any"
+
+
+def _path_kind(f: Any) -> str | None:
+    from avmix.options import flag_of
+
+    flag = flag_of(f) if f is not None else None
+    return flag.path if flag else None
 
 
 def _parse_scalar(text: str, kind: str) -> Any:
@@ -190,6 +189,14 @@ def _rows(path: Path, text: str) -> list[tuple[int, dict[str, Any], bool]]:
     return rows
 
 
+def _resolve(base: Path, value: Any) -> Any:
+    if isinstance(value, list):
+        return [_resolve(base, v) for v in value]
+    if isinstance(value, str) and value not in ("", "-"):
+        return os.fspath(base / os.path.expanduser(value))
+    return value
+
+
 def _safe_output(outdir: Path, name: str, what: str = "output") -> Path:
     """``outdir/name`` if it stays inside ``outdir`` (symlinks followed); ValueError otherwise."""
     if "\x00" in name:
@@ -216,7 +223,7 @@ def read_jobs(jobs_file: str | os.PathLike, outdir: str | os.PathLike, *,
     path = Path(jobs_file)
     text = read_text(path, "jobs")
     base, out = path.resolve().parent, Path(outdir)
-    params, var_kw = _generate_params(generate)
+    known, takes = _options(generate)
     jobs: list[Job] = []
     seen: dict[str, int] = {}
     for line, raw, from_csv in _rows(path, text):
@@ -248,7 +255,7 @@ def read_jobs(jobs_file: str | os.PathLike, outdir: str | os.PathLike, *,
         elif job.target:
             seen[job.target] = line
         for name, value in fields.items():
-            if name.startswith("no_") and name[3:] in params and _kind(params[name[3:]]) == "bool":
+            if name.startswith("no_") and _kind(name[3:], known.get(name[3:])) == "bool":
                 try:
                     flag = _coerce(name, value, "bool", from_csv)
                 except ValueError as e:
@@ -260,19 +267,22 @@ def read_jobs(jobs_file: str | os.PathLike, outdir: str | os.PathLike, *,
                 continue
             if value is None:  # null: the default
                 continue
-            if name not in params and not var_kw:
+            if name not in known or (takes is not None and name not in takes):
                 job.error = job.error or f"unknown option {name!r} (not an option of avmix generate)"
                 continue
             try:
-                value = _coerce(name, value, _kind(params.get(name)), from_csv)
+                value = _coerce(name, value, _kind(name, known[name]), from_csv)
             except ValueError as e:
                 raise UsageError(f"{where}: option {name!r}: {e}", path=path) from None
-            if name in OUTPUT_PATH_OPTIONS and isinstance(value, str):
+            where_to = _path_kind(known[name])
+            if where_to == "output" and isinstance(value, str):
                 try:
                     value = os.fspath(_safe_output(out, value, name))
                 except ValueError as e:
                     job.error = job.error or str(e)
                     continue
+            elif where_to == "input":  # relative to the jobs file, like the inputs ('-' means none)
+                value = _resolve(base, value)
             job.options[name] = value
         jobs.append(job)
     if not jobs:

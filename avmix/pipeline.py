@@ -11,7 +11,6 @@ found again by a rerun after an interruption); it is removed after success unles
 from __future__ import annotations
 
 import contextlib
-import numbers
 import os
 import re
 import shutil
@@ -22,6 +21,7 @@ from typing import Iterator, Sequence
 from avmix import mux, paths
 from avmix.errors import InputError, OutputError, UsageError
 from avmix.manifest import MANIFEST, Manifest, key, versions
+from avmix.options import Backend, ComposeOptions, Mode, Options, check_choice, parse_size  # noqa: F401 (parse_size: public here before)
 from avmix.progress import ProgressFn, note, report
 from avmix.signals import sigterm_as_interrupt
 from avmix.timeline import Analysis, Timeline, file_hash, same_content
@@ -29,30 +29,8 @@ from avmix.timeline import Analysis, Timeline, file_hash, same_content
 AUDIO, TIMELINE, ANALYSIS, VIDEO = "audio.wav", "timeline.json", "analysis.json", "video.mp4"
 WORK_FILES = (AUDIO, TIMELINE, ANALYSIS, VIDEO, MANIFEST)
 WORK_BIT_DEPTH = 32  # float: the work audio is exact, stems sum to it
-MODES = ("mix", "concat", "overlay")
-BACKENDS = ("auto", "procedural", "diffusion")
-FPS_MIN, FPS_MAX = 1, 120
-SIDE_MIN, SIDE_MAX = 16, 7680
-
-
-def parse_size(size: str | Sequence[int]) -> tuple[int, int]:
-    """``"1280x720"`` or ``(1280, 720)`` -> (width, height); both even and in 16..7680."""
-    if isinstance(size, str):
-        m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", size)
-        if not m:
-            raise UsageError(f"bad --size {size!r}", hint="use WIDTHxHEIGHT, e.g. 1280x720")
-        w, h = int(m.group(1)), int(m.group(2))
-    else:
-        try:
-            w, h = (int(v) for v in size)
-        except (TypeError, ValueError):
-            raise UsageError(f"bad --size {size!r}", hint="use WIDTHxHEIGHT, e.g. 1280x720") from None
-    for name, v in (("width", w), ("height", h)):
-        if not SIDE_MIN <= v <= SIDE_MAX:
-            raise UsageError(f"--size {name} {v} out of range {SIDE_MIN}..{SIDE_MAX}")
-        if v % 2:
-            raise UsageError(f"--size {name} {v} is odd", hint="H.264 (yuv420p) needs even sizes")
-    return w, h
+MODES = tuple(m.value for m in Mode)
+BACKENDS = tuple(b.value for b in Backend)
 
 
 def label_from_name(path: str | os.PathLike) -> str:
@@ -117,29 +95,6 @@ def _workdir(workdir: str | os.PathLike | None, output: Path, inputs: list[Path]
     return work, default
 
 
-def _check_compose(n: int, *, labels: list[str], gains, normalize: str, target, limit: bool, ceiling: float,
-                   fade_in: float, fade_out: float, sample_rate, channels, duration: str, curve: str,
-                   crossfade: float, gap: float, at: float, duck: float | None) -> float | None:
-    """The audio commands' checks (UsageError before any work); returns --duck as a positive dB value."""
-    from avmix.commands import common as c
-
-    c.audio_settings(max(n, 1), gain=list(gains or []), normalize=normalize, target=target, limit=limit,
-                     ceiling=ceiling, fade_in=fade_in, fade_out=fade_out, sample_rate=sample_rate,
-                     channels=channels, label=labels)
-    if duration not in ("longest", "shortest", "first"):
-        raise UsageError(f"unknown --duration {duration!r}", hint="use longest, shortest or first")
-    if curve not in ("equal-power", "linear"):
-        raise UsageError(f"unknown --curve {curve!r}", hint="use equal-power or linear")
-    for name, value in (("--crossfade", crossfade), ("--gap", gap), ("--at", at)):
-        c.check_seconds(name, value)
-    if crossfade > 0 and gap > 0:
-        raise UsageError("--crossfade and --gap cannot be combined")
-    if duck is not None:
-        c.check_number("--duck", abs(duck), 0.0, 60.0, unit="dB")
-        duck = abs(duck)
-    return duck
-
-
 class _Stages:
     """Runs or reuses cached stages, keeping timings and the manifest up to date."""
 
@@ -165,78 +120,51 @@ class _Stages:
         return info
 
 
-def generate(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, *, mode: str = "mix",
-             labels: Sequence[str] | None = None, fps: float = 30, size: str | Sequence[int] = (1280, 720),
-             seed: int = 0, backend: str = "auto", model: str | None = None, device: str = "auto",
-             offload: bool = False, prompt: str = "", negative_prompt: str = "", steps: int | None = None,
-             guidance: float | None = None, tagger: str | None = None, captions: bool = False,
-             workdir: str | os.PathLike | None = None, keep: bool = False, preview: str | os.PathLike | None = None,
-             stems: str | os.PathLike | None = None, overwrite: bool = False, no_cache: bool = False,
-             # compose options, as for the audio commands
-             gains: Sequence[float] | None = None, duration: str = "longest", match_loudness: bool = False,
-             crossfade: float = 0.0, curve: str = "equal-power", gap: float = 0.0, trim_silence: bool = False,
-             at: float = 0.0, loop: bool = False, duck: float | None = None, normalize: str = "none",
-             target: float | None = None, limit: bool = True, ceiling: float = -1.0, fade_in: float = 0.0,
-             fade_out: float = 0.0, sample_rate: int | None = None, channels: int | None = None,
-             # muxing
-             crf: int = 20, preset: str = "veryfast",
-             progress: ProgressFn = None, quiet: bool = True) -> dict:
+def generate(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, options: Options | None = None, *,
+             overwrite: bool = False, progress: ProgressFn = None, quiet: bool = True, **flat) -> dict:
     """Compose ``inputs``, analyse, render a video and mux it into ``output``.
+
+    ``options`` holds every option in groups (:class:`avmix.options.Options`); flat keywords by option
+    name (``fps=24``, ``gains=[0, -6]``, ``size=(640, 360)``) change single options, on top of ``options``.
 
     Returns ``{"output", "duration" (s), "backend", "backend_reason", "workdir" (None once removed),
     "timings" {stage: s}, "reused" [stages taken from the cache], "preview", "stems"}``.
     """
+    opts = Options.of(options, **flat)
     # -- check everything before any work
     inputs = [Path(p) for p in inputs]
     if not inputs:
         raise UsageError("generate needs at least one input")
     if any(os.fspath(p) == paths.STDIO for p in inputs):
         raise UsageError("generate reads files, not standard input", hint="save the audio to a file first")
-    if mode not in MODES:
-        raise UsageError(f"unknown --mode {mode!r}", hint="use mix, concat or overlay")
-    if backend not in BACKENDS:
-        raise UsageError(f"unknown --backend {backend!r}", hint="use auto, procedural or diffusion")
-    if not FPS_MIN <= float(fps) <= FPS_MAX:
-        raise UsageError(f"--fps {fps} out of range {FPS_MIN}..{FPS_MAX}")
-    width, height = parse_size(size)
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise UsageError(f"--seed {seed!r} must be a whole number >= 0")
+    check_choice("--mode", opts.compose.mode, Mode)
+    check_choice("--backend", opts.video.backend, Backend)
+    video = opts.video.checked()
     for p in inputs:
         paths.check_input(p)
     composed = len(inputs) == 1 and paths.sidecar(inputs[0]).is_file()
-    if mode == "overlay" and len(inputs) != 2 and not composed:
+    if opts.compose.mode == "overlay" and len(inputs) != 2 and not composed:
         raise UsageError(f"--mode overlay takes exactly two inputs (BASE TOP), got {len(inputs)}")
-    labels = list(labels or [])
-    duck = _check_compose(len(labels) if composed else len(inputs), labels=labels, gains=gains,
-                          normalize=normalize, target=target, limit=limit, ceiling=ceiling, fade_in=fade_in,
-                          fade_out=fade_out, sample_rate=sample_rate, channels=channels, duration=duration,
-                          curve=curve, crossfade=crossfade, gap=gap, at=at, duck=duck)
+    n_labels = len(opts.compose.labels or [])
+    compose = opts.compose.checked(n_labels if composed else len(inputs))
     mux.container(output)
-    mux.check_options(crf=crf, preset=preset)
     out = paths.check_output(output, inputs, overwrite=overwrite)
-    if preview is not None:
-        if Path(preview).suffix.lower() != ".png":
-            raise UsageError("the preview must be a .png file", path=preview)
-        paths.check_output(preview, [*inputs, out], overwrite=overwrite)
-    model = model or os.environ.get("AVMIX_MODEL") or None
-    chosen, why = choose_backend(backend, model)
-    if backend == "auto":
+    work_opts = opts.work.checked()
+    if work_opts.preview is not None:
+        if Path(work_opts.preview).suffix.lower() != ".png":
+            raise UsageError("the preview must be a .png file", path=work_opts.preview)
+        paths.check_output(work_opts.preview, [*inputs, out], overwrite=overwrite)
+    opts = Options(compose=compose, video=video, model=opts.model.checked(), work=work_opts)
+    chosen, why = choose_backend(video.backend, opts.model.model)
+    if video.backend == "auto":
         note(f"backend {chosen}: {why}", quiet=quiet)
 
-    work, ours = _workdir(workdir, out, inputs)
+    work, ours = _workdir(work_opts.workdir, out, inputs)
     started = time.perf_counter()
-    options = dict(mode=mode, labels=labels, fps=fps, size=[width, height], seed=seed, backend=backend,
-                   model=model, device=device, offload=offload, prompt=prompt, negative_prompt=negative_prompt,
-                   steps=steps, guidance=guidance, tagger=tagger, captions=captions, gains=list(gains or []),
-                   duration=duration, match_loudness=match_loudness, crossfade=crossfade, curve=curve, gap=gap,
-                   trim_silence=trim_silence, at=at, loop=loop, duck=duck, normalize=normalize, target=target,
-                   limit=limit, ceiling=ceiling, fade_in=fade_in, fade_out=fade_out, sample_rate=sample_rate,
-                   channels=channels, crf=crf, preset=preset, preview=os.fspath(preview) if preview else None,
-                   stems=os.fspath(stems) if stems else None, no_cache=no_cache)
     try:
         with sigterm_as_interrupt(), _locked(work):
-            result = _run(inputs, out, work, composed=composed, options=options, chosen=chosen, why=why,
-                          no_cache=no_cache, overwrite=overwrite, progress=progress, quiet=quiet)
+            result = _run(inputs, out, work, composed=composed, opts=opts, chosen=chosen, why=why,
+                          overwrite=overwrite, progress=progress, quiet=quiet)
     except BaseException:
         if (work / MANIFEST).exists() and Manifest.load(work).stages:
             note(f"work directory kept: {work} (run the same command again to resume)", quiet=quiet)
@@ -244,37 +172,35 @@ def generate(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, *, 
             shutil.rmtree(work, ignore_errors=True)
         raise
     result["timings"]["total"] = round(time.perf_counter() - started, 4)
-    if ours and not keep:
+    if ours and not work_opts.keep:
         shutil.rmtree(work, ignore_errors=True)
         result["workdir"] = None
     return result
 
 
-def _run(inputs: list[Path], out: Path, work: Path, *, composed: bool, options: dict, chosen: str, why: str,
-         no_cache: bool, overwrite: bool, progress: ProgressFn, quiet: bool) -> dict:
+def _run(inputs: list[Path], out: Path, work: Path, *, composed: bool, opts: Options, chosen: str, why: str,
+         overwrite: bool, progress: ProgressFn, quiet: bool) -> dict:
     man = Manifest.load(work)
     hashes = [file_hash(p) for p in inputs]
     vers = versions()
-    man.data.update(avmix=vers["avmix"], versions=vers, options=options, seed=options["seed"],
+    man.data.update(avmix=vers["avmix"], versions=vers, options=opts.flat(), seed=opts.video.seed,
                     inputs=[{"path": os.path.abspath(p), "hash": h, "bytes": p.stat().st_size}
                             for p, h in zip(inputs, hashes)],
                     backend={"name": chosen, "reason": why}, output=os.fspath(out))
     man.save()
-    stages = _Stages(man, no_cache=no_cache, progress=progress)
-    o = options
+    stages = _Stages(man, no_cache=opts.work.no_cache, progress=progress)
+    co, vo, mo, wo = opts.compose, opts.video, opts.model, opts.work
 
     # -- compose: audio.wav + timeline.json
-    labels = list(o["labels"])
-    if o["tagger"] and not composed and len(labels) < len(inputs):
+    labels = list(co.labels)
+    if mo.tagger and not composed and len(labels) < len(inputs):
         from avmix.video import diffusion
 
-        tagged = diffusion.tag_labels([os.fspath(p) for p in inputs[len(labels):]], o["tagger"])
+        tagged = diffusion.tag_labels([os.fspath(p) for p in inputs[len(labels):]], mo.tagger)
         labels += list(tagged)
     if not composed:
         labels += [label_from_name(p) for p in inputs[len(labels):]]
-    compose_opts = {k: o[k] for k in ("mode", "gains", "duration", "match_loudness", "crossfade", "curve", "gap",
-                                      "trim_silence", "at", "loop", "duck", "normalize", "target", "limit",
-                                      "ceiling", "fade_in", "fade_out", "sample_rate", "channels")}
+    compose_opts = {k: v for k, v in co.flat().items() if k != "labels"}  # labels are a dependency below
     depends = {"inputs": [{"path": os.path.abspath(p), "hash": h} for p, h in zip(inputs, hashes)],
                "labels": labels}
     if composed:
@@ -283,44 +209,45 @@ def _run(inputs: list[Path], out: Path, work: Path, *, composed: bool, options: 
         depends["options"] = compose_opts
     k_compose = key("compose", depends)
     stages.run("compose", k_compose, depends, [AUDIO, TIMELINE],
-               lambda: _compose(inputs, work, composed=composed, labels=labels, opts=compose_opts,
+               lambda: _compose(inputs, work, composed=composed, labels=labels, co=co,
                                 hashes=hashes, progress=progress, quiet=quiet))
     timeline = Timeline.load(work / TIMELINE)
-    stems = _write_stems(timeline, work, o["stems"], inputs, overwrite=overwrite, man=man) if o["stems"] else None
+    stems = _write_stems(timeline, work, wo.stems, inputs, overwrite=overwrite, man=man) if wo.stems else None
 
     # -- analyze: analysis.json
-    depends = {"compose": k_compose, "fps": o["fps"]}
+    depends = {"compose": k_compose, "fps": vo.fps}
     k_analyze = key("analyze", depends)
 
     def _analyze() -> None:
         from avmix.audio import analyze
 
-        analyze.analyze(timeline, work / AUDIO, fps=o["fps"], progress=progress).save(work / ANALYSIS)
+        analyze.analyze(timeline, work / AUDIO, fps=vo.fps, progress=progress).save(work / ANALYSIS)
 
     stages.run("analyze", k_analyze, depends, [ANALYSIS], _analyze)
     analysis = Analysis.load(work / ANALYSIS)
 
     # -- video: video.mp4 (silent)
-    depends = {"analyze": k_analyze, "backend": chosen, "size": o["size"], "seed": o["seed"],
-               "captions": o["captions"], "crf": o["crf"]}
+    depends = {"analyze": k_analyze, "backend": chosen, "size": list(vo.size), "seed": vo.seed,
+               "captions": vo.captions, "crf": vo.crf}
     if chosen == "diffusion":
-        depends.update({k: o[k] for k in ("model", "device", "prompt", "negative_prompt", "steps", "guidance")})
+        depends.update({k: getattr(mo, k) for k in ("model", "device", "prompt", "negative_prompt", "steps",
+                                                    "guidance")})
     video_info = stages.run("video", key("video", depends), depends, [VIDEO],
-                            lambda: _video(chosen, analysis, timeline, work, o, progress))
+                            lambda: _video(chosen, analysis, timeline, work, opts, progress))
 
     # -- mux: OUT (always; the video is H.264 of the right length, so it is copied, not re-encoded)
     t = time.perf_counter()
-    muxed = mux.render(work / VIDEO, work / AUDIO, out, fit="audio", crf=o["crf"], preset=o["preset"],
+    muxed = mux.render(work / VIDEO, work / AUDIO, out, fit="audio", crf=vo.crf, preset=vo.preset,
                        overwrite=overwrite, progress=progress)
     stages.timings["mux"] = round(time.perf_counter() - t, 4)
 
     preview = None
-    if o["preview"]:
+    if wo.preview:
         t = time.perf_counter()
         from avmix.video import preview as preview_mod
 
-        preview_mod.contact_sheet(work / VIDEO, analysis, o["preview"])  # writes atomically itself
-        preview = o["preview"]
+        preview_mod.contact_sheet(work / VIDEO, analysis, wo.preview)  # writes atomically itself
+        preview = wo.preview
         stages.timings["preview"] = round(time.perf_counter() - t, 4)
 
     man.data["run"] = {"timings": stages.timings, "reused": stages.reused, "mux": muxed,
@@ -334,7 +261,7 @@ def _run(inputs: list[Path], out: Path, work: Path, *, composed: bool, options: 
             "preview": preview, "stems": stems, "video_copied": muxed["video_copied"]}
 
 
-def _compose(inputs: list[Path], work: Path, *, composed: bool, labels: list[str], opts: dict,
+def _compose(inputs: list[Path], work: Path, *, composed: bool, labels: list[str], co: ComposeOptions,
              hashes: list[str], progress: ProgressFn, quiet: bool) -> None:
     from avmix.audio import compose, io, plan, writer
 
@@ -358,14 +285,7 @@ def _compose(inputs: list[Path], work: Path, *, composed: bool, labels: list[str
         timeline.save(work / TIMELINE)
         return
     files = [io.open_audio(p) for p in inputs]
-    settings = plan.Settings(sample_rate=opts["sample_rate"], channels=opts["channels"], gains=list(opts["gains"]),
-                             normalize=opts["normalize"], target=opts["target"], limit=opts["limit"],
-                             ceiling=opts["ceiling"], fade_in=opts["fade_in"], fade_out=opts["fade_out"],
-                             labels=labels)
-    options = {"mix": {k: opts[k] for k in ("duration", "match_loudness")},
-               "concat": {k: opts[k] for k in ("crossfade", "curve", "gap", "trim_silence")},
-               "overlay": {"at": opts["at"], "loop": opts["loop"], "duck_db": opts["duck"]}}
-    planned = plan.plan(opts["mode"], files, settings=settings, **options.get(opts["mode"], {}))
+    planned = plan.plan(co.mode, files, settings=co.settings(labels), **co.mode_options())
     timeline = compose.render(planned, work / AUDIO, bit_depth=WORK_BIT_DEPTH, progress=progress, quiet=quiet)
     for source, h in zip(timeline.sources, hashes):  # hashed once already, for the manifest
         source.hash = h
@@ -382,20 +302,22 @@ def _find_source(name: str, sidecar: Path) -> Path:
                      hint=f"the timeline {sidecar} refers to it; compose again or restore the file")
 
 
-def _video(backend: str, analysis: Analysis, timeline: Timeline, work: Path, o: dict, progress: ProgressFn) -> dict:
-    width, height = o["size"]
+def _video(backend: str, analysis: Analysis, timeline: Timeline, work: Path, opts: Options,
+           progress: ProgressFn) -> dict:
+    vo, mo = opts.video, opts.model
+    width, height = vo.size
     if backend == "procedural":
         from avmix.video import procedural
 
-        info = procedural.render(analysis, work / VIDEO, width=width, height=height, seed=o["seed"],
-                                 captions=o["captions"], crf=o["crf"], progress=progress)
+        info = procedural.render(analysis, work / VIDEO, width=width, height=height, seed=vo.seed,
+                                 captions=vo.captions, crf=vo.crf, progress=progress)
     else:
         from avmix.video import diffusion
 
-        info = diffusion.render(analysis, timeline, work / VIDEO, width=width, height=height, fps=o["fps"],
-                                seed=o["seed"], model=o["model"], device=o["device"], offload=o["offload"],
-                                prompt=o["prompt"], negative_prompt=o["negative_prompt"], steps=o["steps"],
-                                guidance=o["guidance"], progress=progress)
+        info = diffusion.render(analysis, timeline, work / VIDEO, width=width, height=height, fps=vo.fps,
+                                seed=vo.seed, model=mo.model, device=mo.device, offload=mo.offload,
+                                prompt=mo.prompt, negative_prompt=mo.negative_prompt, steps=mo.steps,
+                                guidance=mo.guidance, progress=progress)
     return dict(info or {}, backend=backend)
 
 

@@ -1,7 +1,13 @@
-"""The files that pass between stages: timeline.json and analysis.json (schema ``avmix.<kind>/1``).
+"""The files that pass between stages: timeline.json and analysis.json (schema ``avmix.<kind>/N``).
 
 A Timeline is both the plan the compose engine renders and the record the video stage reads: for every
-source it says where the source sits in the output, in samples, with its gain, fades and ducking.
+source it says where the source sits in the output, in samples, with its gain, fades and ducking, and
+where later stages extend it: a source's ``picture`` (its video stream or image) and ``origin`` (how a
+synthesised track was made), and the timeline's ``master`` (a correction applied after the sum).
+
+Keys this version does not know survive a load and save (``extra``), so a file written by a newer
+avmix keeps them. A timeline with a ``master`` correction is written as ``avmix.timeline/2``: an older
+reader would ignore the correction and mis-read the audio, so it refuses the file instead.
 """
 from __future__ import annotations
 
@@ -19,6 +25,8 @@ from avmix.errors import InputError
 from avmix.paths import read_text, write_text_atomic
 
 TIMELINE_SCHEMA = "avmix.timeline/1"
+TIMELINE_SCHEMA_MASTER = "avmix.timeline/2"  # written when a master correction is recorded
+TIMELINE_MAJORS = ("1", "2")
 ANALYSIS_SCHEMA = "avmix.analysis/1"
 HASH_CHUNK = 1 << 20
 HASH_ALGORITHM = "xxh3_128"
@@ -61,6 +69,7 @@ class Duck:
     attack: float = 0.01
     release: float = 0.25
     threshold_db: float = -45.0
+    extra: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)  # keys kept unread
 
 
 @dataclass
@@ -88,6 +97,9 @@ class Source:
     hash: str = ""
     sample_rate: int = 0  # the file's own rate
     channels: int = 0  # the file's own channel count
+    picture: dict[str, Any] | None = None  # the source's picture: its video stream or an image
+    origin: dict[str, Any] | None = None  # how a synthesised source was made (prompt, model, seed, ...)
+    extra: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)  # keys kept unread
 
 
 @dataclass
@@ -104,22 +116,31 @@ class Timeline:
     output: str = ""
     peak_dbfs: float | None = None  # measured on the written output
     lufs: float | None = None  # integrated loudness of the written output
+    master: dict[str, Any] | None = None  # a correction applied to the sum (and every stem), after the gain
     schema: str = TIMELINE_SCHEMA
+    extra: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)  # keys kept unread
 
     @property
     def duration(self) -> float:
         return self.frames / self.sample_rate
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d = {"schema": d.pop("schema"), **d}
+        d = _out(asdict(self), optional=("master",))
+        d.pop("schema")
+        d = {"schema": TIMELINE_SCHEMA_MASTER if self.master is not None else TIMELINE_SCHEMA, **d}
         d["duration"] = self.duration
         for key in ("peak_dbfs", "lufs"):  # silence measures -inf, which strict JSON parsers refuse
             if d[key] is not None and not math.isfinite(d[key]):
                 d[key] = None
+        sources = []
         for s, sd in zip(self.sources, d["sources"]):
+            sd = _out(sd, optional=("picture", "origin"))
+            if sd.get("duck") is not None:
+                sd["duck"] = _out(sd["duck"])
             sd["start"] = s.start_sample / self.sample_rate
             sd["end"] = s.end_sample / self.sample_rate
+            sources.append(sd)
+        d["sources"] = sources
         return d
 
     def save(self, path: str | os.PathLike) -> None:
@@ -127,17 +148,17 @@ class Timeline:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], *, where: str = "timeline") -> "Timeline":
-        check_schema(d, TIMELINE_SCHEMA, where)
+        check_schema(d, TIMELINE_SCHEMA, where, majors=TIMELINE_MAJORS)
         try:
             if not isinstance(d["sources"], list):
                 raise TypeError("sources is not a list")
             sources = []
             for sd in d["sources"]:
-                sd = _known(Source, sd)
+                sd = _known(Source, sd, derived=("start", "end"))
                 if sd.get("duck") is not None:
                     sd["duck"] = Duck(**_known(Duck, sd["duck"]))
                 sources.append(Source(**sd))
-            top = _known(cls, d)
+            top = _known(cls, d, derived=("duration", "schema"))
             top["sources"] = sources
             tl = cls(**top)
         except (KeyError, TypeError, ValueError) as e:
@@ -162,6 +183,9 @@ class Timeline:
                 bad = f"source {s.index} placement"
             if not bad and s.fade_in < 0 or not bad and s.fade_out < 0:
                 bad = f"source {s.index} fades"
+            for name in ("picture", "origin"):
+                if not bad and getattr(s, name) is not None and not isinstance(getattr(s, name), dict):
+                    bad = f"source {s.index} {name} {_short(getattr(s, name))}"
             if not bad and s.duck is not None and not isinstance(s.duck, Duck):
                 bad = f"source {s.index} duck {_short(s.duck)}"
             if not bad and s.duck is not None:
@@ -230,6 +254,7 @@ class TrackAnalysis:
     start: float = 0.0
     end: float = 0.0
     index: int = -1  # source index, -1 for the mix
+    extra: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)  # keys kept unread
 
 
 @dataclass
@@ -241,9 +266,12 @@ class Analysis:
     mix: TrackAnalysis
     mode: str = "mix"
     schema: str = ANALYSIS_SCHEMA
+    extra: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)  # keys kept unread
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = _out(asdict(self))
+        d["tracks"] = [_out(t) for t in d["tracks"]]
+        d["mix"] = _out(d["mix"])
         return {"schema": d.pop("schema"), **d}
 
     def save(self, path: str | os.PathLike) -> None:
@@ -258,7 +286,7 @@ class Analysis:
                 raise TypeError("tracks is not a list")
             tracks = [TrackAnalysis(**_known(TrackAnalysis, t)) for t in d["tracks"]]
             mix = TrackAnalysis(**_known(TrackAnalysis, d["mix"]))
-            top = _known(cls, d)
+            top = _known(cls, d, derived=("schema",))
             top.update(tracks=tracks, mix=mix)
             analysis = cls(**top)
         except (KeyError, TypeError, ValueError) as e:
@@ -288,11 +316,23 @@ class Analysis:
             raise InputError(f"malformed analysis: bad {bad}", path=where)
 
 
-def _known(cls, d: dict[str, Any]) -> dict[str, Any]:
+def _known(cls, d: dict[str, Any], derived: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The fields of ``cls`` in ``d``; other keys go to ``extra`` (``derived`` ones are recomputed)."""
     if not isinstance(d, dict):
         raise TypeError(f"expected an object, got {type(d).__name__}")
-    names = {f.name for f in fields(cls)}
-    return {k: v for k, v in d.items() if k in names}
+    names = {f.name for f in fields(cls)} - {"extra"}
+    known = {k: v for k, v in d.items() if k in names}
+    known["extra"] = {k: v for k, v in d.items() if k not in names and k not in derived and k != "extra"}
+    return known
+
+
+def _out(d: dict[str, Any], optional: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A dataclass dict as written: unknown keys read earlier back in place, ``optional`` keys only when set."""
+    extra = d.pop("extra", None) or {}
+    for key in optional:
+        if d.get(key) is None:
+            d.pop(key, None)
+    return {**d, **{k: v for k, v in extra.items() if k not in d}}
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -306,13 +346,13 @@ def read_json(path: str | os.PathLike) -> Any:
         raise InputError("invalid JSON (nested too deeply)", path=p) from None
 
 
-def check_schema(d: Any, expected: str, where: str) -> None:
+def check_schema(d: Any, expected: str, where: str, majors: tuple[str, ...] = ()) -> None:
     if not isinstance(d, dict):
         raise InputError("not a JSON object", path=where)
     schema = d.get("schema")
     kind, _, major = expected.rpartition("/")
     if not isinstance(schema, str) or not schema.startswith(kind + "/"):
         raise InputError(f"not an {kind} file (schema {schema!r})", path=where)
-    if schema.rpartition("/")[2] != major:
+    if schema.rpartition("/")[2] not in (majors or (major,)):
         raise InputError(f"unsupported schema version {schema!r}; this avmix reads {expected}", path=where,
                          hint="upgrade avmix")
