@@ -1,0 +1,42 @@
+"""The shared real recordings in tests/fixtures/real/ (see SOURCES.md there), by kind.
+
+Use these, not synthesised sound, wherever a test or benchmark needs real material.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+FOLDER = Path(__file__).resolve().parent / "fixtures" / "real"
+
+KINDS = ("music", "speech", "field", "effects")
+
+# name -> (kind, one line on what it is)
+RECORDINGS: dict[str, tuple[str, str]] = {
+    "music_electronic.flac": ("music", "electronic track with a steady beat, 30 s, 16 kHz mono"),
+    "music_morning_coffee.flac": ("music", "downtempo track, 30 s, 16 kHz mono"),
+    "music_piano_notes.flac": ("music", "eight sustained grand-piano notes, 2.5 s each, 20 s, 44.1 kHz mono"),
+    "speech_instruct.flac": ("speech", "woman's voice, studio read prompts, 30 s, 16 kHz mono"),
+    "speech_congrats.flac": ("speech", "woman's voice, studio read prompts, 30 s, 16 kHz mono"),
+    "field_birds.flac": ("field", "birdsong in a Pennsylvania forest, quiet, 10 s, 32 kHz mono"),
+    "effects_pygame.flac": ("effects", "boom, car door, punch, whiff, car door with silence between, 12 s, 11 kHz mono"),
+    "effects_tuxracer.flac": ("effects", "sliding on leaves, rock and snow with two tree hits, 13 s, 44.1 kHz stereo"),
+}
+
+
+def path(name: str) -> Path:
+    """The path of one recording, by file name."""
+    if name not in RECORDINGS:
+        raise KeyError(f"no real recording named {name!r}; see {FOLDER / 'SOURCES.md'}")
+    return FOLDER / name
+
+
+def of_kind(kind: str) -> list[Path]:
+    """All recordings of one kind: music, speech, field or effects."""
+    if kind not in KINDS:
+        raise KeyError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
+    return [FOLDER / name for name, (k, _) in RECORDINGS.items() if k == kind]
+
+
+def all_recordings() -> list[tuple[Path, str]]:
+    """Every recording with its kind."""
+    return [(FOLDER / name, kind) for name, (kind, _) in RECORDINGS.items()]
