@@ -28,10 +28,12 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from avmix import paths
-from avmix.audio import dynamics, gainsearch
+from avmix.audio import dynamics, gainsearch, match
 from avmix.audio.io import AudioFile, _rechunk, open_audio
 from avmix.audio.loudness import LoudnessMeter, peak_dbfs
 from avmix.audio.plan import BLOCK, DEFAULT_PEAK, Settings, _seconds, plan_concat, plan_mix, plan_overlay
+from avmix.audio.reference import MIN_SECONDS, Analyzer, Measurement
+from avmix.errors import InputError
 from avmix.audio.writer import AudioWriter, integer_bits
 from avmix.progress import ProgressFn, note, report
 from avmix.timeline import Source, Timeline, file_hash
@@ -220,8 +222,27 @@ def source_blocks(timeline: Timeline, index: int, *, blocksize: int = BLOCK) -> 
         raise IndexError(f"timeline has no source {index}")
     eng = _Engine(timeline)
     it = eng.blocks(only=index, master_gain_db=timeline.master_gain_db)
+    corr = _corrector(timeline)
+    if corr is not None:  # the mix's own correction (linear, its gain curve fixed): stems still sum to it
+        yield from _rechunk(corr.run(it), timeline.frames, timeline.channels, blocksize)
+        return
     # the engine works in BLOCK frames (a multiple of the ducker's hop); other sizes are re-cut
     yield from it if blocksize == BLOCK else _rechunk(it, timeline.frames, timeline.channels, blocksize)
+
+
+def master_of(tl: Timeline) -> dict | None:
+    """The timeline's correction after the sum (reference matching), or None."""
+    m = getattr(tl, "master", None)
+    if m is None:
+        m = getattr(tl, "_master", None)
+    return m or None
+
+
+def _corrector(tl: Timeline) -> match.Corrector | None:
+    m = master_of(tl)
+    if not m or (m.get("eq") is None and m.get("dynamics") is None):
+        return None
+    return match.Corrector(m, tl.sample_rate, tl.channels)
 
 
 def render(timeline: Timeline, output: str | os.PathLike, *, bit_depth: int | None = None,
@@ -248,6 +269,9 @@ def _render(timeline: Timeline, output: str | os.PathLike, *, bit_depth: int | N
     tl = timeline
     s: Settings = getattr(tl, "_settings", None) or Settings()
     eng = _Engine(tl)
+    if s.reference is not None:
+        return _render_matched(eng, s, output, bit_depth=bit_depth, stems_dir=stems_dir, progress=progress,
+                               quiet=quiet)
     may_limit = False
     if s.normalize != "none":
         tl.master_gain_db, peak = _normalize_gain(eng, s, progress, quiet)
@@ -258,6 +282,10 @@ def _render(timeline: Timeline, output: str | os.PathLike, *, bit_depth: int | N
                                          quiet=quiet)
     else:
         peak, tl.lufs = _write(eng, tl, output, bit_depth=bit_depth, lufs=loudness, progress=progress)
+    return _finish(tl, s, output, peak, bit_depth=bit_depth, stems_dir=stems_dir, quiet=quiet)
+
+
+def _finish(tl: Timeline, s: Settings, output, peak: float, *, bit_depth: int | None, stems_dir, quiet: bool) -> Timeline:
     tl.peak_dbfs = peak_dbfs(peak)
     bits = integer_bits(output, bit_depth)
     if bits and peak > 1.0 + 2.0 ** (1 - bits):  # over one step past full scale (never with the limiter)
@@ -268,6 +296,72 @@ def _render(timeline: Timeline, output: str | os.PathLike, *, bit_depth: int | N
     if stems_dir is not None:
         write_stems(tl, stems_dir, bit_depth=bit_depth)
     return tl
+
+
+def _measure_stream(blocks, tl: Timeline, progress: ProgressFn, stage: str = "measure") -> Measurement:
+    a = Analyzer(tl.sample_rate, tl.channels)
+    done = 0
+    for block in blocks:
+        a.add(block)
+        done += len(block)
+        report(progress, stage, done, tl.frames)
+    return a.result()
+
+
+def measure_reference(f: AudioFile, sample_rate: int, channels: int, *, progress: ProgressFn = None) -> Measurement:
+    """The reference measured at the job's rate and channels (resampled and mixed as inputs are)."""
+    a = Analyzer(sample_rate, channels)
+    total, done = f.target_frames(sample_rate), 0
+    for b in f.blocks(sample_rate=sample_rate, channels=channels, blocksize=BLOCK):
+        a.add(b)
+        done += len(b)
+        report(progress, "reference", done, total)
+    return a.result()
+
+
+def open_reference(path: str | os.PathLike) -> AudioFile:
+    """Open a reference, refusing one too short to measure."""
+    paths.check_input(path)
+    f = open_audio(path)
+    if f.duration < MIN_SECONDS:
+        raise InputError(f"the reference is {f.duration:.2f} s long; at least {MIN_SECONDS:g} s is needed to "
+                         "measure its loudness", path=path, hint="give a longer reference")
+    return f
+
+
+def _render_matched(eng: _Engine, s: Settings, output, *, bit_depth: int | None, stems_dir, progress: ProgressFn,
+                    quiet: bool) -> Timeline:
+    """Reference matching: measure the reference and the mix, derive the correction, write with it
+    (measuring the output, and writing again when the limiter keeps it off the reference's loudness)."""
+    tl = eng.tl
+    ref_file = getattr(tl, "_reference_file", None) or open_reference(s.reference)
+    ref = measure_reference(ref_file, tl.sample_rate, tl.channels, progress=progress)
+    notes: list[str] = []
+    balance = None
+    if s.reference_balance and not ref.silent:
+        tracks = [_measure_stream(eng.blocks(only=i), tl, progress, "balance") for i in range(len(tl.sources))]
+        balance = match.balance(ref, tracks)
+        for src, g in zip(tl.sources, balance):
+            src.gain_db = round(src.gain_db + g, 6)
+        eng = _Engine(tl)
+    tl._master = None
+    mix = _measure_stream(eng.blocks(), tl, progress)
+    corr = match.derive(ref, mix, strength=s.reference_strength, ceiling_db=tl.limit_dbtp, notes=notes)
+    corr["reference"] = os.fspath(s.reference)
+    if balance is not None:
+        corr["balance_db"] = [round(g, 3) for g in balance]
+    for n in notes:
+        note(n, quiet=quiet)
+    tl._master = corr
+    if corr["target_lufs"] is None:
+        peak, _ = _write(eng, tl, output, bit_depth=bit_depth, lufs=False, progress=progress)
+    else:
+        tl.master_gain_db = round(corr["target_lufs"] - corr["predicted_lufs"], 6)
+        peak, tl.lufs = _write_to_target(eng, tl, output, corr["target_lufs"], bit_depth=bit_depth,
+                                         progress=progress, quiet=quiet, start=tl.master_gain_db - 3.0)
+    tl._reference_report = {"path": os.fspath(s.reference), "before": mix.summary(),
+                            "after": getattr(tl, "_after", None), "target": ref.summary()}
+    return _finish(tl, s, output, peak, bit_depth=bit_depth, stems_dir=stems_dir, quiet=quiet)
 
 
 def _normalize_gain(eng: _Engine, s: Settings, progress: ProgressFn, quiet: bool) -> tuple[float, float]:
@@ -312,11 +406,17 @@ def _mix_into(eng: _Engine, sink: "_Measure", progress: ProgressFn) -> None:
     """One pass: mix at the timeline's master gain, limit, and hand every block to ``sink``."""
     tl = eng.tl
     limiter = _limiter(tl)
+    corr = _corrector(tl)
     done = 0
     for block in eng.blocks(master_gain_db=tl.master_gain_db):
-        sink.add(limiter.process(block) if limiter else block)
         done += len(block)
+        if corr is not None:
+            block = corr.process(block)
+        sink.add(limiter.process(block) if limiter else block)
         report(progress, "mix", done, tl.frames)
+    if corr is not None:
+        block = corr.flush()
+        sink.add(limiter.process(block) if limiter else block)
     if limiter:
         sink.add(limiter.flush())
 
@@ -335,9 +435,12 @@ def _write(eng: _Engine, tl: Timeline, output: str | os.PathLike, *, bit_depth: 
     discards the written file (raising _Rejected with it), so a wrong output never stays in place."""
     with AudioWriter(output, sample_rate=tl.sample_rate, channels=tl.channels, bit_depth=bit_depth,
                      frames=tl.frames) as w, \
-            _Measure(tl.sample_rate, tl.channels, lufs=lufs or retry is not None, writer=w) as sink:
+            _Measure(tl.sample_rate, tl.channels, lufs=lufs or retry is not None, writer=w,
+                     analyze=master_of(tl) is not None) as sink:
         _mix_into(eng, sink, progress)
         peak, level = sink.result()
+        if sink.analyzer is not None:
+            tl._after = sink.analyzer.result().summary()
         if retry is not None and (gain := retry(level)) is not None:
             raise _Rejected(gain)
     return peak, level
@@ -361,11 +464,12 @@ def _try_gain(eng: _Engine, tl: Timeline, output: str | os.PathLike, retry, *, b
 
 
 def _write_to_target(eng: _Engine, tl: Timeline, output: str | os.PathLike, target: float, *,
-                     bit_depth: int | None, progress: ProgressFn, quiet: bool) -> tuple[float, float]:
+                     bit_depth: int | None, progress: ProgressFn, quiet: bool,
+                     start: float | None = None) -> tuple[float, float]:
     """Write with the limiter and measure the output; while the loudness the limiter took leaves it
     more than LUFS_TOLERANCE off ``target``, discard it and write again at the gain
     :func:`gainsearch.verdict` gives (the closest pass once the search ends). Returns (sample peak, LUFS)."""
-    start = tl.master_gain_db
+    start = tl.master_gain_db if start is None else start  # the lowest gain the search may try
     tries: list[tuple[float, float]] = []  # (master gain, output LUFS) of every pass
 
     def retry(level: float) -> float | None:
@@ -379,8 +483,11 @@ def _write_to_target(eng: _Engine, tl: Timeline, output: str | os.PathLike, targ
         except _Rejected as r:
             tl.master_gain_db = r.next_gain
     if math.isfinite(level) and abs(level - target) > LUFS_NOTE:
-        note(f"could not bring the output to {target:g} LUFS under the limiter's {tl.limit_dbtp:g} dBTP "
-             f"ceiling (it is {level:.1f} LUFS); raise --ceiling or pass --no-limit", quiet=quiet)
+        if tl.limit_dbtp is None:
+            note(f"could not bring the output to {target:.1f} LUFS (it is {level:.1f} LUFS)", quiet=quiet)
+        else:
+            note(f"could not bring the output to {target:.1f} LUFS under the limiter's {tl.limit_dbtp:g} dBTP "
+                 f"ceiling (it is {level:.1f} LUFS); raise --ceiling or pass --no-limit", quiet=quiet)
     return peak, level
 
 
@@ -390,8 +497,9 @@ class _Measure:
     (numpy, libsndfile and file writes release the GIL)."""
 
     def __init__(self, sample_rate: int, channels: int, *, lufs: bool = True, writer: AudioWriter | None = None,
-                 peak: bool = True):
+                 peak: bool = True, analyze: bool = False):
         self._meter = LoudnessMeter(sample_rate, channels) if lufs else None
+        self.analyzer = Analyzer(sample_rate, channels) if analyze else None  # reference matching's "after"
         self._writer = writer
         self._want_peak = peak  # False: pass 1 of LUFS normalisation (two passes over every block saved)
         self._q: queue.Queue = queue.Queue(maxsize=4)  # bounded: memory stays flat
@@ -412,6 +520,8 @@ class _Measure:
                     self._peak = max(self._peak, float(b.max()), -float(b.min()))
                 if self._meter is not None:
                     self._meter.add(b)
+                if self.analyzer is not None:
+                    self.analyzer.add(b)
                 if self._writer is not None:
                     self._writer.write(b)
             except BaseException as e:  # re-raised in the caller's thread
@@ -473,17 +583,21 @@ def _settings(kw: dict) -> Settings:
 
 def _run(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, plan, *,
          bit_depth: int | None, overwrite: bool, timeline_path: str | os.PathLike | None,
-         loudness: bool | None, stems_dir: str | os.PathLike | None, progress: ProgressFn) -> Timeline:
+         loudness: bool | None, stems_dir: str | os.PathLike | None, progress: ProgressFn,
+         reference: str | os.PathLike | None = None) -> Timeline:
     names = [os.fspath(p) for p in inputs]
     for p in names:
         paths.check_input(p)
-    paths.check_output(output, names, overwrite=overwrite)
+    ref_file = open_reference(reference) if reference is not None else None
+    paths.check_output(output, names + ([os.fspath(reference)] if reference is not None else []),
+                       overwrite=overwrite)
     if timeline_path is not None:
         paths.check_output(timeline_path, names + [os.fspath(output)], overwrite=True)
     elif os.fspath(output) != paths.STDIO:
         paths.check_sidecar(output, overwrite=overwrite)
     files = [open_audio(p) for p in names]
     tl = plan(files)
+    tl._reference_file = ref_file
     # hash while rendering, one thread a file (xxhash releases the GIL)
     with concurrent.futures.ThreadPoolExecutor(max_workers=min(len(files), 4)) as pool:
         hashes = [pool.submit(file_hash, f.local_path) for f in files]
@@ -493,8 +607,20 @@ def _run(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, plan, *
     side = timeline_path if timeline_path is not None else (
         None if os.fspath(output) == paths.STDIO else paths.sidecar(output))
     if side is not None:
-        tl.save(side)
+        save_timeline(tl, side)
     return tl
+
+
+def save_timeline(tl: Timeline, path: str | os.PathLike) -> None:
+    """Save ``tl`` with its correction after the sum (``master``), when there is one."""
+    m = master_of(tl)
+    if m is None or hasattr(tl, "master"):
+        tl.save(path)
+        return
+    import json
+    d = tl.to_dict()
+    d["master"] = m
+    paths.write_text_atomic(path, json.dumps(d, indent=2, allow_nan=False) + "\n")
 
 
 def mix(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, *, duration: str = "longest",
@@ -509,7 +635,7 @@ def mix(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, *, durat
     return _run(inputs, output, lambda fs: plan_mix(fs, duration=duration, match_loudness=match_loudness,
                                                     settings=s, progress=progress),
                 bit_depth=bit_depth, overwrite=overwrite, timeline_path=timeline_path, loudness=loudness,
-                stems_dir=stems_dir, progress=progress)
+                stems_dir=stems_dir, progress=progress, reference=s.reference)
 
 
 def concat(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, *, crossfade: float = 0.0,
@@ -525,7 +651,7 @@ def concat(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, *, cr
                 lambda fs: plan_concat(fs, crossfade=crossfade, curve=curve, gap=gap, trim_silence=trim_silence,
                                        settings=s, progress=progress),
                 bit_depth=bit_depth, overwrite=overwrite, timeline_path=timeline_path, loudness=loudness,
-                stems_dir=stems_dir, progress=progress)
+                stems_dir=stems_dir, progress=progress, reference=s.reference)
 
 
 def overlay(base: str | os.PathLike, top: str | os.PathLike, output: str | os.PathLike, *, at: float = 0.0,
@@ -538,4 +664,4 @@ def overlay(base: str | os.PathLike, top: str | os.PathLike, output: str | os.Pa
     return _run([base, top], output,
                 lambda fs: plan_overlay(fs[0], fs[1], at=at, loop=loop, duck_db=duck, settings=s),
                 bit_depth=bit_depth, overwrite=overwrite, timeline_path=timeline_path, loudness=loudness,
-                stems_dir=stems_dir, progress=progress)
+                stems_dir=stems_dir, progress=progress, reference=s.reference)

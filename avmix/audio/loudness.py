@@ -228,6 +228,36 @@ class LoudnessMeter:
         return to_lufs(float(z_rel.mean())) if len(z_rel) else -math.inf
 
 
+def short_term(meter: "LoudnessMeter", window_s: float = 3.0) -> np.ndarray:
+    """Short-term loudness (LUFS, ``-inf`` where silent) of a meter's signal: ``window_s`` windows
+    sliding by one 100 ms step (EBU Tech 3341 uses 3 s). Empty when the signal is shorter than a window."""
+    steps = np.asarray(meter._steps)
+    lens = np.asarray(meter._lens, dtype=np.float64)
+    per = int(round(window_s / STEP_S))
+    if len(steps) < per:
+        return np.zeros(0)
+    cs = np.concatenate([[0.0], np.cumsum(steps)])
+    cl = np.concatenate([[0.0], np.cumsum(lens)])
+    z = (cs[per:] - cs[:-per]) / (cl[per:] - cl[:-per])
+    with np.errstate(divide="ignore"):
+        return OFFSET + 10.0 * np.log10(np.maximum(z, 0.0))
+
+
+def loudness_range(st: np.ndarray) -> float:
+    """EBU Tech 3342 loudness range (LU) of short-term loudness values: the 10th to 95th percentile of
+    those above -70 LUFS and above 20 LU under their power mean. 0 when nothing passes the gates."""
+    st = np.asarray(st, dtype=np.float64)
+    st = st[st > ABS_GATE]
+    if len(st) == 0:
+        return 0.0
+    rel = 10.0 * np.log10(np.mean(10.0 ** (st / 10.0))) - 20.0
+    st = st[st > rel]
+    if len(st) == 0:
+        return 0.0
+    lo, hi = np.percentile(st, [10.0, 95.0])
+    return float(hi - lo)
+
+
 def integrated_loudness(x: np.ndarray, sample_rate: int, *, blocksize: int = 65536) -> float:
     """Integrated loudness (LUFS) of a whole array (n,) or (n, channels)."""
     x = np.asarray(x)

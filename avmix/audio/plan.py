@@ -47,10 +47,17 @@ class Settings:
     fade_in: float = 0.0  # seconds
     fade_out: float = 0.0
     labels: list[str] = field(default_factory=list)
+    reference: str | None = None  # a finished mix to match (level, tone, width, dynamics)
+    reference_strength: float = 1.0  # 0 = untouched .. 1 = fully matched
+    reference_balance: bool = False  # also set each track's gain (+-12 dB) to the reference's band energies
 
     def __post_init__(self) -> None:
         """A sample-peak target above the limiter's true-peak ceiling cannot be met (the limiter would
-        win and the output peak lower than asked, silently): a usage error, before any work."""
+        win and the output peak lower than asked, silently): a usage error, before any work. A
+        reference sets the loudness itself, so normalising as well is a usage error too."""
+        if self.reference is not None and (self.normalize != "none" or self.target is not None):
+            raise UsageError("--reference sets the output's loudness itself; it cannot be combined with "
+                             "--normalize or --target", hint="drop --normalize/--target, or drop --reference")
         if self.normalize != "peak" or not self.limit:
             return
         try:
@@ -102,6 +109,9 @@ def _check_settings(s: Settings, n_inputs: int) -> None:
         _check_number("sample rate", s.sample_rate, 1000, 768000, "Hz")
     if s.channels is not None:
         _check_number("channels", s.channels, 1, 64)
+    _check_number("reference strength", s.reference_strength, 0.0, 1.0)
+    if s.reference_balance and s.reference is None:
+        raise UsageError("--reference-balance needs --reference")
 
 
 def _job_format(files: Sequence[AudioFile], s: Settings) -> tuple[int, int]:
