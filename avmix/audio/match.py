@@ -35,7 +35,7 @@ MAX_DB = 12.0  # bound of every spectral, width and dynamics gain
 FLOOR_DB = -60.0  # a mix band this far under its loudest is not boosted
 POINTS_PER_OCTAVE = 6
 LOW_HZ, HIGH_HZ = 20.0, 20000.0  # the curve is held flat outside (and above 0.45 x the rate)
-MID_SMOOTH, SIDE_SMOOTH = 1 / 3, 1.0  # band widths (octaves) the spectra are summed over
+MID_SMOOTH, SIDE_SMOOTH = 1.0, 1.0  # band widths (octaves) the spectra are summed over
 RATIO_RANGE = (0.5, 4.0)  # the dynamics' ratios: expander 2:1 .. compressor 4:1 ("gentle")
 SLOW_S, FAST_S = 3.0, 0.4  # level windows of the two dynamics stages
 SEGMENT = 1 << 16  # overlap-add FFT size
@@ -162,7 +162,8 @@ def derive(ref: Measurement, mix: Measurement, *, strength: float = 1.0, ceiling
         notes.append(f"the {'reference' if ref.duration < DYNAMICS_SECONDS else 'mix'} is shorter than "
                      f"{DYNAMICS_SECONDS:g} s, so its dynamics are not matched (loudness, tone and width are)")
     elif math.isfinite(ref.crest_db) and math.isfinite(mix.crest_db):
-        gain_curve, slow, fast = _dynamics(mix, ref, s, target - mix.lufs - eq_change, ceiling_db)
+        gain_curve, slow, fast = _dynamics(mix, ref, s, target - mix.lufs - eq_change, ceiling_db,
+                                           _eq_band_gains(mix, pts, mid_db, side_db))
         if gain_curve is not None:
             corr["dynamics"] = {"hop": HOP, "slow_ratio": round(slow, 4), "fast_ratio": round(fast, 4),
                                 "gain_db": [round(float(g), 2) for g in gain_curve]}
@@ -213,19 +214,35 @@ def _smooth(x: np.ndarray, n: int) -> np.ndarray:
 
 
 class _Shape:
-    """The two gain components of the mix, before their ratios are chosen (dB per hop)."""
+    """The two gain components of the mix, before their ratios are chosen (dB per hop).
 
-    def __init__(self, mix: Measurement):
+    The slow one works on the loudness of each spectrum frame *after the EQ* (octave-band powers of
+    mid and side, K-weighted and put through the curves), since a static EQ can itself move loudness
+    over time (a boosted bass line that changes note each bar)."""
+
+    def __init__(self, mix: Measurement, band_gains: np.ndarray | None = None):
         sr = mix.sample_rate
         ms = mix.hop_ms.astype(np.float64)
         tiny = 1e-20
-        slow = 10.0 * np.log10(_smooth(ms, SLOW_S * sr / HOP) + tiny)
+        fb = mix.frame_bands.astype(np.float64)  # (frames, k, bands)
+        kb = _band_weights(mix)  # (k, bands): K-weighting x EQ power per octave band
+        self.k_before = (fb * kb[0][None]).sum(axis=(1, 2))
+        self.k_after = (fb * (kb[0] * (band_gains if band_gains is not None else 1.0))[None]).sum(axis=(1, 2))
+        self.frame_hop = mix.frame_hop
+        per = max(1, int(round(SLOW_S * sr / max(mix.frame_hop, 1))))
+        slow_f = 10.0 * np.log10(_smooth(self.k_after, per) + tiny)
+        integ = _level(self.k_after) if len(self.k_after) else 0.0
+        slow_f = np.maximum(slow_f, integ - 20.0) - integ  # LU around the integrated level
+        # frame j covers [j*frame_hop, j*frame_hop + 2*frame_hop): its centre is (j + 1) * frame_hop
+        hop_t = (np.arange(len(ms)) + 0.5) * HOP
+        frame_t = (np.arange(len(slow_f)) + 1.0) * mix.frame_hop
+        self.slow = np.interp(hop_t, frame_t, slow_f) if len(slow_f) else np.zeros(len(ms))
+        self._hop_t, self._frame_t = hop_t, frame_t
         local = 10.0 * np.log10(_smooth(ms, FAST_S * sr / HOP) + tiny)
-        integ = _level(ms)
-        self.slow = np.maximum(slow, integ - 20.0) - integ  # LU around the integrated level
+        hop_integ = _level(ms)
         self.fast = np.maximum(20.0 * np.log10(mix.hop_peak + tiny) - local - 3.0, 0.0)  # peak over local RMS
-        self.fast[local < integ - 30.0] = 0.0  # quiet passages: leave them be
-        self.ms, self.peak, self.sr = ms, mix.hop_peak.astype(np.float64), sr
+        self.fast[local < hop_integ - 30.0] = 0.0  # quiet passages: leave them be
+        self.ms, self.peak, self.sr, self.per = ms, mix.hop_peak.astype(np.float64), sr, per
 
     def curve(self, slow_ratio: float, fast_ratio: float) -> np.ndarray:
         g = (1.0 / slow_ratio - 1.0) * self.slow
@@ -237,21 +254,57 @@ class _Shape:
         g = g + _smooth(f, 3)
         return np.clip(g, -MAX_DB, MAX_DB)
 
-    def figures(self, g: np.ndarray, gain_db: float, ceiling_db: float | None) -> tuple[float, float]:
-        """(LRA proxy, crest dB) of the mix after curve ``g`` and ``gain_db``, peaks held at the ceiling."""
-        ms = self.ms * 10.0 ** (g / 10.0)
+    def lra(self, g: np.ndarray | None, *, eq: bool = True) -> float:
+        """Loudness range of the frames' K-weighted power (after the EQ unless told) under curve ``g``."""
+        e = self.k_after if eq else self.k_before
+        if g is not None and len(e):
+            e = e * 10.0 ** (np.interp(self._frame_t, self._hop_t, g) / 10.0)
+        if len(e) < self.per:
+            return 0.0
+        st = 10.0 * np.log10(np.maximum(np.convolve(e, np.ones(self.per) / self.per, mode="valid"), 1e-20))
+        return loudness_range(st)
+
+    def crest(self, g: np.ndarray, gain_db: float, ceiling_db: float | None) -> float:
+        """Crest factor (dB) of the mix after curve ``g`` and ``gain_db``, peaks held at the ceiling."""
+        ms = self.ms * 10.0 ** ((g + gain_db) / 10.0)
         pk = self.peak * 10.0 ** ((g + gain_db) / 20.0)
         if ceiling_db is not None:
             top = 10.0 ** (ceiling_db / 20.0)
             over = pk > top
-            ms = ms * 10.0 ** (gain_db / 10.0)
             ms[over] *= (top / pk[over]) ** 2  # what the limiter takes from a hop, roughly
             pk = np.minimum(pk, top)
-        else:
-            ms = ms * 10.0 ** (gain_db / 10.0)
-        per = max(1, int(round(SLOW_S * self.sr / HOP)))
-        st = 10.0 * np.log10(np.maximum(np.convolve(ms, np.ones(per) / per, mode="valid"), 1e-20))
-        return loudness_range(st[::max(1, per // 30)]), crest_db(ms.astype(np.float32), pk.astype(np.float32), self.sr)
+        return crest_db(ms.astype(np.float32), pk.astype(np.float32), self.sr)
+
+
+def _band_weights(mix: Measurement) -> np.ndarray:
+    """(k, octave bands): mean K-weighting power gain of each band, over the mix's spectrum."""
+    from avmix.audio.reference import OCTAVES_HZ
+    w = np.abs(_sos_response(k_weighting_sos(mix.sample_rate), mix.freqs, mix.sample_rate)) ** 2
+    band = np.searchsorted(OCTAVES_HZ, mix.freqs, side="right")
+    nb = len(OCTAVES_HZ) + 1
+    out = np.ones((1, nb))
+    p = mix.total
+    for j in range(nb):
+        sel = band == j
+        if p[sel].sum() > 0:
+            out[0, j] = (w[sel] * p[sel]).sum() / p[sel].sum()
+    return out
+
+
+def _eq_band_gains(mix: Measurement, pts: np.ndarray, mid_db: np.ndarray, side_db: np.ndarray) -> np.ndarray:
+    """(k, octave bands) power gain the curves give each octave band of mid (and side)."""
+    from avmix.audio.reference import OCTAVES_HZ
+    band = np.searchsorted(OCTAVES_HZ, mix.freqs, side="right")
+    nb = len(OCTAVES_HZ) + 1
+    parts = [(mix.mid, mid_db)] + ([(mix.side, side_db)] if mix.side is not None else [])
+    out = np.ones((len(parts), nb))
+    for c, (p, db) in enumerate(parts):
+        h = 10.0 ** (curve_on(mix.freqs, pts, db) / 10.0)
+        for j in range(nb):
+            sel = band == j
+            if p[sel].sum() > 0:
+                out[c, j] = (h[sel] * p[sel]).sum() / p[sel].sum()
+    return out
 
 
 def _solve(fn, want: float, lo: float, hi: float, rising: bool) -> float:
@@ -267,20 +320,19 @@ def _solve(fn, want: float, lo: float, hi: float, rising: bool) -> float:
     return math.exp((a + b) / 2)
 
 
-def _dynamics(mix: Measurement, ref: Measurement, s: float, gain_db: float,
-              ceiling_db: float | None) -> tuple[np.ndarray | None, float, float]:
-    shape = _Shape(mix)
-    lra0, crest0 = shape.figures(shape.curve(1.0, 1.0), gain_db, ceiling_db)
+def _dynamics(mix: Measurement, ref: Measurement, s: float, gain_db: float, ceiling_db: float | None,
+              band_gains: np.ndarray) -> tuple[np.ndarray | None, float, float]:
+    shape = _Shape(mix, band_gains)
     want_lra = mix.lra + s * (ref.lra - mix.lra)
     want_crest = mix.crest_db + s * (ref.crest_db - mix.crest_db)
     slow = 1.0
-    if lra0 > 0.1 and mix.lra > 0.1:  # the proxy is scaled to the measured LRA
+    lra0 = shape.lra(None, eq=False)
+    if lra0 > 0.05 and mix.lra > 0.05:  # the frames' LRA is scaled to the measured one
         scale = mix.lra / lra0
-        slow = _solve(lambda r: scale * shape.figures(shape.curve(r, 1.0), gain_db, ceiling_db)[0],
-                      want_lra, *RATIO_RANGE, rising=False)
-    crest_at = lambda r: shape.figures(shape.curve(slow, r), gain_db, ceiling_db)[1]  # noqa: E731
-    offset = mix.crest_db - crest0  # the limiter-free measurement vs the simulation at ratio 1
-    fast = _solve(lambda r: crest_at(r) + offset, want_crest, *RATIO_RANGE, rising=False)
+        slow = _solve(lambda r: scale * shape.lra(shape.curve(r, 1.0)), want_lra, *RATIO_RANGE, rising=False)
+    offset = mix.crest_db - shape.crest(shape.curve(1.0, 1.0), 0.0, None)  # simulation vs measurement
+    fast = _solve(lambda r: shape.crest(shape.curve(slow, r), gain_db, ceiling_db) + offset, want_crest,
+                  *RATIO_RANGE, rising=False)
     if abs(math.log(slow)) < 0.01 and abs(math.log(fast)) < 0.01:
         return None, 1.0, 1.0
     return shape.curve(slow, fast).astype(np.float32), slow, fast

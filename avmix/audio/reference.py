@@ -28,6 +28,7 @@ ABS_GATE_DB = -70.0  # dBFS: frames below are silence
 REL_GATE_DB = -15.0  # dB under the power mean of the non-silent frames: the "loud parts"
 LEVELS = np.arange(-100, 21)  # level histogram bins, dBFS (lower edges)
 CREST_S = 0.4  # crest factor is measured in blocks of this length
+OCTAVES_HZ = 44.2 * 2.0 ** (np.arange(18) / 2)  # edges of the per-frame band powers (half octaves, 44 Hz .. 11 kHz)
 BAND_EDGES_HZ = (200.0, 1000.0, 5000.0)  # broad bands for width: low | low-mid | high-mid | high
 ROLLOFF = 0.85  # spectral roll-off: the frequency under which this share of the power lies
 MIN_SECONDS = 0.4  # shorter references cannot be measured (one BS.1770 gating block)
@@ -64,6 +65,8 @@ class Measurement:
     side: np.ndarray | None = field(repr=False)  # None: no side signal (mono or surround)
     hop_ms: np.ndarray = field(repr=False)  # mean square per HOP samples (over channels)
     hop_peak: np.ndarray = field(repr=False)  # sample peak per HOP samples
+    frame_bands: np.ndarray = field(repr=False)  # (frames, k, octave bands) power per spectrum frame
+    frame_hop: int = 0  # samples between spectrum frames
 
     @property
     def duration(self) -> float:
@@ -126,6 +129,12 @@ class Analyzer:
         self._count = np.zeros(len(LEVELS))
         self._power = np.zeros(len(LEVELS))  # summed frame power per level bin (for the gate)
         self._pending = np.zeros((0, k), np.float32)  # mid/side not yet in a whole frame
+        f = np.fft.rfftfreq(self.nfft, 1.0 / self.sample_rate)
+        octave = np.searchsorted(OCTAVES_HZ, f, side="right")  # band of each bin (ascending)
+        self._nbands = len(OCTAVES_HZ) + 1
+        self._slices = [(int(np.searchsorted(octave, j)), int(np.searchsorted(octave, j, side="right")))
+                        for j in range(self._nbands)]
+        self._fb: list[np.ndarray] = []  # per frame band powers, float32
         self._hop_rest = np.zeros((0, self.channels), np.float32)
         self._ms: list[np.ndarray] = []
         self._pk: list[np.ndarray] = []
@@ -167,6 +176,11 @@ class Analyzer:
                 else:
                     total = total + power
                     specs.append(spec)
+            fb = np.zeros((k, len(specs), self._nbands), np.float32)
+            for c, spec in enumerate(specs):
+                for j, (lo, hi) in enumerate(self._slices):
+                    fb[:, c, j] = spec[:, lo:hi].sum(axis=1)
+            self._fb.append(fb / np.float32(self._w2))
             lvl = 10.0 * np.log10(np.maximum(total.astype(np.float64), 1e-30))
             b = np.clip(np.floor(lvl).astype(np.int64), LEVELS[0], LEVELS[-1]) - LEVELS[0]
             for j in np.unique(b):  # a few level bins per block
@@ -190,7 +204,10 @@ class Analyzer:
         freqs = np.fft.rfftfreq(self.nfft, 1.0 / sr)
         return Measurement(sample_rate=sr, channels=self.channels, frames=self._frames, lufs=lufs, lra=lra,
                            crest_db=crest_db(ms, pk, sr), peak=self._peak, freqs=freqs, mid=spec[0],
-                           side=spec[1] if len(spec) == 2 else None, hop_ms=ms, hop_peak=pk)
+                           side=spec[1] if len(spec) == 2 else None, hop_ms=ms, hop_peak=pk,
+                           frame_bands=(np.concatenate(self._fb) if self._fb
+                                        else np.zeros((0, self._spec.shape[1], self._nbands), np.float32)),
+                           frame_hop=self.nfft // 2)
 
     def _spectra_once(self, frame: np.ndarray) -> None:
         self._pending = np.zeros((0, frame.shape[1]), np.float32)
