@@ -219,6 +219,15 @@ class ComposeOptions(_Group):
     fade_in: float = opt(0.0, "--fade-in", metavar="SEC", panel=LEVELS, help="Fade the output in over SEC seconds.")
     fade_out: float = opt(0.0, "--fade-out", metavar="SEC", panel=LEVELS,
                           help="Fade the output out over SEC seconds.")
+    reference: str | None = opt(None, "--reference", metavar="REF", panel=LEVELS, path="input",
+                                help="Match a finished mix: its loudness, tone (mid and side), width per band and "
+                                     "dynamics, by one static correction before the limiter. Replaces "
+                                     "--normalize/--target.")
+    reference_strength: float = opt(1.0, "--reference-strength", metavar="0..1", panel=LEVELS, min=0.0, max=1.0,
+                                    help="How far to go towards the reference: 0 leaves the mix, 1 matches it.")
+    reference_balance: bool = opt(False, "--reference-balance", commands=("mix", "generate"), panel=LEVELS,
+                                  help="With --reference, also set each track's gain (within +-12 dB) so the "
+                                       "mix's band energies come closest to the reference's.")
     sample_rate: int | None = opt(None, "--sample-rate", "-r", metavar="HZ", panel=OUTPUT,
                                   help="Output sample rate (default: the highest input rate; others are resampled "
                                        "with soxr).")
@@ -244,12 +253,18 @@ class ComposeOptions(_Group):
             raise UsageError(f"{len(labels)} --label values for {n_inputs} input{_plural(n_inputs)}")
         if any(not x.strip() for x in labels):
             raise UsageError("--label must not be empty")
+        if self.reference is not None and (norm != "none" or self.target is not None):
+            raise UsageError("--reference sets the output's loudness itself; it cannot be combined with "
+                             "--normalize or --target", hint="drop --normalize/--target, or drop --reference")
         if self.target is not None:
             if norm == "none":
                 raise UsageError("--target needs --normalize peak or --normalize lufs")
             lo, hi = TARGET_RANGE[norm]
             check_number("--target", self.target, lo, hi, unit="LUFS" if norm == "lufs" else "dBFS")
         check_number("--ceiling", self.ceiling, *CEILING_RANGE, unit="dBTP")
+        check_number("--reference-strength", self.reference_strength, 0.0, 1.0)
+        if self.reference_balance and self.reference is None:
+            raise UsageError("--reference-balance needs --reference")
         check_seconds("--fade-in", self.fade_in)
         check_seconds("--fade-out", self.fade_out)
         if self.sample_rate is not None:
@@ -268,7 +283,10 @@ class ComposeOptions(_Group):
             duck = abs(float(duck))  # "--duck 12" and "--duck -12" both mean: lower BASE by 12 dB
         checked = self.replace(mode=mode, normalize=norm, duration=duration, curve=curve, gains=gains,
                                labels=labels, duck=duck, limit=bool(self.limit), ceiling=float(self.ceiling),
-                               fade_in=float(self.fade_in), fade_out=float(self.fade_out))
+                               fade_in=float(self.fade_in), fade_out=float(self.fade_out),
+                               reference=None if self.reference is None else os.fspath(self.reference),
+                               reference_strength=float(self.reference_strength),
+                               reference_balance=bool(self.reference_balance))
         checked.settings()  # a peak target above the limiter's ceiling is refused there
         return checked
 
@@ -279,7 +297,8 @@ class ComposeOptions(_Group):
         return Settings(sample_rate=self.sample_rate, channels=self.channels, gains=list(self.gains),
                         normalize=self.normalize, target=self.target, limit=self.limit, ceiling=self.ceiling,
                         fade_in=self.fade_in, fade_out=self.fade_out,
-                        labels=list(self.labels if labels is None else labels))
+                        labels=list(self.labels if labels is None else labels), reference=self.reference,
+                        reference_strength=self.reference_strength, reference_balance=self.reference_balance)
 
     def mode_options(self, mode: str | None = None) -> dict[str, Any]:
         """The keywords of :func:`avmix.audio.plan.plan` for ``mode`` (default: this group's)."""

@@ -207,6 +207,11 @@ def _run(inputs: list[Path], out: Path, work: Path, *, composed: bool, opts: Opt
         depends["timeline"] = file_hash(paths.sidecar(inputs[0]))
     else:
         depends["options"] = compose_opts
+        if co.reference is not None:  # matched to the reference's sound: a changed reference is a new mix
+            from avmix.audio.compose import open_reference
+
+            open_reference(co.reference)  # missing, unreadable or too short: say so before any work
+            depends["reference"] = file_hash(co.reference)
     k_compose = key("compose", depends)
     stages.run("compose", k_compose, depends, [AUDIO, TIMELINE],
                lambda: _compose(inputs, work, composed=composed, labels=labels, co=co,

@@ -87,7 +87,7 @@ def test_self_match_leaves_every_band_within_a_tenth_of_a_db(tmp_path, pair):
     assert np.abs(after - before).max() < 0.1
     for which in ("mid", "side"):
         assert np.abs(bands_db(out, which=which)[1] - bands_db(pair[2], which=which)[1]).max() < 0.1
-    assert tl._master["dynamics"] is None
+    assert tl.master["dynamics"] is None
 
 
 def test_known_tilt_is_recovered(tmp_path, pair):
@@ -142,7 +142,7 @@ def test_compression_brings_the_loudness_range_towards_the_reference(tmp_path, p
     before, after, target = rep["before"]["lra"], rep["after"]["lra"], rep["target"]["lra"]
     assert before > target + 4
     assert abs(after - target) < 0.5 * abs(before - target), rep
-    assert tl._master["dynamics"]["slow_ratio"] > 1.0  # a compressor, not an expander
+    assert tl.master["dynamics"]["slow_ratio"] > 1.0  # a compressor, not an expander
 
 
 def test_true_peak_ceiling_holds_with_a_loud_reference(tmp_path, pair):
@@ -193,7 +193,7 @@ def test_short_reference_skips_dynamics(tmp_path, pair, capsys):
     ref = pair[2][:SR] * np.float32(0.5)  # 1 s
     tl, out = mix_to(tmp_path, pair, ref, limit=False)
     assert "dynamics are not matched" in capsys.readouterr().err
-    assert tl._master["dynamics"] is None
+    assert tl.master["dynamics"] is None
     assert abs(integrated_loudness(out, SR) - integrated_loudness(ref, SR)) < 0.5
 
 
@@ -226,7 +226,7 @@ def test_balance_recovers_track_gains(tmp_path, pair):
     a, b = tracks()
     ref = a * np.float32(10 ** (-7 / 20)) + b
     tl, _ = mix_to(tmp_path, pair, ref.astype(np.float32), limit=False, reference_balance=True)
-    g = tl._master["balance_db"]
+    g = tl.master["balance_db"]
     assert g[0] - g[1] == pytest.approx(-7.0, abs=1.0)
     assert tl.sources[0].gain_db - tl.sources[1].gain_db == pytest.approx(-7.0, abs=1.0)
 
@@ -260,3 +260,49 @@ def test_analyzer_figures_against_independent_ones():
     assert m.side_mid() == pytest.approx(ps.sum() / pm.sum(), rel=0.1)
     p = ps + pm
     assert m.spectral()["centroid_hz"] == pytest.approx((f * p).sum() / p.sum(), rel=0.1)
+
+
+def test_cli_json_reports_reference_before_after_target(tmp_path, pair, run_cli):
+    ref = tmp_path / "ref.wav"
+    sf.write(ref, pair[2] * np.float32(0.3), SR, subtype="FLOAT")
+    r = run_cli("mix", pair[0], pair[1], "-o", tmp_path / "o.wav", "--reference", ref, "--json")
+    assert r.code == 0, r.err
+    d = json.loads(r.out)["reference"]
+    assert d["path"] == str(ref)
+    for part in ("before", "after", "target"):
+        assert set(d[part]) == {"lufs", "lra", "crest_db", "centroid_hz", "side_mid"}
+    assert abs(d["after"]["lufs"] - d["target"]["lufs"]) < 0.2
+    assert abs(d["before"]["lufs"] - d["target"]["lufs"]) > 5
+
+
+@pytest.mark.parametrize("extra", [("--normalize", "lufs"), ("--target", "-14"), ("--reference-strength", "2")])
+def test_cli_usage_errors_exit_2(tmp_path, pair, run_cli, extra):
+    ref = tmp_path / "ref.wav"
+    sf.write(ref, pair[2], SR, subtype="FLOAT")
+    r = run_cli("mix", pair[0], pair[1], "-o", tmp_path / "o.wav", "--reference", ref, *extra)
+    assert r.code == 2 and not (tmp_path / "o.wav").exists()
+    assert len([ln for ln in r.err.splitlines() if "error" in ln]) == 1
+
+
+def test_cli_missing_or_short_reference_is_one_line(tmp_path, pair, run_cli):
+    r = run_cli("mix", pair[0], "-o", tmp_path / "o.wav", "--reference", tmp_path / "nope.wav")
+    assert r.code == 1 and "nope.wav" in r.err and "Traceback" not in r.err
+    sf.write(tmp_path / "short.wav", pair[2][:1000], SR)
+    r = run_cli("mix", pair[0], "-o", tmp_path / "o.wav", "--reference", tmp_path / "short.wav")
+    assert r.code == 1 and "short.wav" in r.err and not (tmp_path / "o.wav").exists()
+
+
+def test_real_recordings_match_a_treated_real_reference(tmp_path):
+    import real  # tests/real.py: the shared real recordings
+    from avmix.audio.io import open_audio
+    music = [open_audio(p) for p in real.of_kind("music")[:2]]
+    x = [f.read(sample_rate=SR, channels=2)[:SR * 15] for f in music]
+    ref = filtered(x[1], match._points(SR), np.clip(-2.0 * np.log2(match._points(SR) / 1000.0), -8, 8))
+    sf.write(tmp_path / "ref.wav", ref * np.float32(0.5), SR, subtype="FLOAT")
+    tl = compose.mix([real.path("music_electronic.flac")], tmp_path / "o.wav", reference=str(tmp_path / "ref.wav"),
+                     duration="longest")
+    rep = tl._reference_report
+    assert abs(rep["after"]["lufs"] - rep["target"]["lufs"]) < 0.3
+    err_before = abs(math.log(rep["before"]["centroid_hz"] / rep["target"]["centroid_hz"]))
+    err_after = abs(math.log(rep["after"]["centroid_hz"] / rep["target"]["centroid_hz"]))
+    assert err_after < 0.5 * err_before

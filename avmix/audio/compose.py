@@ -232,10 +232,7 @@ def source_blocks(timeline: Timeline, index: int, *, blocksize: int = BLOCK) -> 
 
 def master_of(tl: Timeline) -> dict | None:
     """The timeline's correction after the sum (reference matching), or None."""
-    m = getattr(tl, "master", None)
-    if m is None:
-        m = getattr(tl, "_master", None)
-    return m or None
+    return tl.master or None
 
 
 def _corrector(tl: Timeline) -> match.Corrector | None:
@@ -344,7 +341,7 @@ def _render_matched(eng: _Engine, s: Settings, output, *, bit_depth: int | None,
         for src, g in zip(tl.sources, balance):
             src.gain_db = round(src.gain_db + g, 6)
         eng = _Engine(tl)
-    tl._master = None
+    tl.master = None
     mix = _measure_stream(eng.blocks(), tl, progress)
     corr = match.derive(ref, mix, strength=s.reference_strength, ceiling_db=tl.limit_dbtp, notes=notes)
     corr["reference"] = os.fspath(s.reference)
@@ -352,7 +349,7 @@ def _render_matched(eng: _Engine, s: Settings, output, *, bit_depth: int | None,
         corr["balance_db"] = [round(g, 3) for g in balance]
     for n in notes:
         note(n, quiet=quiet)
-    tl._master = corr
+    tl.master = corr
     if corr["target_lufs"] is None:
         peak, _ = _write(eng, tl, output, bit_depth=bit_depth, lufs=False, progress=progress)
     else:
@@ -607,20 +604,8 @@ def _run(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, plan, *
     side = timeline_path if timeline_path is not None else (
         None if os.fspath(output) == paths.STDIO else paths.sidecar(output))
     if side is not None:
-        save_timeline(tl, side)
+        tl.save(side)
     return tl
-
-
-def save_timeline(tl: Timeline, path: str | os.PathLike) -> None:
-    """Save ``tl`` with its correction after the sum (``master``), when there is one."""
-    m = master_of(tl)
-    if m is None or hasattr(tl, "master"):
-        tl.save(path)
-        return
-    import json
-    d = tl.to_dict()
-    d["master"] = m
-    paths.write_text_atomic(path, json.dumps(d, indent=2, allow_nan=False) + "\n")
 
 
 def mix(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, *, duration: str = "longest",

@@ -40,7 +40,8 @@ def _run(inputs: list[str], output: str, opts: Options, *, at_least: int, bit_de
 
     s = co.settings()
     settings = {k: getattr(s, k) for k in ("sample_rate", "channels", "gains", "normalize", "target", "limit",
-                                           "ceiling", "fade_in", "fade_out", "labels")}
+                                           "ceiling", "fade_in", "fade_out", "labels", "reference",
+                                           "reference_strength", "reference_balance")}
     mode = co.mode_options()
     if co.mode == "overlay":  # compose.overlay names it duck
         mode["duck"] = mode.pop("duck_db")
