@@ -57,7 +57,7 @@ def test_mix_passes_every_option(fake_compose, run_cli, tmp_path):
                   "gains": [-6.0, 2.5, 0.0], "normalize": "lufs", "target": -16.0, "limit": False,
                   "ceiling": -2.0, "fade_in": 0.5, "fade_out": 1.5, "labels": ["dog"], "bit_depth": 16,
                   "overwrite": True, "timeline_path": str(tmp_path / "t.json"), "progress": kw["progress"],
-                  "loudness": None}
+                  "loudness": None, "reference": None, "reference_strength": 1.0, "reference_balance": False}
     assert r.err == ""  # --quiet
 
 

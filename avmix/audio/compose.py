@@ -483,7 +483,7 @@ def _write_to_target(eng: _Engine, tl: Timeline, output: str | os.PathLike, targ
         if tl.limit_dbtp is None:
             note(f"could not bring the output to {target:.1f} LUFS (it is {level:.1f} LUFS)", quiet=quiet)
         else:
-            note(f"could not bring the output to {target:.1f} LUFS under the limiter's {tl.limit_dbtp:g} dBTP "
+            note(f"could not bring the output to {target:g} LUFS under the limiter's {tl.limit_dbtp:g} dBTP "
                  f"ceiling (it is {level:.1f} LUFS); raise --ceiling or pass --no-limit", quiet=quiet)
     return peak, level
 
