@@ -140,6 +140,26 @@ TREATMENTS = {
 }
 
 
+# real recordings (tests/fixtures/real/): tracks, and a reference made from another recording
+REAL_PAIRS = {
+    "real: beat+voice / coffee": (("music_electronic.flac", "speech_instruct.flac"), "music_morning_coffee.flac",
+                                   lambda x: x),
+    "real: piano+birds / beat": (("music_piano_notes.flac", "field_birds.flac"), "music_electronic.flac",
+                                 lambda x: to_lufs(width(tilt(x, 1.5), 1.0), -12)),
+}
+
+
+def real_pair(name: str, d: Path) -> tuple[list[Path], Path]:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    import real
+    from avmix.audio.io import open_audio
+    names, ref_name, treat = REAL_PAIRS[name]
+    x = open_audio(real.path(ref_name)).read(sample_rate=SR, channels=2).astype(np.float64)
+    ref = d / "ref.wav"
+    sf.write(ref, treat(x).astype(np.float32), SR, subtype="PCM_24")
+    return [real.path(n) for n in names], ref
+
+
 # ------------------------------------------------------------------------------------------ features
 
 def ebur128_i_lra(path: Path) -> tuple[float, float]:
@@ -205,23 +225,28 @@ def main() -> int:
                     help="a Python with matchering installed (skipped if missing)")
     ap.add_argument("--pairs", type=int, default=len(TREATMENTS))
     ap.add_argument("--memory", action="store_true", help="also measure a 2 x 60 min mix with --reference")
+    ap.add_argument("--no-real", action="store_true", help="only the synthetic pairs")
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     have_mg = os.access(args.matchering, os.X_OK) and subprocess.run(
         [args.matchering, "-c", "import matchering"], capture_output=True).returncode == 0
     cmd_of = avmix_cmd if cli_has_reference() else library_cmd
     rows = []
-    for i, (name, treat) in enumerate(list(TREATMENTS.items())[:args.pairs]):
+    jobs = list(TREATMENTS.items())[:args.pairs] + ([] if args.no_real else [(n, None) for n in REAL_PAIRS])
+    for i, (name, treat) in enumerate(jobs):
         d = OUT / f"pair{i}"
         d.mkdir(exist_ok=True)
-        tracks = []
-        for j, x in enumerate(track_set(100 + i)):
-            p = d / f"track{j}.wav"
-            sf.write(p, x, SR, subtype="FLOAT")
-            tracks.append(p)
-        other = sum(track_set(200 + i))
-        ref = d / "ref.wav"
-        sf.write(ref, treat(other).astype(np.float32), SR, subtype="PCM_24")
+        if treat is None:
+            tracks, ref = real_pair(name, d)
+        else:
+            tracks = []
+            for j, x in enumerate(track_set(100 + i)):
+                p = d / f"track{j}.wav"
+                sf.write(p, x, SR, subtype="FLOAT")
+                tracks.append(p)
+            other = sum(track_set(200 + i))
+            ref = d / "ref.wav"
+            sf.write(ref, treat(other).astype(np.float32), SR, subtype="PCM_24")
         plain = d / "plain.wav"
         subprocess.run(library_cmd(tracks, plain, None), check=True)  # float WAV: the exact sum
         cmds = {"avmix": cmd_of(tracks, d / "avmix.wav", ref)}
@@ -238,16 +263,16 @@ def main() -> int:
             row["matchering_s"] = timing["matchering"]["wall_s"]
         row["features"] = {"ref": fr, "avmix": features(d / "avmix.wav")}
         rows.append(row)
-        print(f"{name:<22} unmatched {row['unmatched']:.3f}  avmix {row['avmix']:.3f} ({row['avmix_s']:.2f} s)"
+        print(f"{name:<27} unmatched {row['unmatched']:.3f}  avmix {row['avmix']:.3f} ({row['avmix_s']:.2f} s)"
               + (f"  matchering {row['matchering']:.3f} ({row['matchering_s']:.2f} s)" if have_mg else ""),
               flush=True)
     print()
-    head = f"{'pair':<22} {'unmatched':>9} {'avmix':>7} {'matchering':>10} {'avmix/unm':>9} {'avmix/mg':>8} {'speed x':>7}"
+    head = f"{'pair':<27} {'unmatched':>9} {'avmix':>7} {'matchering':>10} {'avmix/unm':>9} {'avmix/mg':>8} {'speed x':>7}"
     print(head)
     print("-" * len(head))
     for r in rows:
         mg = r.get("matchering")
-        print(f"{r['pair']:<22} {r['unmatched']:>9.3f} {r['avmix']:>7.3f} {mg if mg is not None else float('nan'):>10.3f} "
+        print(f"{r['pair']:<27} {r['unmatched']:>9.3f} {r['avmix']:>7.3f} {mg if mg is not None else float('nan'):>10.3f} "
               f"{r['avmix'] / r['unmatched']:>9.2f} {r['avmix'] / mg if mg else float('nan'):>8.2f} "
               f"{r['matchering_s'] / r['avmix_s'] if mg else float('nan'):>7.1f}")
     goals = {"avmix halves the unmatched distance on every pair": all(r["avmix"] <= 0.5 * r["unmatched"] for r in rows)}

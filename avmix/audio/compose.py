@@ -267,6 +267,7 @@ def _render(timeline: Timeline, output: str | os.PathLike, *, bit_depth: int | N
     s: Settings = getattr(tl, "_settings", None) or Settings()
     eng = _Engine(tl)
     if s.reference is not None:
+        tl._analyze_output = loudness  # the "after" figures of --json cost an analysis pass of the output
         return _render_matched(eng, s, output, bit_depth=bit_depth, stems_dir=stems_dir, progress=progress,
                                quiet=quiet)
     may_limit = False
@@ -433,7 +434,7 @@ def _write(eng: _Engine, tl: Timeline, output: str | os.PathLike, *, bit_depth: 
     with AudioWriter(output, sample_rate=tl.sample_rate, channels=tl.channels, bit_depth=bit_depth,
                      frames=tl.frames) as w, \
             _Measure(tl.sample_rate, tl.channels, lufs=lufs or retry is not None, writer=w,
-                     analyze=master_of(tl) is not None) as sink:
+                     analyze=master_of(tl) is not None and getattr(tl, "_analyze_output", False)) as sink:
         _mix_into(eng, sink, progress)
         peak, level = sink.result()
         if sink.analyzer is not None:
@@ -495,8 +496,8 @@ class _Measure:
 
     def __init__(self, sample_rate: int, channels: int, *, lufs: bool = True, writer: AudioWriter | None = None,
                  peak: bool = True, analyze: bool = False):
-        self._meter = LoudnessMeter(sample_rate, channels) if lufs else None
         self.analyzer = Analyzer(sample_rate, channels) if analyze else None  # reference matching's "after"
+        self._meter = None if not lufs else self.analyzer.meter if analyze else LoudnessMeter(sample_rate, channels)
         self._writer = writer
         self._want_peak = peak  # False: pass 1 of LUFS normalisation (two passes over every block saved)
         self._q: queue.Queue = queue.Queue(maxsize=4)  # bounded: memory stays flat
@@ -515,10 +516,10 @@ class _Measure:
             try:
                 if self._want_peak:
                     self._peak = max(self._peak, float(b.max()), -float(b.min()))
-                if self._meter is not None:
-                    self._meter.add(b)
-                if self.analyzer is not None:
+                if self.analyzer is not None:  # K-weights into the shared meter too
                     self.analyzer.add(b)
+                elif self._meter is not None:
+                    self._meter.add(b)
                 if self._writer is not None:
                     self._writer.write(b)
             except BaseException as e:  # re-raised in the caller's thread

@@ -120,7 +120,7 @@ class Analyzer:
     def __init__(self, sample_rate: int, channels: int):
         self.sample_rate, self.channels = int(sample_rate), int(channels)
         self.nfft = frame_size(self.sample_rate)
-        self._meter = LoudnessMeter(self.sample_rate, self.channels)
+        self.meter = LoudnessMeter(self.sample_rate, self.channels)  # shared with an output's loudness
         self._win = np.hanning(self.nfft + 1)[:-1].astype(np.float32)  # periodic: sums to 1 at 50 % overlap
         self._w2 = float((self._win.astype(np.float64) ** 2).sum())
         k = 2 if self.channels == 2 else 1
@@ -146,7 +146,7 @@ class Analyzer:
         if not len(block):
             return
         self._frames += len(block)
-        self._meter.add(block)
+        self.meter.add(block)
         self._peak = max(self._peak, float(np.abs(block).max()))
         self._hops(block)
         self._spectra(mid_side(block))
@@ -197,8 +197,8 @@ class Analyzer:
             # shorter than one frame: measure it zero-padded as one frame
             pad = np.zeros((self.nfft - len(self._pending), self._pending.shape[1]), np.float32)
             self._spectra_once(np.concatenate([self._pending, pad]))
-        lufs = self._meter.integrated()
-        lra = loudness_range(short_term(self._meter)) if self._frames >= DYNAMICS_SECONDS * sr else 0.0
+        lufs = self.meter.integrated()
+        lra = loudness_range(short_term(self.meter)) if self._frames >= DYNAMICS_SECONDS * sr else 0.0
         ms, pk = self._hop_arrays()
         spec = self._loud_spectrum()
         freqs = np.fft.rfftfreq(self.nfft, 1.0 / sr)
