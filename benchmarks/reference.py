@@ -23,7 +23,6 @@ flatness) from dividing by nothing: 1 LU, 1 LU, 1 dB, 100 Hz, 100 Hz, 100 Hz, 0.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import subprocess

@@ -4,9 +4,13 @@
 ``master``); :class:`Corrector` applies such a dict to blocks. Nothing here reads files.
 
 - **Tone**: for mid and side, the difference of the two loud-part spectra (each relative to its own
-  file's total power, so the curve is level-neutral), summed in bands around points spaced 1/6 octave
-  apart (1/3 octave wide for mid, an octave for the sparser side), bounded to +-``MAX_DB``, and never
-  boosted where the mix has next to nothing (``FLOOR_DB`` under its loudest band). The curve is kept as
+  file's total power, then shifted to a median of 0 dB), summed over an octave around points spaced
+  1/6 octave apart, bounded to +``MAX_DB`` of boost and -``MAX_CUT_DB`` of cut (a cut cannot raise
+  noise, so it may go further; the curve is shifted down to use that room when its boosts would
+  clip, the loudness gain making up the level), and never boosted where the mix has next to nothing
+  (``FLOOR_DB`` under its loudest band). An octave, not a third: between two songs in different keys
+  a third-octave curve follows the notes, and a static EQ that lifts one bass note changes the
+  loudness from bar to bar (the loudness range of the benchmark's pairs doubled). The curve is kept as
   (frequency, dB) points and a linear-phase FIR is designed from it by frequency sampling (Hann window,
   ``taps`` long), run by FFT overlap-add with its delay taken out, so the timeline does not move.
 - **Width**: the side curve is then corrected per broad band so that the side/mid energy of each band
@@ -14,8 +18,9 @@
   nothing about width: then the side follows the mid curve.
 - **Dynamics**: a gain curve per ``HOP`` samples from two ratios: a slow one on the 3 s level around
   the integrated level (loudness range) and a fast one on each hop's peak over the 0.4 s level (crest
-  factor). Each ratio is found by bisection, simulating the curve on the mix's hop measurements
-  (limiter ceiling included). The curve is computed on the mix and recorded, so stems get the same.
+  factor). Each ratio is found by bisection, simulating the curve on the mix's measurements: the
+  slow one on half-octave band powers per spectrum frame put through the EQ (K-weighted), the fast
+  one on hop peaks and mean squares with the limiter's ceiling. The curve is computed on the mix and recorded, so stems get the same.
 - **Loudness**: the reference's integrated loudness, predicted through the curves; the caller writes
   and measures (the limiter may take some) and corrects the gain as for ``--normalize lufs``.
 - ``strength`` scales every dB curve, moves the loudness and dynamics targets part of the way, and
@@ -29,14 +34,17 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from avmix.audio.loudness import k_weighting_sos, loudness_range
-from avmix.audio.reference import BAND_EDGES_HZ, DYNAMICS_SECONDS, HOP, Measurement, blocks_of, crest_db, gated
+from avmix.audio.reference import BAND_EDGES_HZ, DYNAMICS_SECONDS, HOP, Measurement, crest_db, gated
 
-MAX_DB = 12.0  # bound of every spectral, width and dynamics gain
+MAX_DB = 12.0  # bound of every boost, and of the width and dynamics gains both ways
+MAX_CUT_DB = 24.0  # the spectral curves may cut this far
 FLOOR_DB = -60.0  # a mix band this far under its loudest is not boosted
 POINTS_PER_OCTAVE = 6
 LOW_HZ, HIGH_HZ = 20.0, 20000.0  # the curve is held flat outside (and above 0.45 x the rate)
 MID_SMOOTH, SIDE_SMOOTH = 1.0, 1.0  # band widths (octaves) the spectra are summed over
-RATIO_RANGE = (0.5, 4.0)  # the dynamics' ratios: expander 2:1 .. compressor 4:1 ("gentle")
+RATIO_RANGE = (0.5, 4.0)  # the slow stage's ratio: expander 2:1 .. compressor 4:1 ("gentle")
+FAST_RANGE = (1.0, 4.0)  # the fast stage only compresses: lifting peaks cannot make transients, it
+# only feeds the limiter (in the benchmark an expanded mix at -9 LUFS came out with twice the LRA)
 SLOW_S, FAST_S = 3.0, 0.4  # level windows of the two dynamics stages
 SEGMENT = 1 << 16  # overlap-add FFT size
 
@@ -67,10 +75,10 @@ def _diff_db(ref_b: np.ndarray, ref_total: float, mix_b: np.ndarray, mix_total: 
 
 
 def _bounded(d: np.ndarray, mix: Measurement, pts: np.ndarray, psd: np.ndarray, width: float) -> np.ndarray:
-    """``d`` within +-MAX_DB, and not above 0 dB where the mix has next to nothing."""
+    """``d`` within -MAX_CUT_DB..+MAX_DB, and not above 0 dB where the mix has next to nothing."""
     b = _bands(mix.freqs, psd, pts, width)
     low = b < b.max() * 10.0 ** (FLOOR_DB / 10.0)
-    d = np.clip(d, -MAX_DB, MAX_DB)
+    d = np.clip(d, -MAX_CUT_DB, MAX_DB)
     d[low] = np.minimum(d[low], 0.0)
     return d
 
@@ -106,7 +114,7 @@ def _width(ref: Measurement, mix: Measurement, points: np.ndarray, mid_db: np.nd
             want = 10.0 * math.log10(was) + strength * (10.0 * math.log10(r_ref / m_ref) - 10.0 * math.log10(was))
             extra[b] += want - 10.0 * math.log10(now_s / now_m)
         extra = np.clip(extra, -2 * MAX_DB, 2 * MAX_DB)
-    sd = np.clip(side_db + np.interp(np.log2(points), np.log2(centres), extra), -MAX_DB, MAX_DB)
+    sd = np.clip(side_db + np.interp(np.log2(points), np.log2(centres), extra), -MAX_CUT_DB, MAX_DB)
     return sd, [round(float(e), 3) for e in extra]
 
 
@@ -141,6 +149,9 @@ def derive(ref: Measurement, mix: Measurement, *, strength: float = 1.0, ceiling
     mb = _bands(mix.freqs, mix.mid, pts, MID_SMOOTH)
     heard = mb >= mb.max() * 10.0 ** (FLOOR_DB / 10.0)
     shift = -float(np.median(raw_mid[heard]))
+    over = float((raw_mid + shift)[heard].max()) - MAX_DB
+    if over > 0:  # boosts would clip: move down into the cutting room left
+        shift -= min(over, max(float((raw_mid + shift)[heard].min()) + MAX_CUT_DB, 0.0))
     mid_db = s * _bounded(raw_mid + shift, mix, pts, mix.mid, MID_SMOOTH)
     side_db = mid_db.copy()
     width = None
@@ -331,8 +342,10 @@ def _dynamics(mix: Measurement, ref: Measurement, s: float, gain_db: float, ceil
         scale = mix.lra / lra0
         slow = _solve(lambda r: scale * shape.lra(shape.curve(r, 1.0)), want_lra, *RATIO_RANGE, rising=False)
     offset = mix.crest_db - shape.crest(shape.curve(1.0, 1.0), 0.0, None)  # simulation vs measurement
-    fast = _solve(lambda r: shape.crest(shape.curve(slow, r), gain_db, ceiling_db) + offset, want_crest,
-                  *RATIO_RANGE, rising=False)
+    fast = 1.0
+    if want_crest < mix.crest_db:
+        fast = _solve(lambda r: shape.crest(shape.curve(slow, r), gain_db, ceiling_db) + offset, want_crest,
+                      *FAST_RANGE, rising=False)
     if abs(math.log(slow)) < 0.01 and abs(math.log(fast)) < 0.01:
         return None, 1.0, 1.0
     return shape.curve(slow, fast).astype(np.float32), slow, fast
