@@ -174,6 +174,8 @@ def ebur128_i_lra(path: Path) -> tuple[float, float]:
 def features(path: Path) -> dict[str, float]:
     import librosa
     x, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    if x.shape[1] == 1:  # a mono output: no side
+        x = np.repeat(x, 2, axis=1)
     lufs, lra = ebur128_i_lra(path)
     n, hop = 2048, 1024
     k = (len(x) - n) // hop + 1
@@ -256,29 +258,35 @@ def main() -> int:
         fr = features(ref)
         row = {"pair": name, "unmatched": distance(features(plain), fr),
                "avmix": distance(features(d / "avmix.wav"), fr), "avmix_s": timing["avmix"]["wall_s"],
-               "avmix_mb": timing["avmix"]["peak_mb"]}
+               "avmix_cpu_s": timing["avmix"]["cpu_s"], "avmix_mb": timing["avmix"]["peak_mb"]}
         if have_mg:
             row["matchering"] = distance(features(d / "mg.wav"), fr)
             row["matchering_s"] = timing["matchering"]["wall_s"]
+            row["matchering_cpu_s"] = timing["matchering"]["cpu_s"]
         row["features"] = {"ref": fr, "avmix": features(d / "avmix.wav")}
         rows.append(row)
         print(f"{name:<27} unmatched {row['unmatched']:.3f}  avmix {row['avmix']:.3f} ({row['avmix_s']:.2f} s)"
               + (f"  matchering {row['matchering']:.3f} ({row['matchering_s']:.2f} s)" if have_mg else ""),
               flush=True)
     print()
-    head = f"{'pair':<27} {'unmatched':>9} {'avmix':>7} {'matchering':>10} {'avmix/unm':>9} {'avmix/mg':>8} {'speed x':>7}"
+    head = (f"{'pair':<27} {'unmatched':>9} {'avmix':>7} {'matchering':>10} {'avmix/unm':>9} {'avmix/mg':>8} "
+            f"{'avmix s':>7} {'mg s':>6} {'wall x':>6} {'cpu x':>6}")
     print(head)
     print("-" * len(head))
     for r in rows:
         mg = r.get("matchering")
         print(f"{r['pair']:<27} {r['unmatched']:>9.3f} {r['avmix']:>7.3f} {mg if mg is not None else float('nan'):>10.3f} "
               f"{r['avmix'] / r['unmatched']:>9.2f} {r['avmix'] / mg if mg else float('nan'):>8.2f} "
-              f"{r['matchering_s'] / r['avmix_s'] if mg else float('nan'):>7.1f}")
+              f"{r['avmix_s']:>7.2f} {r.get('matchering_s', float('nan')):>6.1f} "
+              f"{r['matchering_s'] / r['avmix_s'] if mg else float('nan'):>6.1f} "
+              f"{r['matchering_cpu_s'] / r['avmix_cpu_s'] if mg and r['avmix_cpu_s'] else float('nan'):>6.1f}")
     goals = {"avmix halves the unmatched distance on every pair": all(r["avmix"] <= 0.5 * r["unmatched"] for r in rows)}
     if have_mg:
         goals["avmix no further than matchering on every pair"] = all(r["avmix"] <= r["matchering"] for r in rows)
-        goals["avmix >= 10x faster than matchering (every pair)"] = all(
+        goals["avmix >= 10x faster than matchering, wall time (every pair)"] = all(
             r["matchering_s"] >= 10 * r["avmix_s"] for r in rows)
+        goals["avmix >= 10x less CPU time than matchering (every pair)"] = all(
+            r["matchering_cpu_s"] >= 10 * r["avmix_cpu_s"] for r in rows)
     result = {"rows": rows, "goals": goals, "environment": common.environment(), "seconds": SECONDS}
     if args.memory:
         result["memory"] = memory(cmd_of)
