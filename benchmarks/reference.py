@@ -251,6 +251,8 @@ def main() -> int:
         plain = d / "plain.wav"
         subprocess.run(library_cmd(tracks, plain, None), check=True)  # float WAV: the exact sum
         cmds = {"avmix": cmd_of(tracks, d / "avmix.wav", ref)}
+        if treat is None:  # real tracks are 16 kHz mono: compose at the reference's 48 kHz stereo, as
+            cmds["avmix"] += ["--sample-rate", str(SR), "--channels", "2"]  # matchering's output is
         if have_mg:
             cmds["matchering"] = [args.matchering, "-c", MATCHERING, str(plain), str(ref), str(d / "mg.wav")]
         common.warm(*tracks, ref, plain)

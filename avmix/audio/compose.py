@@ -307,14 +307,22 @@ def _measure_stream(blocks, tl: Timeline, progress: ProgressFn, stage: str = "me
 
 
 def measure_reference(f: AudioFile, sample_rate: int, channels: int, *, progress: ProgressFn = None) -> Measurement:
-    """The reference measured at the job's rate and channels (resampled and mixed as inputs are)."""
+    """The reference measured at the job's rate and channels (resampled and mixed as inputs are),
+    except its loudness: that is the file's own (a stereo reference of a mono job would otherwise read
+    3 LU low, a mono one of a stereo job 3 LU high), so the output measures what the reference does."""
     a = Analyzer(sample_rate, channels)
     total, done = f.target_frames(sample_rate), 0
     for b in f.blocks(sample_rate=sample_rate, channels=channels, blocksize=BLOCK):
         a.add(b)
         done += len(b)
         report(progress, "reference", done, total)
-    return a.result()
+    m = a.result()
+    if f.channels != channels:
+        meter = LoudnessMeter(f.sample_rate, f.channels)
+        for b in f.blocks(sample_rate=f.sample_rate, channels=f.channels, blocksize=BLOCK):
+            meter.add(b)
+        m.lufs = meter.integrated()
+    return m
 
 
 def open_reference(path: str | os.PathLike) -> AudioFile:
@@ -337,7 +345,8 @@ def _render_matched(eng: _Engine, s: Settings, output, *, bit_depth: int | None,
     notes: list[str] = []
     balance = None
     if s.reference_balance and not ref.silent:
-        tracks = [_measure_stream(eng.blocks(only=i), tl, progress, "balance") for i in range(len(tl.sources))]
+        tracks = [_measure_stream(eng.blocks(only=i), tl, progress, "balance").spectrum_only()
+                  for i in range(len(tl.sources))]
         balance = match.balance(ref, tracks)
         for src, g in zip(tl.sources, balance):
             src.gain_db = round(src.gain_db + g, 6)
@@ -345,6 +354,8 @@ def _render_matched(eng: _Engine, s: Settings, output, *, bit_depth: int | None,
     tl.master = None
     mix = _measure_stream(eng.blocks(), tl, progress)
     corr = match.derive(ref, mix, strength=s.reference_strength, ceiling_db=tl.limit_dbtp, notes=notes)
+    before, target = mix.summary(), ref.summary()
+    del mix, ref  # their per-hop and per-frame arrays (about 16 MB an hour) are not needed while writing
     corr["reference"] = os.fspath(s.reference)
     if balance is not None:
         corr["balance_db"] = [round(g, 3) for g in balance]
@@ -357,8 +368,8 @@ def _render_matched(eng: _Engine, s: Settings, output, *, bit_depth: int | None,
         tl.master_gain_db = round(corr["target_lufs"] - corr["predicted_lufs"], 6)
         peak, tl.lufs = _write_to_target(eng, tl, output, corr["target_lufs"], bit_depth=bit_depth,
                                          progress=progress, quiet=quiet, start=tl.master_gain_db - 3.0)
-    tl._reference_report = {"path": os.fspath(s.reference), "before": mix.summary(),
-                            "after": getattr(tl, "_after", None), "target": ref.summary()}
+    tl._reference_report = {"path": os.fspath(s.reference), "before": before,
+                            "after": getattr(tl, "_after", None), "target": target}
     return _finish(tl, s, output, peak, bit_depth=bit_depth, stems_dir=stems_dir, quiet=quiet)
 
 

@@ -15,6 +15,7 @@ Mid is (L+R)/2 and side (L-R)/2 for stereo; mono and more than two channels have
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -67,6 +68,12 @@ class Measurement:
     hop_peak: np.ndarray = field(repr=False)  # sample peak per HOP samples
     frame_bands: np.ndarray = field(repr=False)  # (frames, k, octave bands) power per spectrum frame
     frame_hop: int = 0  # samples between spectrum frames
+
+    def spectrum_only(self) -> "Measurement":
+        """This measurement without its per-hop and per-frame arrays (kept in bulk, e.g. one per track)."""
+        empty = np.zeros(0, np.float32)
+        return dataclasses.replace(self, hop_ms=empty, hop_peak=empty,
+                                   frame_bands=np.zeros((0,) + self.frame_bands.shape[1:], np.float32))
 
     @property
     def duration(self) -> float:
