@@ -233,7 +233,7 @@ class _Shape:
 
     def __init__(self, mix: Measurement, band_gains: np.ndarray | None = None):
         sr = mix.sample_rate
-        ms = mix.hop_ms.astype(np.float64)
+        ms = mix.hop_ms.astype(np.float64)  # freed at the end of __init__
         tiny = 1e-20
         fb = mix.frame_bands  # (frames, k, bands) float32; no float64 copy (25 MB an hour)
         kb = _band_weights(mix)  # (k, bands): K-weighting x EQ power per octave band
@@ -249,13 +249,17 @@ class _Shape:
         # frame j covers [j*frame_hop, j*frame_hop + 2*frame_hop): its centre is (j + 1) * frame_hop
         hop_t = (np.arange(len(ms)) + 0.5) * HOP
         frame_t = (np.arange(len(slow_f)) + 1.0) * mix.frame_hop
-        self.slow = np.interp(hop_t, frame_t, slow_f) if len(slow_f) else np.zeros(len(ms))
-        self._hop_t, self._frame_t = hop_t, frame_t
+        # per-hop arrays in float32: an hour has 340 000 hops, and these live through the ratio search
+        self.slow = (np.interp(hop_t, frame_t, slow_f) if len(slow_f) else np.zeros(len(ms))).astype(np.float32)
+        self._frame_t = frame_t
+        del hop_t
         local = 10.0 * np.log10(_smooth(ms, FAST_S * sr / HOP) + tiny)
         hop_integ = _level(ms)
-        self.fast = np.maximum(20.0 * np.log10(mix.hop_peak + tiny) - local - 3.0, 0.0)  # peak over local RMS
-        self.fast[local < hop_integ - 30.0] = 0.0  # quiet passages: leave them be
-        self.ms, self.peak, self.sr, self.per = ms, mix.hop_peak.astype(np.float64), sr, per
+        fast = np.maximum(20.0 * np.log10(mix.hop_peak + tiny) - local - 3.0, 0.0)  # peak over local RMS
+        fast[local < hop_integ - 30.0] = 0.0  # quiet passages: leave them be
+        self.fast = fast.astype(np.float32)
+        del local, fast
+        self.ms, self.peak, self.sr, self.per = mix.hop_ms, mix.hop_peak, sr, per
 
     def curve(self, slow_ratio: float, fast_ratio: float) -> np.ndarray:
         g = (1.0 / slow_ratio - 1.0) * self.slow
@@ -271,7 +275,8 @@ class _Shape:
         """Loudness range of the frames' K-weighted power (after the EQ unless told) under curve ``g``."""
         e = self.k_after if eq else self.k_before
         if g is not None and len(e):
-            e = e * 10.0 ** (np.interp(self._frame_t, self._hop_t, g) / 10.0)
+            hop_t = (np.arange(len(g)) + 0.5) * HOP
+            e = e * 10.0 ** (np.interp(self._frame_t, hop_t, g) / 10.0)
         if len(e) < self.per:
             return 0.0
         st = 10.0 * np.log10(np.maximum(np.convolve(e, np.ones(self.per) / self.per, mode="valid"), 1e-20))
