@@ -177,10 +177,10 @@ def derive(ref: Measurement, mix: Measurement, *, strength: float = 1.0, ceiling
                                            _eq_band_gains(mix, pts, mid_db, side_db))
         if gain_curve is not None:
             corr["dynamics"] = {"hop": HOP, "slow_ratio": round(slow, 4), "fast_ratio": round(fast, 4),
-                                "gain_db": [round(float(g), 2) for g in gain_curve]}
+                                "gain_cdb": pack_curve(gain_curve)}
     dyn_change = 0.0
     if corr["dynamics"] is not None:
-        g = np.asarray(corr["dynamics"]["gain_db"], np.float64)
+        g = unpack_curve(corr["dynamics"])
         dyn_change = _level(mix.hop_ms * 10.0 ** (g / 10.0)) - _level(mix.hop_ms)
     corr["target_lufs"] = round(float(target), 4)
     corr["predicted_lufs"] = round(float(mix.lufs + eq_change + dyn_change), 4)
@@ -360,6 +360,22 @@ def _dynamics(mix: Measurement, ref: Measurement, s: float, gain_db: float, ceil
 
 # ------------------------------------------------------------------------------------------ apply
 
+def pack_curve(gain_db: np.ndarray) -> str:
+    """A gain curve as the timeline keeps it: base64 of little-endian int16 hundredths of a dB. An
+    hour has 340 000 values: 0.9 MB this way, against 5 MB of JSON numbers and 11 MB of Python floats
+    while the mix is written."""
+    import base64
+    q = np.round(np.asarray(gain_db, np.float64) * 100.0).astype("<i2")
+    return base64.b64encode(q.tobytes()).decode("ascii")
+
+
+def unpack_curve(dyn: dict) -> np.ndarray:
+    """The curve (dB per hop) of a timeline's dynamics record (``gain_cdb``, or a plain ``gain_db`` list)."""
+    import base64
+    if "gain_db" in dyn:
+        return np.asarray(dyn["gain_db"], np.float64)
+    return np.frombuffer(base64.b64decode(dyn["gain_cdb"]), "<i2").astype(np.float64) / 100.0
+
 def fir(points: np.ndarray, db: np.ndarray, sample_rate: int, taps: int) -> np.ndarray:
     """Linear-phase FIR (``taps`` long, delay taps // 2) with the point curve as its magnitude."""
     f = np.fft.rfftfreq(taps, 1.0 / sample_rate)
@@ -396,7 +412,7 @@ class Corrector:
             self._skip = self.delay  # outputs still to drop (the delay)
             self._fed = 0
         dyn = corr.get("dynamics")
-        self.gain = None if dyn is None else np.asarray(dyn["gain_db"], np.float32)
+        self.gain = None if dyn is None else unpack_curve(dyn).astype(np.float32)
         self.hop = HOP if dyn is None else int(dyn["hop"])
         self.pos = 0  # absolute output position (for the gain curve)
         self._flushed = False
