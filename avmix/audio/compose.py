@@ -507,7 +507,7 @@ class _Measure:
 
     def __init__(self, sample_rate: int, channels: int, *, lufs: bool = True, writer: AudioWriter | None = None,
                  peak: bool = True, analyze: bool = False):
-        self.analyzer = Analyzer(sample_rate, channels) if analyze else None  # reference matching's "after"
+        self.analyzer = Analyzer(sample_rate, channels, bands=False) if analyze else None  # matching's "after"
         self._meter = None if not lufs else self.analyzer.meter if analyze else LoudnessMeter(sample_rate, channels)
         self._writer = writer
         self._want_peak = peak  # False: pass 1 of LUFS normalisation (two passes over every block saved)

@@ -124,8 +124,11 @@ class Measurement:
 class Analyzer:
     """Feed float32 (n, channels) blocks with :meth:`add`, then :meth:`result` once."""
 
-    def __init__(self, sample_rate: int, channels: int):
+    def __init__(self, sample_rate: int, channels: int, *, bands: bool = True):
+        """``bands``: keep the per-frame band powers (what the dynamics search needs of a mix; 13 MB an
+        hour); without them the measurement is only for reporting."""
         self.sample_rate, self.channels = int(sample_rate), int(channels)
+        self._keep_bands = bands
         self.nfft = frame_size(self.sample_rate)
         self.meter = LoudnessMeter(self.sample_rate, self.channels)  # shared with an output's loudness
         self._win = np.hanning(self.nfft + 1)[:-1].astype(np.float32)  # periodic: sums to 1 at 50 % overlap
@@ -183,11 +186,12 @@ class Analyzer:
                 else:
                     total = total + power
                     specs.append(spec)
-            fb = np.zeros((k, len(specs), self._nbands), np.float32)
-            for c, spec in enumerate(specs):
-                for j, (lo, hi) in enumerate(self._slices):
-                    fb[:, c, j] = spec[:, lo:hi].sum(axis=1)
-            self._fb.append(fb / np.float32(self._w2))
+            if self._keep_bands:
+                fb = np.zeros((k, len(specs), self._nbands), np.float32)
+                for c, spec in enumerate(specs):
+                    for j, (lo, hi) in enumerate(self._slices):
+                        fb[:, c, j] = spec[:, lo:hi].sum(axis=1)
+                self._fb.append(fb / np.float32(self._w2))
             lvl = 10.0 * np.log10(np.maximum(total.astype(np.float64), 1e-30))
             b = np.clip(np.floor(lvl).astype(np.int64), LEVELS[0], LEVELS[-1]) - LEVELS[0]
             for j in np.unique(b):  # a few level bins per block
