@@ -308,3 +308,20 @@ def test_real_recordings_match_a_treated_real_reference(tmp_path):
     err_before = abs(math.log(rep["before"]["centroid_hz"] / rep["target"]["centroid_hz"]))
     err_after = abs(math.log(rep["after"]["centroid_hz"] / rep["target"]["centroid_hz"]))
     assert err_after < 0.5 * err_before
+
+
+def test_generate_with_reference_records_the_correction_and_stems_sum(tmp_path, pair, run_cli):
+    ref = tmp_path / "ref.wav"
+    pts = match._points(SR)
+    sf.write(ref, filtered(pair[2], pts, np.clip(np.log2(pts / 1000.0), -6, 6)) * np.float32(0.3), SR,
+             subtype="FLOAT")
+    r = run_cli("generate", pair[0], pair[1], "-o", tmp_path / "o.mp4", "--size", "64x36", "--fps", "5",
+                "--backend", "procedural", "--reference", ref, "--no-limit", "--stems", tmp_path / "stems",
+                "--workdir", tmp_path / "work", "-q")
+    assert r.code == 0, r.err
+    tl = json.loads((tmp_path / "work" / "timeline.json").read_text())
+    assert tl["master"]["eq"] is not None and tl["master"]["reference"] == str(ref)
+    audio, _ = sf.read(tmp_path / "work" / "audio.wav", dtype="float32")
+    stems = sorted((tmp_path / "stems").glob("0*.wav"))  # (a mix.wav sits beside them)
+    total = sum(sf.read(p, dtype="float32")[0] for p in stems)
+    assert len(stems) == 2 and np.abs(total - audio).max() < 1e-4
