@@ -10,13 +10,17 @@ quieter, with noise 15 dB down, resampled to 44.1 kHz and written as 16-bit FLAC
 
 The peer is what one writes by hand: both files read whole, B resampled to 48 kHz, mono, and
 scipy.signal.correlate (FFT) at the full rate, arg-max to the nearest sample. Both run as processes
-(interpreter start included), interleaved. Also timed: the align() call inside one process. Writes
-benchmarks/results-align.json.
+(interpreter start included), interleaved. Also timed: the align() call inside one process.
+
+Then the confidence: for each real recording, three pairs of takes cut from it (noise 20, 5 and 0 dB
+down, a causal 150 Hz-3.5 kHz band-pass, 15 dB less gain) and every pair of different recordings.
+Writes benchmarks/results-align.json.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -92,22 +96,57 @@ def make_takes() -> tuple[Path, dict[str, Path]]:
     return path_a, takes
 
 
+def confidences() -> dict:
+    """Confidence and error for takes of one recording, and confidence for unrelated recordings."""
+    from avmix.align import align
+
+    band = signal.butter(4, [150, 3500], "bandpass", fs=RATE, output="sos")
+    rng = np.random.default_rng(1)
+    same, unrelated = [], []
+    for path, kind in real.all_recordings():
+        x, sr = sf.read(str(path), always_2d=True)
+        x = soxr.resample(x.mean(axis=1), sr, RATE) if sr != RATE else x.mean(axis=1)
+        for a0, b0, snr in [(0.5, 1.7345, 20), (2.2, 0.4, 5), (1.0, 1.0005, 0)]:
+            n = int(min(len(x) / RATE - max(a0, b0) - 0.1, 25) * RATE)
+            a = noisy(x[int(a0 * RATE):][:n], 20, rng)[:, 0]
+            b = noisy(signal.sosfilt(band, x[int(b0 * RATE):][:n - RATE // 4]), snr, rng)[:, 0] * 10 ** (-15 / 20)
+            pa, pb = DATA / "align_conf_a.wav", DATA / "align_conf_b.wav"
+            sf.write(str(pa), a.astype(np.float32), RATE)
+            sf.write(str(pb), b.astype(np.float32), RATE)
+            m = align([pa, pb])[1]
+            want = (int(b0 * RATE) - int(a0 * RATE)) / RATE
+            err = None if m.offset is None else round((m.offset - want) * 1000, 4)
+            same.append({"file": path.name, "kind": kind, "snr_db": snr, "confidence": m.confidence, "error_ms": err})
+            print(f"  {path.name:26s} noise {snr:2d} dB down: confidence {m.confidence:.2f}, error "
+                  + ("no match" if err is None else f"{err:+.3f} ms"))
+    recs = [p for p, _ in real.all_recordings()]
+    for i, p in enumerate(recs):
+        for q in recs[i + 1:]:
+            unrelated.append({"a": p.name, "b": q.name, "confidence": align([p, q])[1].confidence})
+    top = sorted(unrelated, key=lambda u: -u["confidence"])[:3]
+    print(f"  unrelated pairs: {len(unrelated)}, confidence max {top[0]['confidence']:.2f}, "
+          f"mean {np.mean([u['confidence'] for u in unrelated]):.2f}; highest: "
+          + ", ".join(f"{u['a']}/{u['b']} {u['confidence']:.2f}" for u in top))
+    return {"same": same, "unrelated": unrelated}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
-    print(f"making two {LENGTH:.0f} s takes from the real recordings ...", flush=True)
+    print(f"load average {os.getloadavg()[0]:.2f}; making two {LENGTH:.0f} s takes from the real recordings ...", flush=True)
     path_a, takes = make_takes()
     common.warm(path_a, *takes.values())
     from avmix.align import align
 
-    results = {"takes_s": LENGTH, "runs": args.runs, "jobs": {}}
+    results = {"takes_s": LENGTH, "runs": args.runs, "load_average_at_start": round(os.getloadavg()[0], 2),
+               "jobs": {}}
     for name, path_b in takes.items():
         want = OFFSETS[name]
         print(f"\nB starts {want * 1000:+.4f} ms from A ({name}):")
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         m = align([path_a, path_b])[1]
-        inproc = time.perf_counter() - t0
+        inproc, inproc_cpu = time.perf_counter() - t0, time.process_time() - c0
         out = subprocess.run(common.avmix_cmd() + ["align", str(path_a), str(path_b), "--json"],
                              capture_output=True, text=True)
         got = json.loads(out.stdout)["tracks"][1]["offset"] if out.returncode == 0 else None
@@ -119,16 +158,18 @@ def main() -> None:
         err = None if got is None else (got - want) * 1000
         peer_err = None if peer_got is None else (peer_got - want) * 1000
         job = {"want_s": want, "avmix_offset_s": got, "avmix_error_ms": err, "confidence": m.confidence,
-               "avmix_in_process_s": round(inproc, 3), "peer_offset_s": peer_got, "peer_error_ms": peer_err,
+               "avmix_in_process_s": round(inproc, 3), "avmix_in_process_cpu_s": round(inproc_cpu, 3), "peer_offset_s": peer_got, "peer_error_ms": peer_err,
                "timing": timing}
         results["jobs"][name] = job
-        ratio = timing["avmix align"]["wall_s"] / timing["scipy correlate, full rate"]["wall_s"]
-        print(f"  avmix align:   error {err:+.4f} ms, confidence {m.confidence:.2f}, "
-              f"{timing['avmix align']['wall_s']:.2f} s as a command ({inproc:.2f} s inside the process), "
-              f"{timing['avmix align']['peak_mb']:.0f} MB")
-        print(f"  scipy correlate at 48 kHz: error {peer_err:+.4f} ms, "
-              f"{timing['scipy correlate, full rate']['wall_s']:.2f} s, "
-              f"{timing['scipy correlate, full rate']['peak_mb']:.0f} MB  (avmix/peer time {ratio:.2f})")
+        av, peer_t = timing["avmix align"], timing["scipy correlate, full rate"]
+        print(f"  avmix align:   error {err:+.4f} ms, confidence {m.confidence:.2f}, wall {av['wall_s']:.2f} s, "
+              f"CPU {av['cpu_s']} s as a command ({inproc:.2f} s wall, {inproc_cpu:.2f} s CPU inside the "
+              f"process), {av['peak_mb']:.0f} MB")
+        print(f"  scipy correlate at 48 kHz: error {peer_err:+.4f} ms, wall {peer_t['wall_s']:.2f} s, "
+              f"CPU {peer_t['cpu_s']} s, {peer_t['peak_mb']:.0f} MB  "
+              f"(avmix/peer wall {av['wall_s'] / peer_t['wall_s']:.2f})")
+    print("\nconfidence, takes of one recording and unrelated recordings:")
+    results["confidence"] = confidences()
     (HERE / "results-align.json").write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nwrote {HERE / 'results-align.json'}")
 
