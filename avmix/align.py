@@ -166,13 +166,13 @@ def _mono(af: AudioFile, rate: int, start: int = 0, frames: int | None = None) -
 class _Take:
     """An opened take with its decimated mono signal."""
 
-    def __init__(self, path: str | os.PathLike):
-        self.path = os.fspath(path)
-        self.file = open_audio(path)
-        if self.file.duration < MIN_SECONDS:
-            raise InputError(f"too short to align ({self.file.duration:.3f} s; needs at least {MIN_SECONDS} s)",
+    def __init__(self, file: AudioFile):
+        self.path = file.path
+        self.file = file
+        if file.duration < MIN_SECONDS:
+            raise InputError(f"too short to align ({file.duration:.3f} s; needs at least {MIN_SECONDS} s)",
                              path=self.path)
-        self.coarse = _mono(self.file, COARSE_RATE)
+        self.coarse = _mono(file, COARSE_RATE)
         self.silent = float(np.sqrt(np.mean(np.square(self.coarse, dtype=np.float64)))) < SILENT_RMS
 
 
@@ -218,15 +218,21 @@ def match(ref: _Take, take: _Take, threshold: float) -> Match:
     return Match(take.path, _refine(ref, take, lag), round(conf, 3))
 
 
-def align(paths: Sequence[str | os.PathLike], *, threshold: float = THRESHOLD) -> list[Match]:
-    """One Match per path; the first is the reference (offset 0, confidence 1 unless it is silent).
+def align_files(files: Sequence[AudioFile], *, threshold: float = THRESHOLD) -> list[Match]:
+    """One Match per opened file; the first is the reference (offset 0, confidence 1 unless silent).
 
-    Raises InputError naming a file that cannot be read, has no audio or is too short.
+    Raises InputError naming a take that is too short. Only one take besides the reference is held
+    decimated in memory at a time.
     """
-    if len(paths) < 2:
+    if len(files) < 2:
         raise ValueError("align needs a reference and at least one more take")
-    ref = _Take(paths[0])
+    ref = _Take(files[0])
     out = [Match(ref.path, None if ref.silent else 0.0, 0.0 if ref.silent else 1.0)]
-    for p in paths[1:]:
-        out.append(match(ref, _Take(p), threshold))
+    for f in files[1:]:
+        out.append(match(ref, _Take(f), threshold))
     return out
+
+
+def align(paths: Sequence[str | os.PathLike], *, threshold: float = THRESHOLD) -> list[Match]:
+    """:func:`align_files` on files by name; InputError names one that cannot be read or has no audio."""
+    return align_files([open_audio(p) for p in paths], threshold=threshold)

@@ -57,6 +57,11 @@ class Curve(str, Enum):
     linear = "linear"
 
 
+class Align(str, Enum):
+    none = "none"
+    auto = "auto"
+
+
 class Normalize(str, Enum):
     none = "none"
     peak = "peak"
@@ -192,6 +197,9 @@ class ComposeOptions(_Group):
                         help="Output length: the longest input, the shortest, or the first.")
     match_loudness: bool = opt(False, "--match-loudness", commands=("mix", "generate"), panel=LEVELS,
                                help="Bring every track to the same integrated loudness before summing.")
+    align: str = opt("none", "--align", commands=("mix", "generate"), choices=Align,
+                     help="auto: line each track up with the first by its sound, as avmix align does, before "
+                          "mixing (recorded in the timeline); a track with no reliable match stops the job.")
     crossfade: float = opt(0.0, "--crossfade", "-x", metavar="SEC", commands=("concat", "generate"),
                            help="Overlap consecutive tracks by SEC seconds with a crossfade.")
     curve: str = opt("equal-power", "--curve", commands=("concat", "generate"), choices=Curve,
@@ -257,6 +265,10 @@ class ComposeOptions(_Group):
         if self.channels is not None:
             check_number("--channels", self.channels, 1, MAX_CHANNELS)
         duration = check_choice("--duration", self.duration, Duration)
+        align = check_choice("--align", self.align, Align)
+        if align != "none" and mode != "mix":
+            raise UsageError(f"--align {align} lines up tracks that are mixed, not with --mode {mode}",
+                             hint="use --mode mix")
         curve = check_choice("--curve", self.curve, Curve)
         for name, value in (("--crossfade", self.crossfade), ("--gap", self.gap), ("--at", self.at)):
             check_seconds(name, value)
@@ -266,7 +278,7 @@ class ComposeOptions(_Group):
         if duck is not None:
             check_number("--duck", abs(duck), 0.0, MAX_DUCK_DB, unit="dB")
             duck = abs(float(duck))  # "--duck 12" and "--duck -12" both mean: lower BASE by 12 dB
-        checked = self.replace(mode=mode, normalize=norm, duration=duration, curve=curve, gains=gains,
+        checked = self.replace(mode=mode, normalize=norm, duration=duration, align=align, curve=curve, gains=gains,
                                labels=labels, duck=duck, limit=bool(self.limit), ceiling=float(self.ceiling),
                                fade_in=float(self.fade_in), fade_out=float(self.fade_out))
         checked.settings()  # a peak target above the limiter's ceiling is refused there
@@ -285,7 +297,8 @@ class ComposeOptions(_Group):
         """The keywords of :func:`avmix.audio.plan.plan` for ``mode`` (default: this group's)."""
         mode = mode or self.mode
         if mode == "mix":
-            return {"duration": self.duration, "match_loudness": self.match_loudness}
+            return {"duration": self.duration, "match_loudness": self.match_loudness,
+                    "align": self.align == "auto"}
         if mode == "concat":
             return {"crossfade": self.crossfade, "curve": self.curve, "gap": self.gap,
                     "trim_silence": self.trim_silence}

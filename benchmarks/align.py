@@ -134,7 +134,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
-    print(f"load average {os.getloadavg()[0]:.2f}; making two {LENGTH:.0f} s takes from the real recordings ...", flush=True)
+    print(f"load average {os.getloadavg()[0]:.2f}; making two {LENGTH:.0f} s takes from the real recordings ...",
+          flush=True)
     path_a, takes = make_takes()
     common.warm(path_a, *takes.values())
     from avmix.align import align
@@ -158,7 +159,8 @@ def main() -> None:
         err = None if got is None else (got - want) * 1000
         peer_err = None if peer_got is None else (peer_got - want) * 1000
         job = {"want_s": want, "avmix_offset_s": got, "avmix_error_ms": err, "confidence": m.confidence,
-               "avmix_in_process_s": round(inproc, 3), "avmix_in_process_cpu_s": round(inproc_cpu, 3), "peer_offset_s": peer_got, "peer_error_ms": peer_err,
+               "avmix_in_process_s": round(inproc, 3), "avmix_in_process_cpu_s": round(inproc_cpu, 3),
+               "peer_offset_s": peer_got, "peer_error_ms": peer_err,
                "timing": timing}
         results["jobs"][name] = job
         av, peer_t = timing["avmix align"], timing["scipy correlate, full rate"]

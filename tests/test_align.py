@@ -151,3 +151,67 @@ def test_fine_stage_places_the_peak_between_samples():
     for shift in (0.3, -1.7):
         b = _delayed(x, -shift)  # b leads x by ``shift``: delaying b by ``shift`` lines it up
         assert fine_lag([(x, b)], 4) == pytest.approx(shift, abs=0.05)
+
+
+# ------------------------------------------------------------------------------ --align auto
+
+def _three_takes(tmp_path):
+    """A reference and two takes of one recording cut at whole samples: B starts 1.5 s later (delay it),
+    C 0.8 s earlier (trim it); no noise, so lined up they sum to the recording times the summed gains."""
+    x = _source("speech_congrats.flac")
+    a0, n = 3 * RATE, 8 * RATE
+    cuts = {"a.wav": (a0, 1.0), "b.wav": (a0 + 72000, 0.5), "c.wav": (a0 - 38400, 0.25)}
+    paths = []
+    for name, (start, gain) in cuts.items():
+        sf.write(str(tmp_path / name), (gain * x[start:start + n]).astype(np.float32), RATE, subtype="FLOAT")
+        paths.append(tmp_path / name)
+    return x, a0, n, paths
+
+
+def test_mix_align_auto_lines_the_takes_up(tmp_path, run_cli):
+    x, a0, n, paths = _three_takes(tmp_path)
+    out = tmp_path / "out.wav"
+    res = run_cli("mix", *paths, "--align", "auto", "--no-limit", "--bit-depth", "32", "-o", out)
+    assert res.code == 0, res.err
+    tl = json.loads((tmp_path / "out.wav.timeline.json").read_text())
+    a, b, c = tl["sources"]
+    assert (a["start_sample"], a["offset_sample"]) == (0, 0)
+    assert abs(b["start_sample"] - 72000) <= 1 and b["offset_sample"] == 0
+    assert c["start_sample"] == 0 and abs(c["offset_sample"] - 38400) <= 1
+    assert abs(b["align"]["offset"] - 1.5) < TOLERANCE and abs(c["align"]["offset"] + 0.8) < TOLERANCE
+    assert b["align"]["reference"] == str(paths[0]) and b["align"]["confidence"] >= 0.3
+    assert tl["frames"] == 72000 + n  # B, delayed, ends last
+    y, sr = sf.read(str(out))
+    both = slice(72000, n - 38400)  # where all three sound: 1.75 x the recording if they line up
+    want = 1.75 * x[a0:a0 + n][both]
+    assert np.max(np.abs(y[both] - want)) < 1e-3 * np.max(np.abs(want))
+
+
+def test_align_auto_stops_on_a_take_with_no_match(tmp_path, run_cli):
+    _, _, _, paths = _three_takes(tmp_path)
+    other = real.path("music_morning_coffee.flac")
+    out = tmp_path / "out.wav"
+    res = run_cli("mix", paths[0], other, "--align", "auto", "-o", out)
+    assert res.code == 1
+    lines = res.err.strip().splitlines()
+    assert len(lines) == 1 and "no reliable match" in lines[0] and str(other) in lines[0]
+    assert not out.exists() and not (tmp_path / "out.wav.timeline.json").exists()
+
+
+def test_align_auto_only_with_mode_mix(tmp_path, run_cli):
+    _, _, _, paths = _three_takes(tmp_path)
+    res = run_cli("generate", *paths, "--mode", "concat", "--align", "auto", "-o", tmp_path / "o.mp4")
+    assert res.code == 2 and "--align" in res.err and not (tmp_path / "o.mp4").exists()
+
+
+def test_generate_mode_mix_align_auto(tmp_path):
+    from avmix import pipeline
+
+    _, _, n, paths = _three_takes(tmp_path)
+    work = tmp_path / "work"
+    pipeline.generate(paths[:2], tmp_path / "out.mp4", workdir=work, align="auto", size=(64, 64), fps=10)
+    tl = json.loads((work / "timeline.json").read_text())
+    assert abs(tl["sources"][1]["start_sample"] - 72000) <= 1
+    assert abs(tl["sources"][1]["align"]["offset"] - 1.5) < TOLERANCE
+    man = json.loads((work / "manifest.json").read_text())
+    assert man["options"]["align"] == "auto"

@@ -49,12 +49,13 @@ def test_mix_passes_every_option(fake_compose, run_cli, tmp_path):
     r = run_cli("mix", "a.wav", "b.mp3", "c.ogg", "-o", out, "--gain", "-6", "--gain", "2.5", "--normalize", "lufs",
                 "--target", "-16", "--no-limit", "--ceiling", "-2", "--fade-in", "0.5", "--fade-out", "1.5",
                 "--sample-rate", "44100", "--channels", "1", "--bit-depth", "16", "-y", "--timeline",
-                tmp_path / "t.json", "--duration", "shortest", "--match-loudness", "--label", "dog", "-q")
+                tmp_path / "t.json", "--duration", "shortest", "--match-loudness", "--label", "dog", "-q",
+                "--align", "auto")
     assert r.code == 0, r.err
     [(name, args, kw)] = fake_compose
     assert name == "mix" and args == (["a.wav", "b.mp3", "c.ogg"], str(out))
-    assert kw == {"duration": "shortest", "match_loudness": True, "sample_rate": 44100, "channels": 1,
-                  "gains": [-6.0, 2.5, 0.0], "normalize": "lufs", "target": -16.0, "limit": False,
+    assert kw == {"duration": "shortest", "match_loudness": True, "align": True, "sample_rate": 44100,
+                  "channels": 1, "gains": [-6.0, 2.5, 0.0], "normalize": "lufs", "target": -16.0, "limit": False,
                   "ceiling": -2.0, "fade_in": 0.5, "fade_out": 1.5, "labels": ["dog"], "bit_depth": 16,
                   "overwrite": True, "timeline_path": str(tmp_path / "t.json"), "progress": kw["progress"],
                   "loudness": None}

@@ -498,16 +498,17 @@ def _run(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, plan, *
 
 
 def mix(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, *, duration: str = "longest",
-        match_loudness: bool = False, bit_depth: int | None = None, overwrite: bool = False,
+        match_loudness: bool = False, align: bool = False, bit_depth: int | None = None, overwrite: bool = False,
         timeline_path: str | os.PathLike | None = None, loudness: bool | None = None,
         stems_dir: str | os.PathLike | None = None, progress: ProgressFn = None, **settings) -> Timeline:
-    """Mix ``inputs`` (starting together) into ``output``; write ``OUTPUT.timeline.json``; return the Timeline.
+    """Mix ``inputs`` (starting together, or lined up by their sound with ``align``) into ``output``; write
+    ``OUTPUT.timeline.json``; return the Timeline.
 
     ``settings`` are :class:`Settings` fields (gains, normalize, target, limit, ceiling, fade_in, ...).
     """
     s = _settings(settings)
     return _run(inputs, output, lambda fs: plan_mix(fs, duration=duration, match_loudness=match_loudness,
-                                                    settings=s, progress=progress),
+                                                    align=align, settings=s, progress=progress),
                 bit_depth=bit_depth, overwrite=overwrite, timeline_path=timeline_path, loudness=loudness,
                 stems_dir=stems_dir, progress=progress)
 

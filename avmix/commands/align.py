@@ -10,6 +10,7 @@ from typing_extensions import Annotated
 
 from avmix.commands import common as c
 from avmix.errors import AvmixError
+from avmix.options import INPUT, check_number
 
 
 def register(app: typer.Typer) -> None:
@@ -22,14 +23,14 @@ def align_command(
         metavar="REFERENCE TAKE...", show_default=False,
         help="Recordings of the same performance (any audio or video ffmpeg reads); the first is the reference.")],
     threshold: Annotated[float, typer.Option(
-        "--threshold", metavar="0..1", rich_help_panel=c.INPUT,
+        "--threshold", metavar="0..1", rich_help_panel=INPUT,
         help="Lowest confidence taken as a match; below it a take has no reliable match.")] = 0.3,
     as_json: c.JsonOpt = False,
 ) -> None:
     from avmix.align import align
 
     c.check_inputs(inputs, at_least=2)
-    c.check_number("--threshold", threshold, 0.0, 1.0)
+    check_number("--threshold", threshold, 0.0, 1.0)
     matches = align(inputs, threshold=threshold)
     if as_json:
         d = {"reference": matches[0].path,
