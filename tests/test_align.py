@@ -76,6 +76,31 @@ def test_known_offsets_found_within_a_millisecond(tmp_path, run_cli, name):
         assert 0.3 <= t["confidence"] <= 1.0
 
 
+def _room(rt60: float, drr_db: float, seed: int) -> np.ndarray:
+    """A room impulse response: the direct sound, then exponentially decaying reflections from 2 ms on,
+    ``drr_db`` dB below the direct sound in total energy."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(rt60 * RATE)) / RATE
+    h = rng.standard_normal(len(t)) * np.exp(-6.9 * t / rt60)
+    h[:int(0.002 * RATE)] = 0
+    h *= np.sqrt(10 ** (-drr_db / 10) / np.sum(h ** 2))
+    h[0] = 1.0
+    return h
+
+
+@pytest.mark.parametrize("rt60, drr_db", [(0.4, 0.0), (0.8, -12.0)])
+def test_a_reverberant_take_lines_up_by_its_direct_sound(tmp_path, run_cli, rt60, drr_db):
+    x = _source("music_morning_coffee.flac")
+    a = _take(x, 1.0, 14.0, seed=1, snr_db=25)
+    b = _take(x, 2.2345, 13.0, seed=2, snr_db=15, gain_db=-10)
+    b = signal.fftconvolve(b, _room(rt60, drr_db, seed=3))[:len(b)].astype(np.float32)
+    sf.write(str(tmp_path / "a.wav"), a, RATE)
+    sf.write(str(tmp_path / "b.wav"), b, RATE)
+    res = run_cli("align", tmp_path / "a.wav", tmp_path / "b.wav", "--json")
+    assert res.code == 0, res.err
+    assert abs(_json(res)["tracks"][1]["offset"] - 1.2345) < TOLERANCE
+
+
 def test_unrelated_audio_is_no_reliable_match(tmp_path, run_cli):
     ref = str(real.path("speech_instruct.flac"))
     same = tmp_path / "same.wav"
