@@ -125,6 +125,8 @@ def test_silent_take_is_no_reliable_match(tmp_path, run_cli):
     res = run_cli("align", real.path("field_birds.flac"), silent, "--json")
     assert res.code == 1
     assert _json(res)["tracks"][1] == {"path": str(silent), "offset": None, "confidence": 0.0}
+    res = run_cli("align", silent, real.path("field_birds.flac"))
+    assert res.code == 1 and "reference is silent" in res.err and len(res.err.strip().splitlines()) == 1
 
 
 def test_the_audio_of_a_video_lines_up(tmp_path, run_cli):

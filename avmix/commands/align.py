@@ -44,6 +44,8 @@ def align_command(
             where = "no reliable match" if m.offset is None else f"{m.offset:+.6f} s"
             sys.stdout.write(f"{m.path:<{width}}  {where:<17}  confidence {m.confidence:.2f}\n")
     sys.stdout.flush()
+    if matches[0].offset is None:
+        raise AvmixError("the reference is silent; nothing to line the takes up with", path=matches[0].path)
     lost = [m for m in matches[1:] if m.offset is None]
     if lost:
         names = ", ".join(f"{m.path} (confidence {m.confidence:.2f})" for m in lost)
