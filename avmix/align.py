@@ -50,10 +50,6 @@ class Match:
     offset: float | None
     confidence: float
 
-    @property
-    def reliable(self) -> bool:
-        return self.offset is not None
-
 
 # ------------------------------------------------------------------------------------- pure numpy
 
@@ -194,8 +190,7 @@ def _windows(start: float, stop: float, margin: float) -> list[tuple[float, floa
 def _refine(ref: _Take, take: _Take, lag: int) -> float:
     """The offset in seconds from a coarse lag (COARSE_RATE samples), refined at the common rate."""
     rate = min(ref.file.sample_rate, take.file.sample_rate, FINE_RATE_MAX)
-    if rate <= COARSE_RATE:  # nothing finer to read: interpolate the coarse peak instead
-        rate = COARSE_RATE
+    rate = max(rate, COARSE_RATE)  # takes below 8 kHz: refine at the coarse rate
     shift = round(lag * rate / COARSE_RATE)  # integer fine samples: take frame m lines up with ref m + shift
     search = int(math.ceil(FINE_SEARCH * rate / COARSE_RATE))
     ref_len, take_len = ref.file.target_frames(rate), take.file.target_frames(rate)
@@ -209,7 +204,7 @@ def _refine(ref: _Take, take: _Take, lag: int) -> float:
     return (shift + fine_lag(pairs, search)) / rate
 
 
-def match(ref: _Take, take: _Take, threshold: float) -> Match:
+def _match(ref: _Take, take: _Take, threshold: float) -> Match:
     if ref.silent or take.silent:
         return Match(take.path, None, 0.0)
     lag, conf = coarse_lag(ref.coarse, take.coarse, COARSE_RATE)
@@ -229,7 +224,7 @@ def align_files(files: Sequence[AudioFile], *, threshold: float = THRESHOLD) -> 
     ref = _Take(files[0])
     out = [Match(ref.path, None if ref.silent else 0.0, 0.0 if ref.silent else 1.0)]
     for f in files[1:]:
-        out.append(match(ref, _Take(f), threshold))
+        out.append(_match(ref, _Take(f), threshold))
     return out
 
 
