@@ -121,16 +121,25 @@ def render(video: str | os.PathLike, audio: str | os.PathLike, output: str | os.
     copy = (vcodec == "libx264" and vinfo.video.codec == "h264" and method == "as-is"
             and vinfo.video.pix_fmt == "yuv420p")  # not yuv420p10le
     v = vin["v:0"]
+    needs = {acodec} if copy else {acodec, vcodec}
     if not copy:
         if method == "hold":
             v = v.filter("tpad", stop_mode="clone", stop_duration=f"{target - dv + 2 * frame:.6f}")
+            needs.add("tpad")
         if vinfo.video.width % 2 or vinfo.video.height % 2:  # yuv420p needs even sizes
             v = v.filter("scale", "trunc(iw/2)*2", "trunc(ih/2)*2")
+            needs.add("scale")
     a = ain["a:0"]
     if da < target:
         a = a.filter("apad")
+        needs.add("apad")
 
     opts: dict = {"f": fmt, "t": f"{target:.6f}", "acodec": acodec, "b:a": audio_bitrate}
+    if fmt in ("matroska", "webm"):
+        # The audio encoder's priming samples (AAC 1024, Opus 312) lie before zero. By default ffmpeg 5.1
+        # shifts the whole file to start them at zero, so the video starts 21 ms late and gains a frame
+        # when decoded at a constant rate; 9.0 writes them at negative times. Both: video from zero.
+        opts["avoid_negative_ts"] = "disabled"
     if copy:
         opts["vcodec"] = "copy"
     elif vcodec == "libx264":
@@ -144,16 +153,16 @@ def render(video: str | os.PathLike, audio: str | os.PathLike, output: str | os.
         args = ffmpeg_python.output(v, a, ffargs.slot(2), **opts).global_args(
             "-nostats", "-progress", "pipe:1").get_args()
         args = ffargs.fill(args, [video, audio, tmp])  # names need not be UTF-8
-        _run_with_progress(args, target, progress)
+        _run_with_progress(args, target, progress, needs)
     return {"output": os.fspath(out), "duration": target, "fit": fit, "video_copied": copy,
             "video_codec": "h264" if copy else vcodec, "audio_codec": acodec, "method": method,
             "width": vinfo.video.width - vinfo.video.width % 2,
             "height": vinfo.video.height - vinfo.video.height % 2, "fps": fps}
 
 
-def _run_with_progress(args: list[str], total: float, progress: ProgressFn) -> None:
+def _run_with_progress(args: list[str], total: float, progress: ProgressFn, needs: set[str]) -> None:
     """Run ffmpeg, turning its ``-progress`` lines (out_time_us) into progress('mux', s, total)."""
-    proc = ffmpeg.popen(args, stdout=subprocess.PIPE)
+    proc = ffmpeg.popen(args, stdout=subprocess.PIPE, needs=needs)
     try:
         report(progress, "mux", 0.0, total)
         for raw in proc.stdout:

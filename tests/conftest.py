@@ -1,6 +1,12 @@
-"""Shared test helpers: synthesised audio written to temporary files, and running the CLI in-process."""
+"""Shared test helpers: synthesised audio written to temporary files, running the CLI in-process, and
+running the ffmpeg-facing tests once per ffmpeg build present."""
 from __future__ import annotations
 
+import atexit
+import fnmatch
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -8,7 +14,22 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from avmix import cli
+# a cache directory of this session's own, so tests neither read nor write ~/.cache/avmix
+if not os.environ.get("AVMIX_CACHE"):
+    os.environ["AVMIX_CACHE"] = tempfile.mkdtemp(prefix="avmix-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["AVMIX_CACHE"], True)
+
+from avmix import cli, ffmpeg_select  # noqa: E402 (after AVMIX_CACHE is set)
+
+# Tests whose outcome depends on the ffmpeg build: muxing, video encoding, decoding of formats libsndfile
+# does not read, and generate end to end. Each runs once per build present (see ffmpeg_builds).
+FFMPEG_FACING = {
+    "test_mux": ["test_*"],
+    "test_procedural": ["test_writer_*"],
+    "test_io": ["test_reads_every_format", "test_reads_audio_stream_of_video", "test_lossy_round_trip",
+                "test_lossy_outputs_at_rates_their_codecs_refuse"],
+    "test_generate": ["test_mix_end_to_end_with_workdir", "test_av_sync_in_the_muxed_file"],
+}
 
 
 def sine(freq: float, seconds: float, sr: int = 48000, channels: int = 1, amp: float = 0.5) -> np.ndarray:
@@ -45,3 +66,48 @@ def run_cli(capsys):
         return Result(code, cap.out, cap.err)
 
     return _run
+
+
+def ffmpeg_builds() -> dict[str, str]:
+    """{test id: binary} for each ffmpeg build present: the one $AVMIX_FFMPEG pins, else the wheel's
+    and the one on PATH when it is another build that avmix supports."""
+    if os.environ.get("AVMIX_FFMPEG"):
+        paths = [os.environ["AVMIX_FFMPEG"]]
+    else:
+        import imageio_ffmpeg
+
+        paths = [imageio_ffmpeg.get_ffmpeg_exe()]
+        found = shutil.which("ffmpeg")
+        if found and os.path.realpath(found) != os.path.realpath(paths[0]):
+            paths.append(found)
+    builds = {}
+    for path in paths:
+        try:
+            build = ffmpeg_select.inspect(path)
+        except ffmpeg_select.Unusable:
+            continue
+        if build.problem() is None:
+            builds.setdefault("ffmpeg" + build.version.lstrip("n").split("-")[0], path)
+    return builds
+
+
+_BUILDS = ffmpeg_builds()
+
+
+def _ffmpeg_facing(module: str, name: str) -> bool:
+    return any(fnmatch.fnmatch(name, pat) for pat in FFMPEG_FACING.get(module.rsplit(".", 1)[-1], ()))
+
+
+def pytest_generate_tests(metafunc):
+    if _BUILDS and _ffmpeg_facing(metafunc.module.__name__, metafunc.function.__name__):
+        metafunc.fixturenames.insert(0, "ffmpeg_build")  # set up before the fixtures that make inputs
+        metafunc.parametrize("ffmpeg_build", list(_BUILDS.values()), ids=list(_BUILDS), indirect=True)
+
+
+@pytest.fixture
+def ffmpeg_build(request, monkeypatch):
+    """Pin $AVMIX_FFMPEG to one build (children inherit it) with avmix's choice forgotten before and after."""
+    monkeypatch.setenv("AVMIX_FFMPEG", request.param)
+    ffmpeg_select.reset()
+    yield request.param
+    ffmpeg_select.reset()

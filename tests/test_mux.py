@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -21,10 +22,18 @@ def make_video(path, seconds=2.0, size="160x120", fps=FPS, codec=("-c:v", "libx2
 
 
 def decode_video(path, side=16) -> np.ndarray:
-    """Every frame of the first video stream, as (n, side, side) grey uint8."""
-    raw = ffmpeg.run(["-i", ffmpeg.url(path), "-map", "0:v:0", "-f", "rawvideo", "-pix_fmt", "gray",
-                      "-s", f"{side}x{side}", "-"])
+    """Every frame the first video stream holds (none duplicated or dropped to make a constant rate from
+    the file's start), as (n, side, side) grey uint8."""
+    raw = ffmpeg.run(["-i", ffmpeg.url(path), "-map", "0:v:0", "-fps_mode", "passthrough", "-f", "rawvideo",
+                      "-pix_fmt", "gray", "-s", f"{side}x{side}", "-"])
     return np.frombuffer(raw, np.uint8).reshape(-1, side, side)
+
+
+def frame_times(path) -> list[float]:
+    """Presentation time (s) of every frame of the first video stream, as stored in the file."""
+    _, _, err = ffmpeg.run_command([ffmpeg.executable(), "-hide_banner", "-nostdin", "-copyts", "-i", ffmpeg.url(path),
+                                    "-map", "0:v:0", "-vf", "showinfo", "-fps_mode", "passthrough", "-f", "null", "-"])
+    return [float(t) for t in re.findall(rb"pts_time:\s*(-?[0-9.]+)", err)]
 
 
 def decode_audio(path, sr=SR) -> np.ndarray:
@@ -57,8 +66,14 @@ def audio_file(tmp_path, seconds, name=None):
 
 
 def assert_length(out, seconds, fps=FPS):
+    """The video holds seconds * fps frames (+-1), the first at time 0 and the last ending at ``seconds``
+    (+-1 frame); the audio lasts ``seconds`` (+-1 frame)."""
+    times = frame_times(out)
+    assert abs(len(times) - seconds * fps) <= 1, (len(times), seconds * fps)
+    assert abs(times[0]) < 0.25 / fps, times[:3]  # not late: a player would show it, a decoder duplicate it
+    assert abs(times[-1] + 1 / fps - seconds) <= 1 / fps, (times[-1], seconds)
     frames = decode_video(out)
-    assert abs(len(frames) - seconds * fps) <= 1, (len(frames), seconds * fps)
+    assert len(frames) == len(times)
     audio = decode_audio(out)
     assert abs(len(audio) / SR - seconds) <= 1 / fps, (len(audio) / SR, seconds)
     return frames, audio

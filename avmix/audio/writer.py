@@ -226,7 +226,7 @@ class AudioWriter:
             out = ffmpeg_python.input("pipe:0", format="f32le", ar=self.sample_rate, ac=self.channels).output(
                 ffargs.slot(0), **opts)
             self._proc = ffmpeg.popen(ffargs.fill(out.get_args(), [tmp]), stdin=subprocess.PIPE,
-                                      stdout=subprocess.DEVNULL)
+                                      stdout=subprocess.DEVNULL, needs={opts["acodec"]})
 
     def write(self, block: np.ndarray) -> None:
         """Append float32 (n, channels) frames."""

@@ -102,7 +102,7 @@ class VideoWriter:
                                src_size=self.src_size, crf=self.crf, preset=self.preset,
                                movflags=self.path.suffix.lower() in MOV_LIKE, pix_fmt=self.pix_fmt,
                                x264_params=self.x264_params)
-            self._proc = ffmpeg.popen(args, stdin=subprocess.PIPE)
+            self._proc = ffmpeg.popen(args, stdin=subprocess.PIPE, needs=ffmpeg.VIDEO_NEEDS)
             self._thread = threading.Thread(target=self._feed, name="avmix-video-pipe", daemon=True)
             self._thread.start()
         except BaseException as e:  # Ctrl-C while starting: no ffmpeg may outlive us to write the temp file
@@ -172,7 +172,7 @@ class VideoWriter:
             err = proc.stderr.read() or b""
         except (OSError, ValueError):
             pass
-        raise FFmpegError(f"video encoding: ffmpeg failed: {ffmpeg.last_lines(err)}")
+        raise FFmpegError(f"video encoding: ffmpeg failed: {ffmpeg.last_lines(err)}", path=self.path)
 
     def _stop_thread(self) -> None:
         if self._thread is not None and self._thread.is_alive():
@@ -189,7 +189,8 @@ class VideoWriter:
         self._stop_thread()
         if self._pipe_error is not None:
             self._raise_dead()
-        ffmpeg.finish(self._proc, what="video encoding")  # closes stdin, waits, quotes stderr on failure
+        # closes stdin, waits, quotes stderr on failure
+        ffmpeg.finish(self._proc, what=f"{self.path}: video encoding")
 
     def _abort(self) -> None:
         proc = self._proc
