@@ -192,13 +192,17 @@ def _to_disk(key: tuple[str, int, int], build: Build) -> None:
 # ------------------------------------------------------------------------------------- choosing
 
 _chosen: Build | None = None  # the build this process's jobs use until one needs more
+_chosen_under: tuple[str | None, str | None] = (None, None)  # ($AVMIX_FFMPEG, $PATH) when it was chosen
 _noted: set[str] = set()
 
 
 def choose(needs: Iterable[str] = ()) -> Build:
     """The build to run a job that needs the encoders/filters ``needs``. Raises FFmpegError if none fits."""
-    global _chosen
+    global _chosen, _chosen_under
     needs = frozenset(needs)
+    under = (os.environ.get("AVMIX_FFMPEG"), os.environ.get("PATH"))
+    if under != _chosen_under:  # the caller pointed somewhere else
+        _chosen, _chosen_under = None, under
     if _chosen is not None and _chosen.problem(needs) is None:
         return _chosen
     env = os.environ.get("AVMIX_FFMPEG")
