@@ -12,6 +12,7 @@ directory, keyed by the binary's path, size and mtime, so a short job pays only 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -19,7 +20,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from avmix.errors import FFmpegError
 
@@ -242,21 +243,33 @@ def _explicit(env: str, needs: frozenset[str]) -> Build:
     return build
 
 
-def _candidates() -> list[tuple[str, str]]:
-    """(where, path) for the PATH ffmpeg and the wheel's, the same binary once."""
-    out = []
+def _candidates() -> Iterator[tuple[str, str]]:
+    """(where, path) for the PATH ffmpeg, then (only if asked for) the wheel's, the same binary once."""
     found = shutil.which("ffmpeg")
     if found:
-        out.append(("on PATH", found))
+        yield "on PATH", found
+    wheel = wheel_binary()
+    if wheel and not (found and os.path.realpath(found) == os.path.realpath(wheel)):
+        yield "from imageio-ffmpeg", wheel
+
+
+def wheel_binary() -> str | None:
+    """The imageio-ffmpeg wheel's ffmpeg, looked up in its package directory: imageio_ffmpeg's own
+    lookup imports it and runs the binary (~0.1 s on every job)."""
+    spec = importlib.util.find_spec("imageio_ffmpeg")
+    if spec is None:
+        return None
+    if not os.environ.get("IMAGEIO_FFMPEG_EXE"):  # imageio's own override: let it resolve that
+        for loc in spec.submodule_search_locations or ():
+            exes = sorted(p for p in Path(loc, "binaries").glob("ffmpeg*") if p.is_file() and os.access(p, os.X_OK))
+            if exes:
+                return str(exes[0])
     try:
         import imageio_ffmpeg
 
-        wheel = imageio_ffmpeg.get_ffmpeg_exe()
-    except (ImportError, RuntimeError):  # no wheel, or a wheel without a binary for this platform
-        wheel = None
-    if wheel and not (found and os.path.realpath(found) == os.path.realpath(wheel)):
-        out.append(("from imageio-ffmpeg", wheel))
-    return out
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except (ImportError, RuntimeError):  # a wheel without a binary for this platform
+        return None
 
 
 def _note(message: str) -> None:

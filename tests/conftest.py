@@ -74,9 +74,7 @@ def ffmpeg_builds() -> dict[str, str]:
     if os.environ.get("AVMIX_FFMPEG"):
         paths = [os.environ["AVMIX_FFMPEG"]]
     else:
-        import imageio_ffmpeg
-
-        paths = [imageio_ffmpeg.get_ffmpeg_exe()]
+        paths = [ffmpeg_select.wheel_binary()]
         found = shutil.which("ffmpeg")
         if found and os.path.realpath(found) != os.path.realpath(paths[0]):
             paths.append(found)

@@ -81,6 +81,8 @@ def test_the_wheel_when_nothing_else(fresh, tmp_path):
     fresh.setenv("PATH", str(tmp_path))  # no ffmpeg here
     fresh.delenv("IMAGEIO_FFMPEG_EXE", raising=False)
     assert os.path.samefile(ffmpeg.executable(), WHEEL_FFMPEG)
+    fresh.setenv("IMAGEIO_FFMPEG_EXE", str(_bin_dir(tmp_path) / "ffmpeg"))  # imageio's own override is honoured
+    assert os.path.samefile(ffmpeg_select.wheel_binary(), WHEEL_FFMPEG) and ffmpeg_select.wheel_binary() != WHEEL_FFMPEG
 
 
 def test_old_ffmpeg_on_path_is_passed_over_with_one_note(fresh, tmp_path, capsys):
@@ -156,10 +158,7 @@ def test_no_usable_ffmpeg_says_how_to_get_one(fresh, tmp_path, run_cli, monkeypa
     old = fake_ffmpeg(tmp_path / "bin" / "ffmpeg")
     fresh.setenv("PATH", str(old.parent))
 
-    def no_binary():
-        raise RuntimeError("no ffmpeg exe could be found")
-
-    monkeypatch.setattr(imageio_ffmpeg, "get_ffmpeg_exe", no_binary)
+    monkeypatch.setattr(ffmpeg_select, "wheel_binary", lambda: None)  # a platform the wheel has no binary for
     with pytest.raises(FFmpegError, match=f"^no usable ffmpeg \\({old} on PATH is ffmpeg 4.4.2.*older than 5.1\\)$") as caught:
         ffmpeg.executable()
     assert "apt-get install ffmpeg" in caught.value.hint and "pip install imageio-ffmpeg" in caught.value.hint
