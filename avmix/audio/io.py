@@ -479,7 +479,7 @@ def _decode(name: str, local: str, raw: str, rate: int, ch: int) -> list[str]:
 
     out = ffmpeg_python.input(ffargs.slot(0))["a:0"].output(ffargs.slot(1), format="f32le", acodec="pcm_f32le",
                                                             ac=ch, ar=rate, vn=None, sn=None, dn=None)
-    cmd = [ffmpeg.executable(), "-hide_banner", "-nostdin", "-loglevel", "level+warning", "-y",
+    cmd = [ffmpeg.executable({"pcm_f32le"}), "-hide_banner", "-nostdin", "-loglevel", "level+warning", "-y",
            *ffargs.fill(out.get_args(), [local, raw])]
     timeout = DECODE_TIMEOUT + os.path.getsize(local) / 1e6 * DECODE_SECONDS_PER_MB
     try:
