@@ -230,16 +230,18 @@ def choose(needs: Iterable[str] = ()) -> Build:
 
 
 def _explicit(env: str, needs: frozenset[str]) -> Build:
-    """The build $AVMIX_FFMPEG names, or FFmpegError: it is never silently replaced."""
-    hint = "point AVMIX_FFMPEG at ffmpeg 5.1 or newer" + (f" with {' and '.join(sorted(needs))}" if needs else "") \
-        + ", or unset it"
+    """The build $AVMIX_FFMPEG names (a path, or a command name looked up on PATH), or FFmpegError: it is
+    never silently replaced."""
+    path = env if os.sep in env else (shutil.which(env) or env)
     try:
-        build = inspect(env)
+        build = inspect(path)
     except Unusable as e:
-        raise FFmpegError(f"AVMIX_FFMPEG={env} {e.what}", hint=hint) from None
+        raise FFmpegError(f"AVMIX_FFMPEG={env} {e.what}", hint="point it at ffmpeg 5.1 or newer, or unset it") from None
     why = build.problem(needs)
     if why:
-        raise FFmpegError(f"AVMIX_FFMPEG={env} {why}", hint=hint)
+        gone = build.missing(needs)
+        raise FFmpegError(f"AVMIX_FFMPEG={env} {why}", hint="point it at ffmpeg 5.1 or newer"
+                          + (f" with {' and '.join(gone)}" if gone and not build.too_old else "") + ", or unset it")
     return build
 
 
