@@ -695,18 +695,28 @@ def test_fuzzed_work_directory_through_score(run_cli, tmp_path):
     with VideoWriter(video, width=32, height=32, fps=10) as w:
         for i in range(5):
             w.write(np.full((32, 32, 3), i * 40, np.uint8))
+    audio = tmp_path / "a.wav"  # real audio, so every case gets as far as the work directory's files
+    audio.write_bytes(wav_bytes(tone()))
     rng = random.Random(5)
     docs = json_docs(rng, valid_analysis(), 8)
+    reached = 0
     for i, text in enumerate(docs[:8] + docs[-12:]):
         wd = tmp_path / f"w{i}"
         wd.mkdir()
         (wd / "analysis.json").write_text(text)
         (wd / "manifest.json").write_text(json.dumps(mutate(rng, {"schema": "avmix.manifest/1", "video": {
             "layout": [{"index": 0, "label": "a", "box": [0, 0, 16, 16]}]}})))
-        (wd / "timeline.json").write_text(json.dumps(mutate(rng, valid_timeline(str(tmp_path / "nope.wav")))))
-        r = run_cli("score", video, "--audio", video, "--workdir", wd, "--json")
+        (wd / "timeline.json").write_text(json.dumps(mutate(rng, valid_timeline(str(audio)))))
+        r = run_cli("score", video, "--audio", audio, "--workdir", wd, "--json")
         if r.code != 0:
             check_clean_failure(r, wd, {"analysis.json", "manifest.json", "timeline.json"}, f"analysis {text[:80]!r}")
+            continue
+        res = json.loads(r.out)
+        assert 0.0 <= res["av_align"] <= 1.0 and res["frames"] == 5, res
+        for row in res["per_track"] or []:
+            assert 0.0 <= row["av_align"] <= 1.0 and row["index"] == 0, row
+        reached += res["per_track"] is not None
+    assert reached >= 1, f"only {reached} fuzzed work directories reached per-track scoring"
 
 
 def test_fuzzed_manifest_in_work_directory(run_cli, tmp_path):
