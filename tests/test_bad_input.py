@@ -119,16 +119,45 @@ def test_bad_input_file(run_cli, tmp_path, good, kind, what, cmd):
     check_failed(r, code=1, name=bad.name, what=what, out_dir=tmp_path, before=before)
 
 
-def test_unreadable_file(run_cli, tmp_path, good, monkeypatch):
+def run_unprivileged(*args) -> subprocess.CompletedProcess:
+    """``python -m avmix ARGS`` where permission bits hold: as root (CI), with the capabilities that
+    override them dropped (setpriv), so the kernel's real EACCES is what avmix meets; as anyone else,
+    as it is. (User 'nobody' cannot run the venv's interpreter here: it lives under /root.)"""
+    import shutil
+    import sys
+
+    cmd = [sys.executable, "-m", "avmix", *map(str, args)]
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("running as root without setpriv: permission bits cannot be made to hold")
+        cmd = [setpriv, "--bounding-set=-dac_override,-dac_read_search", *cmd]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60)
+
+
+def test_unreadable_file(tmp_path, good):
     bad = tmp_path / "locked.wav"
     bad.write_bytes(good.read_bytes())
     bad.chmod(0)
-    if os.access(bad, os.R_OK):  # root reads anything: simulate what a normal user sees
-        real = os.access
-        monkeypatch.setattr(os, "access", lambda p, m, *a, **k: False if Path(p) == bad else real(p, m, *a, **k))
     before = set(os.listdir(tmp_path))
-    r = run_cli("mix", good, bad, "-o", tmp_path / "out.wav")
-    check_failed(r, code=1, name="locked.wav", what="permission denied", out_dir=tmp_path, before=before)
+    p = run_unprivileged("mix", good, bad, "-o", tmp_path / "out.wav")
+    assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
+    assert p.stderr.splitlines()[0] == f"avmix: error: {bad}: permission denied", p.stderr
+    assert set(os.listdir(tmp_path)) == before
+
+
+def test_unwritable_output_directory(tmp_path, good):
+    d = tmp_path / "ro"
+    d.mkdir()
+    d.chmod(0o555)
+    try:
+        p = run_unprivileged("mix", good, "-o", d / "out.wav")
+        assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
+        assert p.stderr.splitlines()[0] == f"avmix: error: {d}: output directory is not writable", p.stderr
+        assert os.listdir(d) == [] and sorted(os.listdir(tmp_path)) == ["good.wav", "ro"]
+    finally:
+        d.chmod(0o755)
 
 
 def test_output_directory_missing(run_cli, tmp_path, good):
