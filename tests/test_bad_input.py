@@ -249,3 +249,96 @@ def test_debug_shows_the_traceback(tmp_path, good):
     p = subprocess.run([sys.executable, "-m", "avmix", "--debug", "mix", str(good), str(tmp_path / "missing.wav"),
                         "-o", str(tmp_path / "o.wav")], capture_output=True, text=True, env=env, timeout=60)
     assert p.returncode != 0 and "Traceback" in p.stderr and "missing.wav" in p.stderr
+
+
+# ------------------------------------------------------------------- the same kinds through generate and render
+
+@pytest.fixture
+def clip(tmp_path) -> Path:
+    """A 1 s silent video for render."""
+    p = tmp_path / "clip.mp4"
+    ff("-f", "lavfi", "-i", "color=c=blue:s=32x32:r=10:d=1", "-c:v", "libx264", "-preset", "ultrafast",
+       "-pix_fmt", "yuv420p", str(p))
+    return p
+
+
+@pytest.mark.parametrize("kind,what", BAD, ids=[b[0] for b in BAD])
+def test_bad_input_file_through_generate(run_cli, tmp_path, good, kind, what):
+    bad = make_bad(kind, tmp_path, good)
+    before = set(os.listdir(tmp_path))
+    r = run_cli("generate", good, bad, "-o", tmp_path / "out.mp4", "--backend", "procedural", "--size", "32x32",
+                "--fps", "5")
+    check_failed(r, code=1, name=bad.name, what=what, out_dir=tmp_path, before=before)
+
+
+# render hands the audio to ffmpeg, whose words differ from the decoders' for some kinds
+RENDER_WHAT = {"text": "not a media file", "junk": "not a media file", "trunc_flac": "not a media file",
+               "zero_len": "duration"}
+# render muxes these without noticing the damage (ffmpeg decodes past it): a known gap, reported; strict,
+# so the marks must go when render checks its audio as the compose commands do
+RENDER_MISSES = {"trunc_wav", "trunc_mp3", "corrupt_mp3", "corrupt_flac", "trunc_aiff"}
+
+
+@pytest.mark.parametrize("kind,what", [
+    pytest.param(k, RENDER_WHAT.get(k, w), id=k, marks=[pytest.mark.xfail(
+        strict=True, reason="render muxes damaged audio without decoding it")] if k in RENDER_MISSES else [])
+    for k, w in BAD])
+def test_bad_audio_file_through_render(run_cli, tmp_path, good, clip, kind, what):
+    bad = make_bad(kind, tmp_path, good)
+    before = set(os.listdir(tmp_path))
+    r = run_cli("render", clip, bad, "-o", tmp_path / "out.mp4")
+    check_failed(r, code=1, name=bad.name, what=what, out_dir=tmp_path, before=before)
+
+
+BAD_VIDEO = [("missing", "no such file"), ("dir", "directory"), ("empty", "empty"), ("text", "not a"),
+             ("junk", "not a"), ("zero_len", "no video stream"), ("trunc_wav", "no video stream")]
+
+
+@pytest.mark.parametrize("kind,what", BAD_VIDEO, ids=[b[0] for b in BAD_VIDEO])
+def test_bad_video_file_through_render(run_cli, tmp_path, good, kind, what):
+    bad = make_bad(kind, tmp_path, good)
+    before = set(os.listdir(tmp_path))
+    r = run_cli("render", bad, good, "-o", tmp_path / "out.mp4")
+    check_failed(r, code=1, name=bad.name, what=what, out_dir=tmp_path, before=before)
+
+
+# ------------------------------------------------------------------- failing after the temporary output exists
+
+def _watch_temps(monkeypatch) -> list[Path]:
+    from avmix import paths
+    made: list[Path] = []
+    real = paths._create_temp
+    monkeypatch.setattr(paths, "_create_temp", lambda *a, **k: made.append(real(*a, **k)) or made[-1])
+    return made
+
+
+@pytest.mark.parametrize("cmd", ["mix", "concat", "overlay", "generate", "render"])
+def test_failure_after_the_temp_output_is_written_cleans_it_up(run_cli, tmp_path, good, clip, monkeypatch, cmd):
+    """The disk fills after the output's temporary file holds data: one line, exit 1, and neither the
+    output nor its temporary file is left, for every command that writes one."""
+    from avmix import mux
+    from avmix.audio import compose
+
+    made = _watch_temps(monkeypatch)
+    seen = []
+
+    def full_disk(*_):
+        seen.extend(m for m in made if m.exists() and m.stat().st_size > 0)
+        raise OSError(28, "No space left on device")
+
+    if cmd in ("mix", "concat", "overlay"):
+        real_write = compose.AudioWriter.write
+        monkeypatch.setattr(compose.AudioWriter, "write", lambda self, b: (real_write(self, b), full_disk()))
+    else:  # ffmpeg writes the whole muxed file, then the disk fills as it closes
+        real_run = mux._run_with_progress
+        monkeypatch.setattr(mux, "_run_with_progress", lambda *a: (real_run(*a), full_disk()))
+    out = tmp_path / ("out.mp4" if cmd in ("generate", "render") else "out.wav")
+    args = {"render": [clip, good], "generate": [good, "--backend", "procedural", "--size", "32x32", "--fps", "5"]}
+    before = set(os.listdir(tmp_path))
+    r = run_cli(cmd, *args.get(cmd, [good, good]), "-o", out)
+    assert seen, "the failure came before the temporary output held data: nothing to check"
+    # generate keeps its finished stages to resume, and says so on a line of its own
+    r.err = "".join(ln for ln in r.err.splitlines(True) if not ln.startswith("avmix: work directory kept: "))
+    check_failed(r, code=1, name=None, what="no space left on device", out_dir=tmp_path,
+                 before=before | ({".out.mp4.avmix-work"} if cmd == "generate" else set()))
+    assert not any(m.exists() for m in made), "a temporary file was left behind"
