@@ -490,13 +490,21 @@ def test_render_and_score_with_hostile_inputs(run_cli, tmp_path):
     for name, data in bad.items():
         (d / name).write_bytes(data)
     keep = set(os.listdir(d))
+    def check_score(r, what: str, frames: range) -> int:
+        """A success must be a real score: frames decoded from the video, numbers in range."""
+        if r.code != 0:
+            check_clean_failure(r, d, keep, what)
+            return 0
+        res = json.loads(r.out)
+        assert res["frames"] in frames and res["fps"] == 10.0, (what, res)
+        assert 0.0 <= res["av_align"] <= 1.0 and res["matches"] <= min(res["audio_peaks"], res["video_peaks"]), res
+        return 1
+
+    ok = 0
     for name in bad:
-        r = run_cli("score", d / name, "--json")
-        if r.code != 0:
-            check_clean_failure(r, d, keep, f"score {name}")
-        r = run_cli("score", video, "--audio", d / name, "--json")
-        if r.code != 0:
-            check_clean_failure(r, d, keep, f"score --audio {name}")
+        ok += check_score(run_cli("score", d / name, "--json"), f"score {name}", range(1, 11))
+        ok += check_score(run_cli("score", video, "--audio", d / name, "--json"), f"score --audio {name}",
+                          range(10, 11))
         for args in ([d / name, audio], [video, d / name]):
             r = run_cli("render", *args, "-o", d / "out.mp4", "--quiet")
             if r.code == 0:  # e.g. a truncated mp4 whose remaining frames still play
@@ -504,6 +512,7 @@ def test_render_and_score_with_hostile_inputs(run_cli, tmp_path):
                 (d / "out.mp4").unlink()
                 continue
             check_clean_failure(r, d, keep, f"render {args}")
+    assert ok >= 1  # a WAV named .mp4 is good audio: at least that success is checked
 
 
 def ffmpeg_ok(path: Path) -> bool:
