@@ -254,7 +254,7 @@ def _estimate(lim: TruePeakLimiter, x: np.ndarray) -> np.ndarray:
     return np.maximum(est, np.maximum(np.abs(x[idx]), np.abs(x[idx + 1])).max(axis=1))
 
 
-@pytest.mark.parametrize("sr", [48000, 44100])
+@pytest.mark.parametrize("sr", [48000, 44100, 16000])
 def test_true_peak_estimate_reads_at_least_what_ebur128_and_resample_poly_read(tmp_path, sr):
     """On full-band noise (the material where the meters disagree most), the limiter's estimate of every
     interval is at least the highest point ffmpeg's ebur128 (libswresample to 192 kHz) and a 4x

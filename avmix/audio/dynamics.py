@@ -136,16 +136,17 @@ def true_peak_kernels(sample_rate: int, half: int = 16) -> np.ndarray:
     """(2*half+1, phases) weights for the limiter's true-peak estimate: the points between samples that
     the two usual meters read, so the estimate is the larger of their readings.
 
-    * ffmpeg's ebur128 reads at 192 kHz through libswresample's filter: at rates that divide 192 kHz that
-      is 4 phases of it (the same points to 1e-5); elsewhere its points drift across each interval, and
-      16 phases read within 0.05 dB of any of them (half the limiter's margin).
+    * ffmpeg's ebur128 reads at 192 kHz through libswresample's filter: at 48 kHz that is 4 phases of it
+      (the same points to 1e-5; at 96 kHz 2 of them); elsewhere (16 kHz: 12 phases, 44.1 kHz: points
+      that drift across each interval) 16 phases read within 0.05 dB of any of its points, half the
+      limiter's margin.
     * scipy's 4x ``resample_poly`` (BS.1770 annex 2's method) has a shorter, softer filter. On full-band
       noise each reads up to 0.25 dB above the other at some points, so neither one alone keeps both
       meters under the ceiling.
 
     Phase 0 (the sample itself) is left out: the limiter takes the samples into the peak directly.
     """
-    phases = 4 if 192000 % sample_rate == 0 else 16
+    phases = 4 if (4 * sample_rate) % 192000 == 0 else 16  # ebur128's points are among 4 phases
     swr = oversampling_kernels(phases, half, 9.0)[:, 1:]
     scipy_4x = np.zeros((2 * half + 1, 3))
     scipy_4x[half - 10:half + 11] = oversampling_kernels(4, 10, 5.0)[:, 1:]
