@@ -161,6 +161,18 @@ def test_full_band_noise_bursts_stay_under_the_ceiling_by_ebur128(tmp_path, args
     assert -1.3 < tp <= -1.0, tp  # limited to the ceiling, not far under it
 
 
+@pytest.mark.parametrize("name", ["effects_tuxracer.flac", "effects_pygame.flac", "music_electronic.flac"])
+def test_real_recordings_pushed_into_the_limiter_stay_under_the_ceiling_by_ebur128(tmp_path, name):
+    """Recorded hits and beats (44.1, 11.025 and 16 kHz: rates where ebur128's points fall between the
+    limiter's 4 phases) 12 dB too hot: ebur128 reads the ceiling, not over it, not far under it."""
+    import real
+
+    out = tmp_path / "o.wav"
+    compose.mix([real.path(name)], out, gains=[12.0])
+    tp = ffmpeg_true_peak_exact(out, tmp_path)
+    assert -1.3 < tp <= -1.0, tp
+
+
 def test_limited_output_true_peak_by_ffmpeg_ebur128(tmp_path):
     """Hot inputs (the sum peaks near +6 dBFS, with intersample overs) limited to -1 dBTP: ffmpeg's own
     true-peak meter agrees."""
