@@ -203,8 +203,8 @@ class TruePeakLimiter:
     Per sample, the required reduction (dB) comes from the true peak (the samples and the points that
     ebur128 and a 4x resample_poly read up to the next sample, :func:`true_peak_kernels`; computed only
     where the sample peak is within ``SCAN_DB`` of the ceiling; sparse blocks gather just those
-    intervals, busy ones run a polyphase matrix product). The gain curve is that reduction held over the lookahead window
-    (sliding max), released exponentially (``release`` seconds), then smoothed by a moving average
+    intervals, busy ones run a polyphase matrix product). The gain curve is that reduction held over
+    the lookahead window (sliding max), released exponentially (``release`` seconds), then smoothed by a moving average
     over the lookahead, so it ramps down before a peak and never exceeds the reduction any peak in
     reach needs. Where nothing comes near the ceiling the samples pass through bit-identical.
     """
