@@ -206,7 +206,8 @@ class TruePeakLimiter:
     intervals, busy ones run a polyphase matrix product). The gain curve is that reduction held over
     the lookahead window (sliding max), released exponentially (``release`` seconds), then smoothed by
     a moving average over the lookahead, so it ramps down before a peak and never exceeds the
-    reduction any peak in reach needs. Where nothing comes near the ceiling the samples pass through bit-identical.
+    reduction any peak in reach needs. Where nothing comes near the ceiling the samples pass through
+    bit-identical.
     """
 
     HALF = 16  # interpolation kernel half-width, samples (see true_peak_kernels)
