@@ -38,7 +38,22 @@ def check_failed(r, *, code: int, name: str | None, what: str, out_dir: Path, be
     assert set(os.listdir(out_dir)) == before, "an output or temp file was left behind"
 
 
+_MADE: dict[str, bytes] = {}  # kind -> bytes of the files ffmpeg makes (the same every time): made once
+
+
 def make_bad(kind: str, d: Path, good: Path) -> Path:
+    if kind in _MADE:
+        p = d / {"image": "photo.wav", "video": "silent.mp4", "trunc_flac": "cut.flac", "trunc_mp3": "cut.mp3",
+                 "corrupt_mp3": "broken.mp3", "corrupt_flac": "broken.flac"}[kind]
+        p.write_bytes(_MADE[kind])
+        return p
+    p = _make_bad(kind, d, good)
+    if kind in ("image", "video", "trunc_flac", "trunc_mp3", "corrupt_mp3", "corrupt_flac"):
+        _MADE[kind] = p.read_bytes()
+    return p
+
+
+def _make_bad(kind: str, d: Path, good: Path) -> Path:
     p = d / {"text": "notes.wav", "image": "photo.wav", "video": "silent.mp4", "empty": "empty.wav",
              "dir": "folder.wav", "missing": "missing.wav", "trunc_wav": "cut.wav", "trunc_flac": "cut.flac",
              "trunc_mp3": "cut.mp3", "corrupt_mp3": "broken.mp3", "zero_len": "nothing.wav",
@@ -253,10 +268,10 @@ def test_debug_shows_the_traceback(tmp_path, good):
 
 # ------------------------------------------------------------------- the same kinds through generate and render
 
-@pytest.fixture
-def clip(tmp_path) -> Path:
-    """A 1 s silent video for render."""
-    p = tmp_path / "clip.mp4"
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    """A 1 s silent video for render (outside each test's directory)."""
+    p = tmp_path_factory.mktemp("clip") / "clip.mp4"
     ff("-f", "lavfi", "-i", "color=c=blue:s=32x32:r=10:d=1", "-c:v", "libx264", "-preset", "ultrafast",
        "-pix_fmt", "yuv420p", str(p))
     return p
