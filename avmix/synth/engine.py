@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 
 from avmix.synth import windows
+from avmix.video.diffusion.loading import quiet_libraries
 
 SEAM_SECONDS = 1.0  # crossfade between windows (at most a quarter of a window)
 MARGIN = 1  # frames kept below a model's hard limit: its own seconds->samples rounding must not cross it
@@ -82,7 +84,8 @@ def render(pipe: Any, call: Call, *, on_step: Callable[[int, int], None] | None 
 
         # ask for half a sample more than needed: the pipelines floor seconds * rate
         seconds = (length + 0.5) / rate
-        with torch.inference_mode():
+        with torch.inference_mode(), quiet_libraries(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torchsde's Brownian-interval bounds chatter, transformers renames
             if hasattr(pipe, "vocoder"):
                 lm = pipe.language_model.config
                 out = pipe(call.prompt, audio_length_in_s=seconds, num_inference_steps=call.steps,

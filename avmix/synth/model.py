@@ -6,11 +6,12 @@ code, and HF_HUB_OFFLINE=1 means nothing is fetched (all of it is avmix.video.di
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from avmix.errors import ModelError
 from avmix.video.diffusion import loading
@@ -82,16 +83,39 @@ def _local_fingerprint(directory: Path) -> str:
     return "local:" + h.hexdigest()[:32]
 
 
+_kept: dict[tuple, tuple[Any, str, str]] | None = None  # the last pipeline, inside keep_loaded()
+
+
+@contextlib.contextmanager
+def keep_loaded() -> Iterator[None]:
+    """Within this block the last loaded pipeline is reused (many jobs, one model); outside it every
+    synthesis loads its own and frees it, so a text-to-audio model never holds memory the video stage needs."""
+    global _kept
+    outer = _kept
+    _kept = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        _kept = outer
+
+
 def load(model: AudioModel, device: str = "auto") -> tuple[Any, str, str]:
     """(pipeline, device, dtype name) loaded through loading.load on ``device`` (fp16 on CUDA/MPS)."""
     name, dtype = loading.resolve_device(device)
+    memo = (model.fingerprint, name, str(dtype))
+    if _kept is not None and memo in _kept:
+        return _kept[memo]
     with loading.quiet_libraries():
         pipe = loading.load(model.info(), device=name, dtype=dtype)
     vae = getattr(pipe, "vae", None)
     if hasattr(vae, "disable_tiling"):  # loading.load tiles VAEs on accelerators; mel tiles would seam
         vae.disable_tiling()
     _upgrade_language_model(pipe)
-    return pipe, name, str(dtype).replace("torch.", "")
+    result = pipe, name, str(dtype).replace("torch.", "")
+    if _kept is not None:
+        _kept.clear()
+        _kept[memo] = result
+    return result
 
 
 def _upgrade_language_model(pipe: Any) -> None:

@@ -98,6 +98,7 @@ def audioldm2(*, seed: int = 0):
                                         projection_dim=clap_dim))
     text_encoder_2 = _t5_encoder(len(tokenizer_2))
     language_model = GPT2LMHeadModel(GPT2Config(n_embd=lm_dim, n_head=2, n_layer=2, vocab_size=64, n_positions=64))
+    language_model.config.max_new_tokens = 8  # as the real checkpoint's config
     projection = AudioLDM2ProjectionModel(text_encoder_dim=clap_dim, text_encoder_1_dim=T5_WIDTH,
                                           langauge_model_dim=lm_dim)
     unet = AudioLDM2UNet2DConditionModel(
