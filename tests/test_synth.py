@@ -163,7 +163,7 @@ def test_cache_reused_without_loading_and_keyed_on_settings(tiny_models, cache_d
     monkeypatch.setattr(model, "load", no_load)
     again = synth.synthesize(["text:dog barking"], settings)[0]
     assert again.cached and again.path == first.path and again.path.stat().st_mtime_ns == stamp
-    assert again.origin["prompt"] == "dog barking" and again.origin["cached"] is True
+    assert again.origin["prompt"] == "dog barking" and again.origin == first.origin
     keys = {first.path.name}
     for change in (dict(steps=3), dict(guidance=2.0), dict(seed=5), dict(duration=0.4), dict(negative_prompt="hum")):
         keys.add(_key_of(synth.Settings(**{**settings.__dict__, **change}), monkeypatch))

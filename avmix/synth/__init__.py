@@ -114,12 +114,57 @@ def synthesize(inputs: Sequence[str | os.PathLike], settings: Settings = Setting
                           sample_rate=rate, channels=audio.shape[1], windows=len(engine.window_plan(pipe, frames)),
                           device=device, seconds_taken=round(time.perf_counter() - started, 3))
             cache.store(key, audio, rate, record, settings.cache_dir)
-        origin = {**record, "path": str(wav), "cached": cached, "index": index, "run_seed": settings.seed}
+        origin = {**record, "path": str(wav), "index": index, "run_seed": settings.seed}
         track = Track(index, spec, wav, cached, origin)
         out[index] = track
         if on_track is not None:
             on_track(track)
     return out
+
+
+def check(inputs: Sequence[str | os.PathLike], settings: Settings) -> dict[int, TextSpec]:
+    """The text inputs, with the settings and the model checked (config only, no weights): what a command
+    calls before any work, so that a text track without a usable model writes nothing."""
+    texts = text_inputs(inputs)
+    if texts:
+        from avmix.synth import model
+
+        settings.check()
+        model.identify(settings.model)
+    return texts
+
+
+def progress_to(progress: Callable[[str, float, float], None] | None, texts: dict[int, TextSpec]
+                ) -> Callable[[int, int, int], None]:
+    """An ``on_step`` reporting the whole synth stage as one bar ("synth") to an avmix ProgressFn."""
+    from avmix.progress import report
+
+    order = {i: n for n, i in enumerate(texts)}
+
+    def on_step(index: int, step: int, steps: int) -> None:
+        report(progress, "synth", order[index] + step / steps, len(texts))
+
+    return on_step
+
+
+def labels_with_prompts(labels: Sequence[str], tracks: dict[int, Track], count: int) -> list[str]:
+    """``labels`` (one per input, in order, possibly fewer) with each text track's prompt where no label
+    was given; "" leaves a file input to its default label."""
+    out = list(labels) + [""] * (count - len(labels))
+    for i, track in tracks.items():
+        if i >= len(labels) or not labels[i]:
+            out[i] = track.spec.prompt
+    return out
+
+
+def note_track(track: Track, *, quiet: bool = False) -> None:
+    """One line on stderr per text track: synthesised or found in the cache, and where."""
+    from avmix.progress import note
+
+    o = track.origin
+    how = "cached" if track.cached else f"synthesised in {o.get('seconds_taken', 0):.1f} s"
+    note(f"text track {track.index + 1} ({track.spec.prompt!r}, {o['seconds']:g} s): {how}: {track.path}",
+         quiet=quiet)
 
 
 def _device(device: str) -> tuple[str, str]:
@@ -137,5 +182,5 @@ def resolve(inputs: Sequence[str | os.PathLike], settings: Settings = Settings()
     return [str(tracks[i].path) if i in tracks else os.fspath(v) for i, v in enumerate(inputs)], tracks
 
 
-__all__ = ["PREFIX", "Settings", "TextSpec", "Track", "is_text", "parse", "resolve", "synthesize", "text_inputs",
-           "DEFAULT_SECONDS"]
+__all__ = ["PREFIX", "Settings", "TextSpec", "Track", "check", "is_text", "note_track", "labels_with_prompts", "parse",
+           "progress_to", "resolve", "synthesize", "text_inputs", "DEFAULT_SECONDS"]
