@@ -280,3 +280,148 @@ def test_models_tiny_cli(run_cli, tmp_path):
     assert r.code == 0 and (tmp_path / "m" / "vocoder" / "config.json").is_file()
     r = run_cli("models", "check", str(tmp_path / "m"), "--json")
     assert r.code == 0 and json.loads(r.out)["family"] == "audioldm2"
+
+
+# -- text tracks in the commands (mix, concat, overlay, generate, batch)
+
+@pytest.fixture
+def shared_cache(tmp_path_factory, monkeypatch):
+    """One track cache for the command tests: the same text at the same index and seed is made once."""
+    path = tmp_path_factory.getbasetemp() / "shared-track-cache"
+    monkeypatch.setenv("AVMIX_CACHE", str(path))
+    return path
+
+
+@pytest.fixture
+def dog(tmp_path):
+    from conftest import sine, write_wav
+
+    return write_wav(tmp_path / "dog.wav", sine(440, 1.0, sr=48000))
+
+
+def _timeline(path):
+    return json.loads(open(f"{path}.timeline.json").read())
+
+
+def test_text_tracks_in_mix_concat_overlay(run_cli, tiny_models, shared_cache, dog, tmp_path):
+    sa = ["--audio-model", tiny_models["stable-audio"], "--audio-steps", "2", "-q"]
+    out = tmp_path / "mix.wav"
+    r = run_cli("mix", "text:heavy rain@0.25", str(dog), "-o", str(out), *sa)
+    assert r.code == 0, r.err
+    tl = _timeline(out)
+    rain = tl["sources"][0]
+    assert rain["label"] == "heavy rain" and rain["path"].startswith(str(shared_cache / "tracks"))
+    assert rain["origin"]["prompt"] == "heavy rain" and rain["origin"]["seconds"] == 0.25
+    assert rain["end_sample"] - rain["start_sample"] == 12000  # 0.25 s at the job's 48 kHz
+    assert sf.info(str(out)).frames == 48000 and "origin" not in tl["sources"][1]
+
+    out = tmp_path / "concat.wav"
+    r = run_cli("concat", "text:heavy rain@0.25", "text:wind@0.5", "--label", "storm", "-o", str(out), *sa)
+    assert r.code == 0, r.err
+    assert sf.info(str(out)).frames == 33075 and sf.info(str(out)).samplerate == 44100  # 0.75 s, to the sample
+    assert [s["label"] for s in _timeline(out)["sources"]] == ["storm", "wind"]
+
+    out = tmp_path / "overlay.wav"
+    r = run_cli("overlay", str(dog), "text:birds@0.2", "--at", "0.5", "-o", str(out), *sa)
+    assert r.code == 0, r.err
+    top = _timeline(out)["sources"][1]
+    assert (top["start_sample"], top["end_sample"], top["label"]) == (24000, 33600, "birds")
+
+    # the composed file finds its synthesised source again through the timeline
+    r = run_cli("generate", str(tmp_path / "mix.wav"), "-o", str(tmp_path / "v.mp4"), "--size", "32x32",
+                "--fps", "5", "--backend", "procedural", "-q", "--stems", str(tmp_path / "stems"))
+    assert r.code == 0, r.err
+    assert (tmp_path / "stems" / "00-heavy-rain.wav").is_file()
+
+
+def test_generate_text_tracks_stage_manifest_and_rerun(run_cli, tiny_models, shared_cache, tmp_path, monkeypatch):
+    args = ["generate", "text:waves on a beach@0.3", "text:a busy street@0.2", "--mode", "concat",
+            "--audio-model", tiny_models["audioldm2"], "--audio-steps", "2", "--audio-guidance", "2.5", "--seed", "7",
+            "--size", "32x32", "--fps", "5", "--backend", "procedural", "-w", str(tmp_path / "w"),
+            "-o", str(tmp_path / "film.mp4"), "-q"]
+    r = run_cli(*args)
+    assert r.code == 0, r.err
+    work = tmp_path / "w"
+    man = json.loads((work / "manifest.json").read_text())
+    assert list(man["stages"]) == ["synth", "compose", "analyze", "video"]
+    assert [i["text"] for i in man["inputs"]] == ["text:waves on a beach@0.3", "text:a busy street@0.2"]
+    assert man["options"]["audio_guidance"] == 2.5 and man["options"]["audio_steps"] == 2
+    listed = json.loads((work / "tracks.json").read_text())["tracks"]
+    assert [t["prompt"] for t in listed] == ["waves on a beach", "a busy street"]
+    tl = json.loads((work / "timeline.json").read_text())
+    assert [s["label"] for s in tl["sources"]] == ["waves on a beach", "a busy street"]
+    assert [s["path"] for s in tl["sources"]] == [t["path"] for t in listed]
+    assert tl["sources"][1]["origin"]["seed"] == engine.derive_seed(7, "track", 1)
+    assert tl["frames"] == 8000  # 0.5 s at 16 kHz
+    analysis = json.loads((work / "analysis.json").read_text())  # what the diffusion backend prompts with
+    assert [t["label"] for t in analysis["tracks"]] == ["waves on a beach", "a busy street"]
+
+    def no_load(*a, **k):
+        raise AssertionError("reloaded")
+
+    monkeypatch.setattr(model, "load", no_load)
+    r = run_cli(*args, "-y", "--json")
+    assert r.code == 0, r.err
+    assert json.loads(r.out)["reused"] == ["synth", "compose", "analyze", "video"]
+
+
+def test_generate_interrupted_in_synthesis_resumes(run_cli, tiny_models, cache_dir, tmp_path, monkeypatch):
+    real = engine.render
+    calls = []
+
+    def interrupt_second(pipe, call, **kw):
+        calls.append(call.prompt)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(pipe, call, **kw)
+
+    monkeypatch.setattr(engine, "render", interrupt_second)
+    args = ["generate", "text:rain@0.2", "text:wind@0.2", "--audio-model", tiny_models["stable-audio"],
+            "--audio-steps", "1", "--size", "32x32", "--fps", "5", "--backend", "procedural",
+            "-o", str(tmp_path / "out.mp4"), "-q"]
+    r = run_cli(*args)
+    assert r.code == 130 and not (tmp_path / "out.mp4").exists()
+    assert len(list((cache_dir / "tracks").glob("*.wav"))) == 1
+    assert not [p for p in (cache_dir / "tracks").iterdir() if ".part" in p.name]
+    monkeypatch.setattr(engine, "render", real)
+    r = run_cli(*args, "--json")
+    assert r.code == 0, r.err and (tmp_path / "out.mp4").is_file()
+    assert len(list((cache_dir / "tracks").glob("*.wav"))) == 2
+
+
+@pytest.mark.parametrize("command", ["generate", "mix"])
+def test_text_track_without_model_writes_nothing(run_cli, tmp_path, cache_dir, command):
+    out = tmp_path / ("out.mp4" if command == "generate" else "out.wav")
+    r = run_cli(command, "text:heavy rain@2", "-o", str(out))
+    assert r.code == 1
+    assert r.err.count("error:") == 1 and "--audio-model" in r.err and "Traceback" not in r.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_file_named_text_is_reached_with_dot_slash(run_cli, tmp_path, monkeypatch):
+    from conftest import sine, write_wav
+
+    monkeypatch.chdir(tmp_path)
+    write_wav(tmp_path / "rain.wav", sine(220, 0.5), subtype="PCM_16").rename(tmp_path / "text:rain")
+    r = run_cli("mix", "./text:rain", "-o", "o.wav", "-q")
+    assert r.code == 0, r.err and "origin" not in _timeline("o.wav")["sources"][0]
+
+
+def test_batch_jobs_with_text_tracks(tiny_models, shared_cache, dog, tmp_path):
+    from avmix.batch import batch
+    from avmix.batch_jobs import read_jobs
+
+    csv_file = tmp_path / "jobs.csv"
+    csv_file.write_text('inputs,output\n"""text:rain; wind@0.2"";dog.wav",a.mp4\n')
+    job = read_jobs(csv_file, tmp_path / "out")[0]
+    assert job.inputs == ["text:rain; wind@0.2", str(tmp_path / "dog.wav")]  # the text is not a path
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text(json.dumps({"inputs": ["text:rain; wind@0.2", "dog.wav"], "output": "a.mp4",
+                                "audio-model": tiny_models["stable-audio"], "audio-steps": 2,
+                                "size": "32x32", "fps": 5, "backend": "procedural"}) + "\n")
+    summary = batch(jobs, tmp_path / "out", workers=1)
+    assert summary["failed"] == 0, summary
+    from avmix.audio.io import open_audio
+
+    made = open_audio(tmp_path / "out" / "a.mp4")
+    assert made.frames / made.sample_rate == pytest.approx(1.0, abs=0.03)  # the longer of 0.2 s and dog's 1 s
