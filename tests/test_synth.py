@@ -264,6 +264,19 @@ def test_missing_and_offline_models(tmp_path, monkeypatch):
         synth.synthesize(["text:rain"], synth.Settings(model="stabilityai/stable-audio-open-1.0"))
 
 
+def test_weights_without_safetensors_are_refused(tiny_models, tmp_path):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_models["stable-audio"], broken)
+    for f in (broken / "projection_model").glob("*.safetensors"):
+        f.unlink()
+    with pytest.raises(ModelError) as e:
+        synth.synthesize(["text:rain@0.1"], synth.Settings(model=str(broken), steps=1))
+    assert "safetensors" in e.value.message and "\n" not in e.value.message
+    assert not (tmp_path / "cache").exists()
+
+
 @pytest.mark.parametrize("bad, word", [(dict(steps=0), "--audio-steps"), (dict(guidance=float("nan")), "--audio-guidance"),
                                        (dict(duration=-1), "--text-duration"), (dict(seed=-1), "--seed")])
 def test_bad_settings(bad, word):

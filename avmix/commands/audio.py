@@ -51,7 +51,8 @@ def _run(inputs: list[str], output: str, opts: Options, *, at_least: int, bit_de
     with Bar(quiet=quiet) as bar:
         # --json reports the output's loudness, which costs a K-weighting pass: only then is it measured
         tl = fn(*args, output, bit_depth=bit_depth, overwrite=overwrite, timeline_path=timeline,
-                progress=bar, loudness=True if as_json else None, origins=origins, **mode, **settings)
+                progress=bar, loudness=True if as_json else None, **mode, **settings,
+                **({"origins": origins} if origins else {}))
     c.print_result(tl, as_json=as_json, quiet=quiet or output == "-")
 
 
