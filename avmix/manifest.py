@@ -23,7 +23,7 @@ from avmix.timeline import read_json
 
 MANIFEST_SCHEMA = "avmix.manifest/1"
 MANIFEST = "manifest.json"
-STAGES = ("compose", "analyze", "video")  # cached stages in order; the mux always runs (its output is outside)
+STAGES = ("synth", "compose", "analyze", "video")  # cached stages in order; the mux always runs (its output is outside)
 VERSIONED = ("numpy", "scipy", "soundfile", "soxr", "ffmpeg-python", "torch", "diffusers",
              "transformers", "accelerate")
 

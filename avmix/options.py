@@ -5,7 +5,8 @@ Options come in groups, bundled by :class:`Options`:
 * :class:`ComposeOptions`: how the tracks are composed (mix, concat, overlay, and ``generate``);
 * :class:`VideoOptions`: the picture (size, fps, backend, encoder quality);
 * :class:`ModelOptions`: the diffusion and tagging models;
-* :class:`WorkOptions`: the work directory and the extra outputs of ``generate``.
+* :class:`WorkOptions`: the work directory and the extra outputs of ``generate``;
+* :class:`SynthOptions`: how ``text:PROMPT[@SECONDS]`` inputs are synthesised (every composing command).
 
 A field's metadata (:func:`opt`) says how the command line shows it, which commands take it and whether
 it names a file. The CLI builds each command's parameters from it (:mod:`avmix.commands.options`),
@@ -26,6 +27,7 @@ from typing import Any, Sequence
 from avmix.errors import UsageError
 
 INPUT, OUTPUT, LEVELS, VIDEO, MODEL, WORK = "Input", "Output", "Levels", "Video", "Model", "Work directory"
+TEXT = "Text tracks"
 AUDIO_COMMANDS = ("mix", "concat", "overlay")
 COMPOSING = (*AUDIO_COMMANDS, "generate")
 
@@ -312,8 +314,8 @@ class VideoOptions(_Group):
     fps: float = opt(30.0, "--fps", panel=VIDEO, commands=("generate",), help="Frames per second (1..120).")
     size: tuple[int, int] = opt((1280, 720), "--size", "-s", metavar="WxH", panel=VIDEO, commands=("generate",),
                                 cli_default="1280x720", help="Frame size, both even, at least 16.")
-    seed: int = opt(0, "--seed", panel=VIDEO, commands=("generate",), min=0,
-                    help="Every random choice follows from it.")
+    seed: int = opt(0, "--seed", panel=VIDEO, commands=COMPOSING, min=0,
+                    help="Every random choice follows from it (each text track's seed too).")
     backend: str = opt("auto", "--backend", panel=VIDEO, commands=("generate",), choices=Backend,
                        help="auto: diffusion when a model is configured and a GPU is present, else procedural.")
     captions: bool = opt(False, "--captions", panel=VIDEO, commands=("generate",),
@@ -342,7 +344,8 @@ class ModelOptions(_Group):
 
     model: str | None = opt(None, "--model", metavar="ID_OR_DIR", panel=MODEL, commands=("generate",),
                             help="Diffusion model (default: $AVMIX_MODEL).")
-    device: str = opt("auto", "--device", panel=MODEL, commands=("generate",), help="auto, cuda, cpu, mps.")
+    device: str = opt("auto", "--device", panel=MODEL, commands=COMPOSING,
+                      help="auto, cuda, cpu, mps (the video model's and the text tracks').")
     offload: bool = opt(False, "--offload", panel=MODEL, commands=("generate",),
                         help="Offload model parts to the CPU (less GPU memory).")
     prompt: str = opt("", "--prompt", panel=MODEL, commands=("generate",), help="Extra prompt text.")
@@ -378,7 +381,45 @@ class WorkOptions(_Group):
                                for n in ("workdir", "preview", "stems")})
 
 
-GROUPS = {"compose": ComposeOptions, "video": VideoOptions, "model": ModelOptions, "work": WorkOptions}
+@dataclass(frozen=True)
+class SynthOptions(_Group):
+    """How ``text:PROMPT[@SECONDS]`` inputs are synthesised (:mod:`avmix.synth`); --device and --seed are
+    shared with the other groups."""
+
+    audio_model: str | None = opt(None, "--audio-model", metavar="ID_OR_DIR", panel=TEXT,
+                                  help="Text-to-audio model for text: inputs (Stable Audio Open or AudioLDM 2; "
+                                       "default: $AVMIX_AUDIO_MODEL).")
+    audio_steps: int | None = opt(None, "--audio-steps", metavar="N", panel=TEXT, min=1, max=10000,
+                                  help="Denoising steps of a text track (default: the model's, 100 or 200).")
+    audio_guidance: float | None = opt(None, "--audio-guidance", metavar="SCALE", panel=TEXT, min=0.0, max=100.0,
+                                       help="Guidance scale of a text track (default: the model's, 7 or 3.5).")
+    audio_negative_prompt: str = opt("", "--audio-negative-prompt", metavar="TEXT", panel=TEXT,
+                                     help="What text tracks should not sound like (--negative-prompt is the "
+                                          "video model's).")
+    text_duration: float = opt(10.0, "--text-duration", metavar="SEC", panel=TEXT,
+                               help="Length of a text: input without @SECONDS.")
+
+    def checked(self) -> "SynthOptions":
+        check_seconds("--text-duration", self.text_duration, allow_zero=False)
+        check_number("--audio-guidance", self.audio_guidance, 0.0, 100.0)
+        steps = self.audio_steps
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, numbers.Integral)
+                                  or not 1 <= steps <= 10000):
+            raise UsageError(f"--audio-steps {steps!r} must be a whole number from 1 to 10000")
+        model = self.audio_model or os.environ.get("AVMIX_AUDIO_MODEL") or None
+        return self.replace(audio_model=model, text_duration=float(self.text_duration))
+
+    def settings(self, *, seed: int = 0, device: str = "auto"):
+        """The :class:`avmix.synth.Settings` of this group with the run's seed and device."""
+        from avmix import synth
+
+        return synth.Settings(model=self.audio_model, device=device, seed=seed, steps=self.audio_steps,
+                              guidance=self.audio_guidance, negative_prompt=self.audio_negative_prompt or None,
+                              duration=self.text_duration)
+
+
+GROUPS = {"compose": ComposeOptions, "video": VideoOptions, "model": ModelOptions, "work": WorkOptions,
+          "synth": SynthOptions}
 
 
 @dataclass(frozen=True)
@@ -389,6 +430,7 @@ class Options:
     video: VideoOptions = field(default_factory=VideoOptions)
     model: ModelOptions = field(default_factory=ModelOptions)
     work: WorkOptions = field(default_factory=WorkOptions)
+    synth: SynthOptions = field(default_factory=SynthOptions)
 
     @classmethod
     def by_name(cls) -> dict[str, tuple[str, dataclasses.Field]]:

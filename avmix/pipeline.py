@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from avmix import mux, paths
+from avmix import mux, paths, synth
 from avmix.errors import InputError, OutputError, UsageError
 from avmix.manifest import MANIFEST, Manifest, key, versions
 from avmix.options import Backend, ComposeOptions, Mode, Options, check_choice, parse_size  # noqa: F401 (parse_size: public here before)
@@ -27,7 +27,8 @@ from avmix.signals import sigterm_as_interrupt
 from avmix.timeline import Analysis, Timeline, file_hash, same_content
 
 AUDIO, TIMELINE, ANALYSIS, VIDEO = "audio.wav", "timeline.json", "analysis.json", "video.mp4"
-WORK_FILES = (AUDIO, TIMELINE, ANALYSIS, VIDEO, MANIFEST)
+TRACKS = "tracks.json"  # the synth stage's list of text tracks (their audio is in the track cache)
+WORK_FILES = (TRACKS, AUDIO, TIMELINE, ANALYSIS, VIDEO, MANIFEST)
 WORK_BIT_DEPTH = 32  # float: the work audio is exact, stems sum to it
 MODES = tuple(m.value for m in Mode)
 BACKENDS = tuple(b.value for b in Backend)
@@ -132,6 +133,9 @@ def generate(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, opt
     """
     opts = Options.of(options, **flat)
     # -- check everything before any work
+    synth_opts = opts.synth.checked()
+    texts = synth.check([os.fspath(p) for p in inputs],
+                        synth_opts.settings(seed=_seed(opts.video.seed), device=opts.model.device))
     inputs = [Path(p) for p in inputs]
     if not inputs:
         raise UsageError("generate needs at least one input")
@@ -140,9 +144,10 @@ def generate(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, opt
     check_choice("--mode", opts.compose.mode, Mode)
     check_choice("--backend", opts.video.backend, Backend)
     video = opts.video.checked()
-    for p in inputs:
-        paths.check_input(p)
-    composed = len(inputs) == 1 and paths.sidecar(inputs[0]).is_file()
+    for i, p in enumerate(inputs):
+        if i not in texts:
+            paths.check_input(p)
+    composed = len(inputs) == 1 and not texts and paths.sidecar(inputs[0]).is_file()
     if opts.compose.mode == "overlay" and len(inputs) != 2 and not composed:
         raise UsageError(f"--mode overlay takes exactly two inputs (BASE TOP), got {len(inputs)}")
     n_labels = len(opts.compose.labels or [])
@@ -154,7 +159,7 @@ def generate(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, opt
         if Path(work_opts.preview).suffix.lower() != ".png":
             raise UsageError("the preview must be a .png file", path=work_opts.preview)
         paths.check_output(work_opts.preview, [*inputs, out], overwrite=overwrite)
-    opts = Options(compose=compose, video=video, model=opts.model.checked(), work=work_opts)
+    opts = Options(compose=compose, video=video, model=opts.model.checked(), work=work_opts, synth=synth_opts)
     chosen, why = choose_backend(video.backend, opts.model.model)
     if video.backend == "auto":
         note(f"backend {chosen}: {why}", quiet=quiet)
@@ -164,7 +169,7 @@ def generate(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, opt
     try:
         with sigterm_as_interrupt(), _locked(work):
             result = _run(inputs, out, work, composed=composed, opts=opts, chosen=chosen, why=why,
-                          overwrite=overwrite, progress=progress, quiet=quiet)
+                          overwrite=overwrite, progress=progress, quiet=quiet, texts=texts)
     except BaseException:
         if (work / MANIFEST).exists() and Manifest.load(work).stages:
             note(f"work directory kept: {work} (run the same command again to resume)", quiet=quiet)
@@ -178,28 +183,41 @@ def generate(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, opt
     return result
 
 
+def _seed(seed) -> int:
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0 else 0  # checked later
+
+
 def _run(inputs: list[Path], out: Path, work: Path, *, composed: bool, opts: Options, chosen: str, why: str,
-         overwrite: bool, progress: ProgressFn, quiet: bool) -> dict:
+         overwrite: bool, progress: ProgressFn, quiet: bool, texts: dict | None = None) -> dict:
     man = Manifest.load(work)
+    stages = _Stages(man, no_cache=opts.work.no_cache, progress=progress)
+    co, vo, mo, wo = opts.compose, opts.video, opts.model, opts.work
+    # -- synth: text:PROMPT inputs become cached files (outside the work directory, listed in tracks.json)
+    tracks = _synth(inputs, texts or {}, work, opts, stages, progress, quiet) if texts else {}
+    inputs = [Path(tracks[i].path) if i in tracks else p for i, p in enumerate(inputs)]
     hashes = [file_hash(p) for p in inputs]
     vers = versions()
     man.data.update(avmix=vers["avmix"], versions=vers, options=opts.flat(), seed=opts.video.seed,
-                    inputs=[{"path": os.path.abspath(p), "hash": h, "bytes": p.stat().st_size}
-                            for p, h in zip(inputs, hashes)],
+                    inputs=[dict({"path": os.path.abspath(p), "hash": h, "bytes": p.stat().st_size},
+                                 **({"text": tracks[i].spec.source} if i in tracks else {}))
+                            for i, (p, h) in enumerate(zip(inputs, hashes))],
                     backend={"name": chosen, "reason": why}, output=os.fspath(out))
     man.save()
-    stages = _Stages(man, no_cache=opts.work.no_cache, progress=progress)
-    co, vo, mo, wo = opts.compose, opts.video, opts.model, opts.work
 
     # -- compose: audio.wav + timeline.json
     labels = list(co.labels)
-    if mo.tagger and not composed and len(labels) < len(inputs):
-        from avmix.video import diffusion
-
-        tagged = diffusion.tag_labels([os.fspath(p) for p in inputs[len(labels):]], mo.tagger)
-        labels += list(tagged)
+    if tracks:  # a text track's label is its prompt unless --label gave one ("" = not given)
+        labels = synth.labels_with_prompts(labels, tracks, len(inputs))
     if not composed:
-        labels += [label_from_name(p) for p in inputs[len(labels):]]
+        labels += [""] * (len(inputs) - len(labels))
+        missing = [i for i, x in enumerate(labels) if not x]
+        if mo.tagger and missing:
+            from avmix.video import diffusion
+
+            tagged = diffusion.tag_labels([os.fspath(inputs[i]) for i in missing], mo.tagger)
+            for i, x in zip(missing, tagged):
+                labels[i] = x
+        labels = [x or label_from_name(p) for x, p in zip(labels, inputs)]
     compose_opts = {k: v for k, v in co.flat().items() if k != "labels"}  # labels are a dependency below
     depends = {"inputs": [{"path": os.path.abspath(p), "hash": h} for p, h in zip(inputs, hashes)],
                "labels": labels}
@@ -210,7 +228,8 @@ def _run(inputs: list[Path], out: Path, work: Path, *, composed: bool, opts: Opt
     k_compose = key("compose", depends)
     stages.run("compose", k_compose, depends, [AUDIO, TIMELINE],
                lambda: _compose(inputs, work, composed=composed, labels=labels, co=co,
-                                hashes=hashes, progress=progress, quiet=quiet))
+                                hashes=hashes, progress=progress, quiet=quiet,
+                                origins={i: t.origin for i, t in tracks.items()}))
     timeline = Timeline.load(work / TIMELINE)
     stems = _write_stems(timeline, work, wo.stems, inputs, overwrite=overwrite, man=man) if wo.stems else None
 
@@ -262,7 +281,7 @@ def _run(inputs: list[Path], out: Path, work: Path, *, composed: bool, opts: Opt
 
 
 def _compose(inputs: list[Path], work: Path, *, composed: bool, labels: list[str], co: ComposeOptions,
-             hashes: list[str], progress: ProgressFn, quiet: bool) -> None:
+             hashes: list[str], progress: ProgressFn, quiet: bool, origins: dict[int, dict] | None = None) -> None:
     from avmix.audio import compose, io, plan, writer
 
     if composed:  # one already-composed file: take its timeline, copy its audio at the timeline's format
@@ -289,7 +308,35 @@ def _compose(inputs: list[Path], work: Path, *, composed: bool, labels: list[str
     timeline = compose.render(planned, work / AUDIO, bit_depth=WORK_BIT_DEPTH, progress=progress, quiet=quiet)
     for source, h in zip(timeline.sources, hashes):  # hashed once already, for the manifest
         source.hash = h
+    for i, origin in (origins or {}).items():
+        timeline.sources[i].origin = origin
     timeline.save(work / TIMELINE)
+
+
+def _synth(inputs: list[Path], texts: dict, work: Path, opts: Options, stages: _Stages, progress: ProgressFn,
+           quiet: bool) -> dict:
+    """The synth stage: every text track made or taken from the track cache; ``tracks.json`` in the work
+    directory lists them (the files stay in the cache, where the timeline points, so they outlive the run)."""
+    import json
+
+    settings = opts.synth.settings(seed=opts.video.seed, device=opts.model.device)
+    raw = [texts[i].source if i in texts else os.fspath(p) for i, p in enumerate(inputs)]  # Path() may alter text
+    t = time.perf_counter()
+    tracks = synth.synthesize(raw, settings, on_step=synth.progress_to(progress, texts))
+    seconds = time.perf_counter() - t
+    for track in tracks.values():
+        synth.note_track(track, quiet=quiet)
+    info = {"tracks": [dict(t.origin, cached=t.cached) for t in tracks.values()]}
+    paths.write_text_atomic(work / TRACKS, json.dumps({"schema": "avmix.tracks/1", **info}, indent=2) + "\n")
+    depends = {"texts": {str(i): s.source for i, s in texts.items()}, "settings": opts.synth.flat(),
+               "seed": opts.video.seed, "device": opts.model.device}
+    stages.manifest.record("synth", key("synth", depends), depends=depends, outputs=[TRACKS], seconds=seconds,
+                           info=info)
+    stages.timings["synth"] = round(seconds, 4)
+    if all(t.cached for t in tracks.values()):
+        stages.manifest.mark_reused("synth")
+        stages.reused.append("synth")
+    return tracks
 
 
 def _find_source(name: str, sidecar: Path) -> Path:
