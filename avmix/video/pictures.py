@@ -1,0 +1,230 @@
+"""Pictures of sources: a video input's own stream or an image, probed and decoded by ffmpeg.
+
+A picture is decoded at its tile's size and the output fps, frame by frame through a pipe, as 8-bit
+yuv420p (BT.709, limited range): what the encoder takes, so no colour conversion happens in numpy.
+ffmpeg does the work it is good at: it applies rotation side data (autorotate), makes pixels square
+(SAR), converts 10-bit, flattens alpha over the background, places variable-rate frames by timestamp
+(the ``fps`` filter) and cover-crops into the tile. Memory is one frame per picture.
+
+Time: picture time 0 is the first sample of the input's audio stream (what the audio stage reads as
+sample 0), so a video whose streams start at different times stays in sync. An image is one frame held.
+"""
+from __future__ import annotations
+
+import fcntl
+import math
+import os
+import re
+import subprocess
+from dataclasses import dataclass
+
+import numpy as np
+
+from avmix import ffmpeg
+from avmix.errors import FFmpegError, InputError
+
+IMAGE_FORMATS = ("png_pipe", "jpeg_pipe", "image2", "apng", "webp_pipe", "bmp_pipe")
+SEEK_MARGIN_S = 1.0  # seek this far before a wanted time and let the fps filter find the frame
+SKIP_LIMIT_S = 3.0  # read forward up to this far; further jumps restart the decoder with a seek
+PIPE_BYTES = 1 << 20  # a bigger pipe lets a decoder run a frame ahead
+BACKGROUND = "0x0b0e1a"  # behind alpha, and the tile colour where there is no picture (dark blue-grey)
+
+
+@dataclass
+class Picture:
+    """What a picture source is: its display size (after rotation and SAR), rate and timing."""
+
+    path: str
+    kind: str  # "video" or "image"
+    width: int  # display width (rotation and non-square pixels applied)
+    height: int
+    fps: float | None
+    duration: float | None
+    rotation: int = 0  # degrees of the display matrix, as ffmpeg prints it
+    sar: float = 1.0
+    alpha: bool = False
+    pix_fmt: str = ""
+    has_audio: bool = False
+    audio_start: float = 0.0  # seconds from the container's start to the first audio sample
+
+
+def _alpha(pix_fmt: str) -> bool:
+    return bool(re.match(r"(yuva|rgba|bgra|argb|abgr|gbrap|ya|pal8)", pix_fmt))
+
+
+def probe(path: str | os.PathLike) -> Picture:
+    """Probe a picture source. InputError (one line naming the file) if it has no usable picture."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise InputError("no such file", path=path)
+    # one run: the input's description, and the first audio frame's time (ashowinfo) if it has audio
+    cmd = [ffmpeg.executable(), "-hide_banner", "-nostdin", "-i", ffmpeg.url(path), "-map", "0:a:0?",
+           "-af", "ashowinfo", "-frames:a", "1", "-f", "null", "-"]
+    try:
+        _, _, err_bytes = ffmpeg.run_command(cmd, timeout=ffmpeg.PROBE_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise InputError("reading it timed out", path=path) from None
+    err = err_bytes.decode("utf-8", "replace")
+    if "Input #0" not in err:
+        raise InputError("not an image or video ffmpeg can read", path=path)
+    info = ffmpeg.parse_info(path, err)
+    if info.video is None:
+        raise InputError("has no picture (no video stream)", path=path)
+    v = info.video
+    line = next(s for s in info.streams if "Video:" in s and "attached pic" not in s)
+    sar = 1.0
+    m = re.search(r"SAR (\d+):(\d+)", line)
+    if m and int(m.group(1)) > 0 and int(m.group(2)) > 0:
+        sar = int(m.group(1)) / int(m.group(2))
+    rot = 0
+    m = re.search(r"(?:displaymatrix|Display Matrix): rotation of (-?[\d.]+) degrees", err)
+    if m:
+        rot = int(round(float(m.group(1)))) % 360
+    w, h = max(1, round(v.width * sar)), v.height
+    if rot in (90, 270):
+        w, h = h, w
+    image = info.format.split(",")[0] in IMAGE_FORMATS or v.codec in ("png", "mjpeg") and info.audio is None \
+        and (info.duration is None or info.duration <= 0.05)
+    if w < 2 or h < 2:
+        raise InputError(f"picture of {v.width}x{v.height} is too small", path=path)
+    pic = Picture(path=path, kind="image" if image else "video", width=w, height=h, fps=v.fps,
+                  duration=info.duration, rotation=rot, sar=sar, alpha=_alpha(v.pix_fmt), pix_fmt=v.pix_fmt,
+                  has_audio=info.audio is not None)
+    if pic.has_audio and not image:
+        pic.audio_start = _audio_start(err)
+    return pic
+
+
+def _audio_start(stderr: str) -> float:
+    """Time of the first decoded audio sample on the video's clock (ffmpeg's ashowinfo line)."""
+    for line in stderr.splitlines():
+        m = re.search(r"ashowinfo.*\bn:\s*0\b.*pts_time:\s*(-?[\d.]+)", line)
+        if m:
+            return float(m.group(1))
+    return 0.0
+
+
+def cover_filter(width: int, height: int, fps: float, start: float, *, alpha: bool) -> str:
+    """Filter text: square pixels, cover-crop into width x height, ``fps`` frames from ``start`` seconds
+    (of the decoder's timestamps), yuv420p BT.709 limited range. Alpha is flattened over BACKGROUND."""
+    chain = [f"fps=fps={fps!r}:start_time={start!r}:round=down",
+             "scale=w='trunc(iw*sar/2)*2':h='trunc(ih/2)*2'", "setsar=1",
+             f"scale=w={width}:h={height}:force_original_aspect_ratio=increase:flags=bicubic",
+             f"crop={width}:{height}"]
+    if alpha:
+        chain.append("format=yuva420p")
+        return (f"color=c={BACKGROUND}:s={width}x{height}:r={fps!r}[bg];[0:v:0]{','.join(chain)}[fg];"
+                f"[bg][fg]overlay=shortest=1:format=yuv420,"
+                f"scale=out_color_matrix=bt709:out_range=tv,format=yuv420p[out]")
+    chain += ["scale=out_color_matrix=bt709:out_range=tv", "format=yuv420p"]
+    return f"[0:v:0]{','.join(chain)}[out]"
+
+
+def frame_bytes(width: int, height: int) -> int:
+    return width * height * 3 // 2
+
+
+class Reader:
+    """Frames of one picture at ``width`` x ``height`` and ``fps``: ``get(j)`` is the yuv420p frame
+    (a (h * 3 / 2, w) uint8 array, Y then U then V) shown at picture time ``j / fps``.
+
+    Reading is forward and streaming; a jump back (a loop) or far ahead (a trim) restarts ffmpeg with
+    a seek. Past the end of the picture its last frame is held. Call ``close()`` (or use ``with``).
+    """
+
+    def __init__(self, picture: Picture, width: int, height: int, fps: float):
+        if width % 2 or height % 2:
+            raise ValueError("tile sizes must be even")
+        self.picture, self.width, self.height, self.fps = picture, width, height, fps
+        self.size = frame_bytes(width, height)
+        self.frame = np.zeros((height * 3 // 2, width), np.uint8)
+        self.frame[:height] = 16
+        self.frame[height:] = 128
+        self._next = np.empty_like(self.frame)
+        self.pos = 0  # index of the next frame the pipe gives
+        self.have = -1  # index of the frame in self.frame (-1: none yet)
+        self.ended = False
+        self._proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> "Reader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _start(self, j: int) -> None:
+        self.close()
+        pic = self.picture
+        want = pic.audio_start + j / self.fps  # on the decoder's clock without a seek
+        seek = 0.0 if pic.kind == "image" or want <= SEEK_MARGIN_S * 2 else want - SEEK_MARGIN_S
+        graph = cover_filter(self.width, self.height, self.fps, round(want - seek, 6), alpha=pic.alpha)
+        args = (["-ss", f"{seek:.6f}"] if seek > 0 else []) + ["-i", ffmpeg.url(pic.path), "-filter_complex",
+                                                                graph, "-map", "[out]", "-an", "-sn",
+                                                                "-f", "rawvideo", "-pix_fmt", "yuv420p", "pipe:"]
+        self._proc = ffmpeg.popen(args, stdout=subprocess.PIPE)
+        try:
+            fcntl.fcntl(self._proc.stdout.fileno(), 1031, PIPE_BYTES)  # F_SETPIPE_SZ (Linux)
+        except OSError:
+            pass
+        self.pos, self.ended = j, False
+
+    def _read(self) -> bool:
+        """Read the next frame into self.frame; False at the end of the stream."""
+        view = memoryview(self._next).cast("B")
+        got, stdout = 0, self._proc.stdout
+        while got < self.size:
+            n = stdout.readinto(view[got:])
+            if not n:
+                break
+            got += n
+        if got < self.size:
+            self._finish()
+            return False
+        self.frame, self._next = self._next, self.frame
+        self.have = self.pos
+        self.pos += 1
+        return True
+
+    def _finish(self) -> None:
+        proc, self._proc = self._proc, None
+        self.ended = True
+        if proc is not None:
+            try:
+                ffmpeg.finish(proc, what=f"decoding the picture of {self.picture.path}")
+            except FFmpegError as e:
+                raise InputError(f"cannot decode its picture ({e.message.split(': ffmpeg failed: ')[-1]})",
+                                 path=self.picture.path) from None
+
+    def prepare(self, j: int) -> None:
+        """Start decoding towards frame ``j`` without waiting (decoders start in parallel)."""
+        if self._proc is None and not self.ended and self.have < 0:
+            self._start(0 if self.picture.kind == "image" else max(0, int(j)))
+
+    def get(self, j: int) -> np.ndarray:
+        j = 0 if self.picture.kind == "image" else max(0, int(j))
+        if self.have == j:
+            return self.frame
+        if self.ended and j > self.have:
+            return self.frame  # held: the picture ended before j
+        if self._proc is None or j < self.pos or j - self.pos > SKIP_LIMIT_S * self.fps:
+            self._start(j)
+        while self.pos <= j:
+            if not self._read():
+                break
+        return self.frame
+
+    def close(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            ffmpeg.kill(proc)
+
+
+def still(picture: Picture, width: int, height: int, fps: float) -> np.ndarray:
+    """The first frame of ``picture`` at the tile size (yuv420p); images are read once this way."""
+    with Reader(picture, width, height, fps) as r:
+        return r.get(0).copy()
+
+
+def picture_index(time_s: float, fps: float) -> int:
+    """Index of the frame shown at picture time ``time_s`` (the fps filter's grid)."""
+    return int(math.floor(time_s * fps + 1e-6))
