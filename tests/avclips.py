@@ -28,8 +28,9 @@ def click_track(seconds: float, times: list[float], freq: float, sr: int = SR) -
 def make_clip(path: Path, *, color, fps: float = 25, size=(64, 48), seconds: float = 3.0,
               flash_frames=(), freq: float = 1000.0, pix_fmt: str = "yuv420p", codec: str = "libx264",
               audio_codec: str = "aac", pts_jitter_ms: float = 0.0, extra: list[str] | None = None,
-              audio: bool = True, frame_fn=None) -> dict:
-    """Write a clip; returns {"path", "flash_times" (s, on the audio clock), "color", "flash"}."""
+              audio: bool = True, frame_fn=None, hum: tuple[float, float] | None = None) -> dict:
+    """Write a clip; returns {"path", "flash_times" (s, on the audio clock), "color", "freq"}. ``hum``: a
+    quiet low tone over (start, end) seconds, so that trimming silence keeps the clicks inside."""
     w, h = size
     n = int(round(seconds * fps))
     base = np.array(color, np.uint8)
@@ -41,9 +42,13 @@ def make_clip(path: Path, *, color, fps: float = 25, size=(64, 48), seconds: flo
         if frame_fn is not None:
             frame_fn(frames[k], k)
     pts = [k / fps + (pts_jitter_ms / 1000.0) * np.sin(1.7 * k) * (k > 0) for k in range(n)]
-    times = [pts[k] for k in flash_frames]
+    times = [pts[k] for k in flash_frames if k - 1 not in flash_frames]  # a click where a flash starts
     wav = path.with_suffix(".src.wav")
-    sf.write(wav, click_track(seconds, times, freq), SR, subtype="FLOAT")
+    x = click_track(seconds, times, freq)
+    if hum:
+        a, b = (int(round(v * SR)) for v in hum)
+        x[a:b] += 0.01 * np.sin(2 * np.pi * 150 * np.arange(b - a) / SR)
+    sf.write(wav, x, SR, subtype="FLOAT")
     raw = path.with_suffix(".rgb")
     raw.write_bytes(frames.tobytes())
     vin = ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-framerate", str(fps), "-i", str(raw)]
@@ -88,8 +93,8 @@ def click_times(x: np.ndarray, sr: int, freq: float, threshold: float = 0.1) -> 
     t = np.arange(len(x)) / sr
     z = x * np.exp(-2j * np.pi * freq * t)
     env = np.abs(np.convolve(z, np.ones(n) / n, "same"))
-    above = env > threshold
-    starts = np.flatnonzero(above[1:] & ~above[:-1]) + 1
+    above = np.r_[False, env > threshold]
+    starts = np.flatnonzero(above[1:] & ~above[:-1])
     peaks = []
     for s in starts:
         e = s + 2 * n

@@ -107,7 +107,8 @@ def _audio_start(stderr: str) -> float:
 def cover_filter(width: int, height: int, fps: float, start: float, *, alpha: bool) -> str:
     """Filter text: square pixels, cover-crop into width x height, ``fps`` frames from ``start`` seconds
     (of the decoder's timestamps), yuv420p BT.709 limited range. Alpha is flattened over BACKGROUND."""
-    chain = [f"fps=fps={fps!r}:start_time={start!r}:round=down",
+    # setpts: the first frame at 0, or a constant-rate muxer would pad the gap before ``start``
+    chain = [f"fps=fps={fps!r}:start_time={start!r}:round=down", "setpts=PTS-STARTPTS",
              "scale=w='trunc(iw*sar/2)*2':h='trunc(ih/2)*2'", "setsar=1",
              f"scale=w={width}:h={height}:force_original_aspect_ratio=increase:flags=bicubic",
              f"crop={width}:{height}"]
@@ -226,5 +227,9 @@ def still(picture: Picture, width: int, height: int, fps: float) -> np.ndarray:
 
 
 def picture_index(time_s: float, fps: float) -> int:
-    """Index of the frame shown at picture time ``time_s`` (the fps filter's grid)."""
-    return int(math.floor(time_s * fps + 1e-6))
+    """Index of the decoded frame to show when an output frame starts at picture time ``time_s``.
+
+    Decoded frame ``j`` holds what begins in picture time [j / fps, (j + 1) / fps) (``round=down``); an
+    output frame that starts between two of them shows the nearer, so a picture event lands in the
+    output frame its sound falls in, give or take half a frame, however the source was placed."""
+    return int(math.floor(time_s * fps + 0.5))
