@@ -52,9 +52,13 @@ def make_clip(path: Path, *, color, fps: float = 25, size=(64, 48), seconds: flo
     raw = path.with_suffix(".rgb")
     raw.write_bytes(frames.tobytes())
     vin = ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-framerate", str(fps), "-i", str(raw)]
-    vf = []
+    # BT.709 colours, tagged so (as phones and cameras tag them)
+    chain = ["scale=out_color_matrix=bt709:out_range=tv"]
+    vsync = []
     if pts_jitter_ms:
-        vf = ["-vf", f"setpts='(N/{fps}+{pts_jitter_ms / 1000.0}*sin(1.7*N)*gt(N,0))/TB'", "-fps_mode", "passthrough"]
+        chain.append(f"setpts='(N/{fps}+{pts_jitter_ms / 1000.0}*sin(1.7*N)*gt(N,0))/TB'")
+        vsync = ["-fps_mode", "passthrough"]
+    vf = ["-vf", ",".join(chain), *vsync, "-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709"]
     ain = ["-i", str(wav)] if audio else []
     cmd = [ffmpeg.executable(), "-hide_banner", "-loglevel", "error", "-y"] + vin + ain + vf + \
           ["-c:v", codec, "-pix_fmt", pix_fmt] + (["-c:a", audio_codec] if audio else []) + (extra or []) + [str(path)]

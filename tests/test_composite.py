@@ -40,6 +40,11 @@ def clips(tmp_path_factory):
     ]
 
 
+@pytest.fixture(scope="module")
+def mix_job(clips, tmp_path_factory):
+    return compose_job(tmp_path_factory.mktemp("mix"), [c["path"] for c in clips])
+
+
 def compose_job(tmp_path, paths, mode="mix", **opts):
     files = [io.open_audio(p) for p in paths]
     tl = plan.plan(mode, files, settings=plan.Settings(limit=False), **opts)
@@ -144,9 +149,9 @@ def check_job(tmp_path, clips, paths, info, frames, x, sr, crossfading=frozenset
 
 
 @pytest.mark.parametrize("name", ["grid", "row", "column", "spotlight"])
-def test_mix_layouts_keep_flashes_on_clicks_and_boxes_true(tmp_path, clips, name):
+def test_mix_layouts_keep_flashes_on_clicks_and_boxes_true(tmp_path, clips, mix_job, name):
     paths = [c["path"] for c in clips]
-    tl, an, x, sr = compose_job(tmp_path, paths)
+    tl, an, x, sr = mix_job
     out = tmp_path / "v.mp4"
     info = composite.render(tl, an, out, pictures_=paths, width=W, height=H, layout=name)
     assert info["layout_name"] == name
@@ -264,9 +269,9 @@ def test_audio_only_track_gets_its_element_and_images_are_held(tmp_path, clips):
     assert right @ amber > 0.5 * (amber @ amber) * 224 and np.linalg.norm(left) < 8
 
 
-def test_stem_is_the_unlit_picture_full_frame(tmp_path, clips):
+def test_stem_is_the_unlit_picture_full_frame(tmp_path, clips, mix_job):
     paths = [c["path"] for c in clips]
-    tl, an, x, sr = compose_job(tmp_path, paths)
+    tl, an, x, sr = mix_job
     out = tmp_path / "01-green.mp4"
     info = composite.render(tl, an, out, pictures_=paths, width=W, height=H, only=1)
     assert [e["box"] for e in info["layout"]] == [[0, 0, W, H]]
@@ -323,7 +328,8 @@ def test_non_square_pixels_ten_bit_and_alpha(tmp_path):
     assert rgb[4, 32, 1] > 80 and rgb[4, 32, 2] < 60 and rgb[30, 32, 2] > 180
     # 10-bit
     deep = tmp_path / "deep.mkv"
-    _ffmpeg("-f", "lavfi", "-i", "color=0xC83228:s=48x32:d=1", "-c:v", "ffv1", "-pix_fmt", "yuv420p10le", str(deep))
+    _ffmpeg("-f", "lavfi", "-i", "color=0xC83228:s=48x32:d=1", "-vf", "scale=out_color_matrix=bt470bg",
+            "-c:v", "ffv1", "-pix_fmt", "yuv420p10le", "-colorspace", "bt470bg", str(deep))
     pic, rgb = tile_rgb(deep, 48, 32)
     assert "10" in pic.pix_fmt
     assert np.all(np.abs(rgb[16, 24] - (200, 50, 40)) < 12)
@@ -356,9 +362,8 @@ def test_short_picture_holds_its_last_frame(tmp_path):
 # ------------------------------------------------------------------------- bad inputs
 
 @pytest.mark.parametrize("kind", ["text", "audio", "missing"])
-def test_bad_picture_is_one_line_and_nothing_is_written(tmp_path, clips, kind):
-    paths = [clips[0]["path"]]
-    tl, an, x, sr = compose_job(tmp_path, paths)
+def test_bad_picture_is_one_line_and_nothing_is_written(tmp_path, clips, mix_job, kind):
+    tl, an, x, sr = mix_job
     bad = {"text": tmp_path / "notes.mp4", "audio": tmp_path / "tone.wav", "missing": tmp_path / "gone.png"}[kind]
     if kind == "text":
         bad.write_text("not a video\n")
@@ -366,7 +371,7 @@ def test_bad_picture_is_one_line_and_nothing_is_written(tmp_path, clips, kind):
         write_wav(bad, sine(440, 0.5))
     out = tmp_path / "v.mp4"
     with pytest.raises(InputError) as e:
-        composite.render(tl, an, out, pictures_=[bad], width=W, height=H)
+        composite.render(tl, an, out, pictures_=[clips[0]["path"], bad], width=W, height=H)
     msg = e.value.message
     assert str(bad) in msg and "\n" not in msg
     assert not out.exists() and not list(tmp_path.glob("*.tmp*"))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -237,7 +238,7 @@ class Compositor:
             if g == 1.0 and alpha >= 1.0:
                 plane[...] = src
             elif alpha >= 1.0:
-                plane[...] = lut[src]
+                np.take(lut, src, out=plane, mode="clip")  # straight into the frame, no temporary
             else:
                 plane[...] = (plane * np.float32(1 - alpha) + lut[src] * np.float32(alpha) + 0.5).astype(np.uint8)
         if self.lit:
@@ -370,7 +371,8 @@ def render(timeline: Timeline, analysis: Analysis, output: str | os.PathLike, *,
     if len(analysis.tracks) != len(timeline.sources):
         raise UsageError(f"analysis has {len(analysis.tracks)} tracks, the timeline {len(timeline.sources)}")
     paths = _pictures(timeline, pictures_)
-    pics = [pictures.probe(p) if p else None for p in paths]  # every picture checked before writing
+    with ThreadPoolExecutor(max_workers=4) as pool:  # every picture checked before writing, side by side
+        pics = list(pool.map(lambda p: pictures.probe(p) if p else None, paths))
     tracks = _tracks(timeline, analysis, pics)
     fps, frames = float(analysis.fps), analysis.frames
     if only is not None:

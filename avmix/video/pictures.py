@@ -44,6 +44,8 @@ class Picture:
     sar: float = 1.0
     alpha: bool = False
     pix_fmt: str = ""
+    color: str = ""  # what ffmpeg says in brackets after the pixel format: range, matrix, ...
+    stored: tuple[int, int] = (0, 0)  # coded width and height, before rotation and SAR
     has_audio: bool = False
     audio_start: float = 0.0  # seconds from the container's start to the first audio sample
 
@@ -87,9 +89,10 @@ def probe(path: str | os.PathLike) -> Picture:
         and (info.duration is None or info.duration <= 0.05)
     if w < 2 or h < 2:
         raise InputError(f"picture of {v.width}x{v.height} is too small", path=path)
+    m = re.search(r"Video: [^,]+, [a-z0-9_]+\(([^)]*)\)", line)
     pic = Picture(path=path, kind="image" if image else "video", width=w, height=h, fps=v.fps,
                   duration=info.duration, rotation=rot, sar=sar, alpha=_alpha(v.pix_fmt), pix_fmt=v.pix_fmt,
-                  has_audio=info.audio is not None)
+                  color=m.group(1) if m else "", stored=(v.width, v.height), has_audio=info.audio is not None)
     if pic.has_audio and not image:
         pic.audio_start = _audio_start(err)
     return pic
@@ -104,21 +107,45 @@ def _audio_start(stderr: str) -> float:
     return 0.0
 
 
-def cover_filter(width: int, height: int, fps: float, start: float, *, alpha: bool) -> str:
-    """Filter text: square pixels, cover-crop into width x height, ``fps`` frames from ``start`` seconds
-    (of the decoder's timestamps), yuv420p BT.709 limited range. Alpha is flattened over BACKGROUND."""
+def cover_size(picture: Picture, width: int, height: int) -> tuple[int, int]:
+    """The size the stored pixels are scaled to so that the shown picture (rotation and SAR applied)
+    covers a width x height tile, before the centre is cropped out."""
+    s = max(width / picture.width, height / picture.height)
+    return max(width, round(picture.width * s)), max(height, round(picture.height * s))
+
+
+def cover_filter(picture: Picture, width: int, height: int, fps: float, start: float) -> str:
+    """Filter text: ``fps`` frames from ``start`` seconds (of the decoder's timestamps), scaled once to
+    cover width x height (square pixels) and centre-cropped, yuv420p BT.709 limited range. ffmpeg
+    rotates by the display matrix before this graph. Alpha is flattened over BACKGROUND."""
+    sw, sh = cover_size(picture, width, height)
+    shown = picture.stored[::-1] if picture.rotation in (90, 270) else picture.stored
     # setpts: the first frame at 0, or a constant-rate muxer would pad the gap before ``start``
-    chain = [f"fps=fps={fps!r}:start_time={start!r}:round=down", "setpts=PTS-STARTPTS",
-             "scale=w='trunc(iw*sar/2)*2':h='trunc(ih/2)*2'", "setsar=1",
-             f"scale=w={width}:h={height}:force_original_aspect_ratio=increase:flags=bicubic",
-             f"crop={width}:{height}"]
-    if alpha:
+    chain = [f"fps=fps={fps!r}:start_time={start!r}:round=down", "setpts=PTS-STARTPTS"]
+    convert = needs_conversion(picture)
+    if (sw, sh) != tuple(shown) or convert:  # one scaling pass, and none for a picture already the tile's
+        chain.append(f"scale={sw}:{sh}:flags=bicubic" + (":out_color_matrix=bt709:out_range=tv" if convert else ""))
+    if (sw, sh) != (width, height):
+        chain.append(f"crop={width}:{height}")
+    chain.append("setsar=1")
+    if picture.alpha:
         chain.append("format=yuva420p")
         return (f"color=c={BACKGROUND}:s={width}x{height}:r={fps!r}[bg];[0:v:0]{','.join(chain)}[fg];"
-                f"[bg][fg]overlay=shortest=1:format=yuv420,"
-                f"scale=out_color_matrix=bt709:out_range=tv,format=yuv420p[out]")
-    chain += ["scale=out_color_matrix=bt709:out_range=tv", "format=yuv420p"]
+                f"[bg][fg]overlay=shortest=1:format=yuv420,format=yuv420p[out]")
+    chain.append("format=yuv420p")
     return f"[0:v:0]{','.join(chain)}[out]"
+
+
+def needs_conversion(picture: Picture) -> bool:
+    """Whether the picture's colours must be converted to BT.709 limited range: RGB, full range, or a
+    declared matrix other than BT.709. Untagged YUV passes as it is (taken as BT.709, as players do for
+    HD and as an ffmpeg xstack would pass it)."""
+    fmt, color = picture.pix_fmt, picture.color
+    if not fmt.startswith(("yuv", "nv", "p0", "p2", "y2", "uyvy", "yuyv")) or fmt.startswith("yuvj"):
+        return True
+    if re.search(r"\bpc\b", color):
+        return True
+    return bool(re.search(r"\b(bt470bg|smpte170m|bt2020nc|bt2020c|smpte240m|fcc|ycgco)\b", color))
 
 
 def frame_bytes(width: int, height: int) -> int:
@@ -158,7 +185,7 @@ class Reader:
         pic = self.picture
         want = pic.audio_start + j / self.fps  # on the decoder's clock without a seek
         seek = 0.0 if pic.kind == "image" or want <= SEEK_MARGIN_S * 2 else want - SEEK_MARGIN_S
-        graph = cover_filter(self.width, self.height, self.fps, round(want - seek, 6), alpha=pic.alpha)
+        graph = cover_filter(pic, self.width, self.height, self.fps, round(want - seek, 6))
         args = (["-ss", f"{seek:.6f}"] if seek > 0 else []) + ["-i", ffmpeg.url(pic.path), "-filter_complex",
                                                                 graph, "-map", "[out]", "-an", "-sn",
                                                                 "-f", "rawvideo", "-pix_fmt", "yuv420p", "pipe:"]
