@@ -6,6 +6,7 @@ ffmpeg's pipe so that drawing the next frame overlaps writing (and encoding) thi
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import queue
 import subprocess
@@ -21,6 +22,7 @@ from avmix.errors import FFmpegError, UsageError
 from avmix.paths import atomic_path
 
 QUEUE_FRAMES = 3  # frames buffered between the drawing thread and the pipe
+PIPE_BYTES = 1 << 20
 MOV_LIKE = (".mp4", ".mov", ".m4v")
 MAX_FPS = 120
 GOP_SECONDS = 2.0
@@ -106,6 +108,10 @@ class VideoWriter:
                                movflags=self.path.suffix.lower() in MOV_LIKE, pix_fmt=self.pix_fmt,
                                x264_params=self.x264_params)
             self._proc = ffmpeg.popen(args, stdin=subprocess.PIPE, needs=ffmpeg.VIDEO_NEEDS)
+            try:  # a pipe of a frame or more: fewer wake-ups of ffmpeg and of the feeding thread
+                fcntl.fcntl(self._proc.stdin.fileno(), 1031, PIPE_BYTES)  # F_SETPIPE_SZ (Linux)
+            except OSError:
+                pass
             self._thread = threading.Thread(target=self._feed, name="avmix-video-pipe", daemon=True)
             self._thread.start()
         except BaseException as e:  # Ctrl-C while starting: no ffmpeg may outlive us to write the temp file
