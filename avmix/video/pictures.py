@@ -14,8 +14,10 @@ from __future__ import annotations
 import fcntl
 import math
 import os
+import queue
 import re
 import subprocess
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +29,7 @@ IMAGE_FORMATS = ("png_pipe", "jpeg_pipe", "image2", "apng", "webp_pipe", "bmp_pi
 SEEK_MARGIN_S = 1.0  # seek this far before a wanted time and let the fps filter find the frame
 SKIP_LIMIT_S = 3.0  # read forward up to this far; further jumps restart the decoder with a seek
 PIPE_BYTES = 1 << 20  # a bigger pipe lets a decoder run a frame ahead
+READ_AHEAD = 6  # frames read ahead of the compositor, per picture
 BACKGROUND = "0x0b0e1a"  # behind alpha, and the tile colour where there is no picture (dark blue-grey)
 
 
@@ -168,11 +171,11 @@ class Reader:
         self.frame = np.zeros((height * 3 // 2, width), np.uint8)
         self.frame[:height] = 16
         self.frame[height:] = 128
-        self._next = np.empty_like(self.frame)
         self.pos = 0  # index of the next frame the pipe gives
         self.have = -1  # index of the frame in self.frame (-1: none yet)
         self.ended = False
         self._proc: subprocess.Popen | None = None
+        self._pump: _Pump | None = None
 
     def __enter__(self) -> "Reader":
         return self
@@ -194,21 +197,16 @@ class Reader:
             fcntl.fcntl(self._proc.stdout.fileno(), 1031, PIPE_BYTES)  # F_SETPIPE_SZ (Linux)
         except OSError:
             pass
+        self._pump = _Pump(self._proc.stdout, self.size)
         self.pos, self.ended = j, False
 
     def _read(self) -> bool:
-        """Read the next frame into self.frame; False at the end of the stream."""
-        view = memoryview(self._next).cast("B")
-        got, stdout = 0, self._proc.stdout
-        while got < self.size:
-            n = stdout.readinto(view[got:])
-            if not n:
-                break
-            got += n
-        if got < self.size:
+        """Take the next frame into self.frame; False at the end of the stream."""
+        data = self._pump.take()
+        if data is None:
             self._finish()
             return False
-        self.frame, self._next = self._next, self.frame
+        self.frame = data.reshape(self.height * 3 // 2, self.width)
         self.have = self.pos
         self.pos += 1
         return True
@@ -216,6 +214,7 @@ class Reader:
     def _finish(self) -> None:
         proc, self._proc = self._proc, None
         self.ended = True
+        self._stop_pump()
         if proc is not None:
             try:
                 ffmpeg.finish(proc, what=f"decoding the picture of {self.picture.path}")
@@ -241,10 +240,70 @@ class Reader:
                 break
         return self.frame
 
+    def _stop_pump(self) -> None:
+        pump, self._pump = self._pump, None
+        if pump is not None:
+            pump.stop()
+
     def close(self) -> None:
         proc, self._proc = self._proc, None
+        if self._pump is not None:
+            self._pump.stopping.set()
         if proc is not None:
-            ffmpeg.kill(proc)
+            ffmpeg.kill(proc)  # the pipe closes, so the pump thread ends
+        self._stop_pump()
+
+
+class _Pump:
+    """A thread reading whole frames from a decoder's pipe a few frames ahead: the decoder keeps
+    decoding while the frames are composed, instead of waiting to be scheduled for each read."""
+
+    def __init__(self, pipe, size: int):
+        self.pipe, self.size = pipe, size
+        self.queue: queue.Queue = queue.Queue(maxsize=READ_AHEAD)
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="avmix-picture", daemon=True)
+        self.thread.start()
+
+    def _put(self, item) -> bool:
+        while not self.stopping.is_set():
+            try:
+                self.queue.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def _run(self) -> None:
+        try:
+            while True:
+                buf = np.empty(self.size, np.uint8)
+                view, got = memoryview(buf), 0
+                while got < self.size:
+                    n = self.pipe.readinto(view[got:])
+                    if not n:
+                        break
+                    got += n
+                if got < self.size:
+                    break
+                if not self._put(buf):
+                    return
+        except (OSError, ValueError):  # the pipe was closed under us: stopping
+            pass
+        self._put(None)
+
+    def take(self) -> np.ndarray | None:
+        """The next frame (flat uint8), or None at the end of the stream."""
+        while True:
+            try:
+                return self.queue.get(timeout=0.5)
+            except queue.Empty:
+                if not self.thread.is_alive() and self.queue.empty():
+                    return None
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(timeout=5)
 
 
 def still(picture: Picture, width: int, height: int, fps: float) -> np.ndarray:
