@@ -38,10 +38,15 @@ def label_from_name(path: str | os.PathLike) -> str:
     return re.sub(r"[\s_\-.]+", " ", Path(path).stem).strip() or Path(path).name
 
 
-def choose_backend(backend: str, model: str | None) -> tuple[str, str]:
-    """(backend, reason). auto: diffusion only when a model is configured and usable here."""
+def choose_backend(backend: str, model: str | None, pictures: int = 0) -> tuple[str, str]:
+    """(backend, reason). auto: composite when ``pictures`` tracks have a picture, else diffusion when a
+    model is configured and usable here, else procedural."""
     if backend == "procedural":
         return "procedural", "requested with --backend procedural"
+    if backend == "composite":
+        return "composite", "requested with --backend composite"
+    if pictures:
+        return "composite", f"{pictures} track{'s' if pictures != 1 else ''} with a picture"
     if backend == "diffusion":
         if not model:
             raise UsageError("--backend diffusion needs a model", hint="pass --model ID_OR_DIR or set AVMIX_MODEL")
@@ -155,7 +160,16 @@ def generate(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, opt
             raise UsageError("the preview must be a .png file", path=work_opts.preview)
         paths.check_output(work_opts.preview, [*inputs, out], overwrite=overwrite)
     opts = Options(compose=compose, video=video, model=opts.model.checked(), work=work_opts)
-    chosen, why = choose_backend(video.backend, opts.model.model)
+    pics = source_pictures(inputs, compose.images, composed=composed)
+    chosen, why = choose_backend(video.backend, opts.model.model, sum(p is not None for p in pics))
+    if chosen == "composite":
+        from avmix.video import composite
+
+        n_tracks = len(inputs) if not composed else len(Timeline.load(paths.sidecar(inputs[0])).sources)
+        composite.check_layout(compose.mode, video.layout, n_tracks)
+    elif video.layout is not None:
+        raise UsageError(f"--layout is for the composite backend, and this run uses {chosen}",
+                         hint="add --backend composite")
     if video.backend == "auto":
         note(f"backend {chosen}: {why}", quiet=quiet)
 
@@ -203,6 +217,9 @@ def _run(inputs: list[Path], out: Path, work: Path, *, composed: bool, opts: Opt
     compose_opts = {k: v for k, v in co.flat().items() if k != "labels"}  # labels are a dependency below
     depends = {"inputs": [{"path": os.path.abspath(p), "hash": h} for p, h in zip(inputs, hashes)],
                "labels": labels}
+    images = [p for p in co.images if p not in ("", "-")]
+    if images:  # their content, not only their names
+        depends["images"] = [file_hash(p) for p in images]
     if composed:
         depends["timeline"] = file_hash(paths.sidecar(inputs[0]))
     else:
@@ -229,11 +246,18 @@ def _run(inputs: list[Path], out: Path, work: Path, *, composed: bool, opts: Opt
     # -- video: video.mp4 (silent)
     depends = {"analyze": k_analyze, "backend": chosen, "size": list(vo.size), "seed": vo.seed,
                "captions": vo.captions, "crf": vo.crf}
+    if chosen == "composite":
+        depends.update(layout=vo.layout, pip_position=vo.pip_position, pip_size=vo.pip_size,
+                       pictures=[s.picture for s in timeline.sources])
     if chosen == "diffusion":
         depends.update({k: getattr(mo, k) for k in ("model", "device", "prompt", "negative_prompt", "steps",
                                                     "guidance")})
     video_info = stages.run("video", key("video", depends), depends, [VIDEO],
                             lambda: _video(chosen, analysis, timeline, work, opts, progress))
+
+    if wo.stems and chosen == "composite":  # each picture as it sits in the video, beside its sound
+        stems["pictures"] = _write_picture_stems(timeline, analysis, wo.stems, inputs, opts, overwrite=overwrite,
+                                                 man=man, progress=progress)
 
     # -- mux: OUT (always; the video is H.264 of the right length, so it is copied, not re-encoded)
     t = time.perf_counter()
@@ -289,7 +313,32 @@ def _compose(inputs: list[Path], work: Path, *, composed: bool, labels: list[str
     timeline = compose.render(planned, work / AUDIO, bit_depth=WORK_BIT_DEPTH, progress=progress, quiet=quiet)
     for source, h in zip(timeline.sources, hashes):  # hashed once already, for the manifest
         source.hash = h
+    for source, pic in zip(timeline.sources, source_pictures(inputs, co.images)):
+        source.picture = pic
     timeline.save(work / TIMELINE)
+
+
+def source_pictures(inputs: list[Path], images: Sequence[str], *, composed: bool = False) -> list[dict | None]:
+    """Each input's picture, ``{"path", "kind"}`` or None: its ``--image`` ('-' for none), else its own
+    video stream (cover art of an audio file does not count). A composed input brings its timeline's."""
+    from avmix import ffmpeg
+
+    if composed:
+        sources = Timeline.load(paths.sidecar(inputs[0])).sources
+        out = [s.picture if isinstance(s.picture, dict) and s.picture.get("path") else None for s in sources]
+        for i, img in enumerate(images[:len(out)]):
+            out[i] = None if img in ("", "-") else {"path": os.path.abspath(img), "kind": "image"}
+        return out
+    out = []
+    for i, p in enumerate(inputs):
+        img = images[i] if i < len(images) else None
+        if img is not None:
+            out.append(None if img in ("", "-") else {"path": os.path.abspath(img), "kind": "image"})
+        elif ffmpeg.probe(p).video is not None:
+            out.append({"path": os.path.abspath(p), "kind": "video"})
+        else:
+            out.append(None)
+    return out
 
 
 def _find_source(name: str, sidecar: Path) -> Path:
@@ -311,6 +360,12 @@ def _video(backend: str, analysis: Analysis, timeline: Timeline, work: Path, opt
 
         info = procedural.render(analysis, work / VIDEO, width=width, height=height, seed=vo.seed,
                                  captions=vo.captions, crf=vo.crf, progress=progress)
+    elif backend == "composite":
+        from avmix.video import composite
+
+        info = composite.render(timeline, analysis, work / VIDEO, width=width, height=height, layout=vo.layout,
+                                pip_position=vo.pip_position, pip_size=vo.pip_size, captions=vo.captions,
+                                seed=vo.seed, crf=vo.crf, progress=progress)
     else:
         from avmix.video import diffusion
 
@@ -321,9 +376,30 @@ def _video(backend: str, analysis: Analysis, timeline: Timeline, work: Path, opt
     return dict(info or {}, backend=backend)
 
 
-def stem_name(index: int, label: str) -> str:
+def stem_name(index: int, label: str, suffix: str = ".wav") -> str:
     slug = re.sub(r"[^A-Za-z0-9]+", "-", label).strip("-").lower()[:40] or "track"
-    return f"{index:02d}-{slug}.wav"
+    return f"{index:02d}-{slug}{suffix}"
+
+
+def _write_picture_stems(timeline: Timeline, analysis: Analysis, stems_dir: str, inputs: list[Path], opts: Options,
+                         *, overwrite: bool, man: Manifest, progress: ProgressFn) -> list[str]:
+    """``NN-slug.mp4`` beside ``NN-slug.wav`` for every source with a picture: its picture full-frame and
+    unlit, where the timeline puts it (silent H.264 at the video's size and fps)."""
+    from avmix.video import composite
+
+    d = Path(stems_dir)
+    width, height = opts.video.size
+    ours = set(man.data.get("stems_written") or [])
+    todo = [(i, d / stem_name(i, s.label, ".mp4")) for i, s in enumerate(timeline.sources)
+            if isinstance(s.picture, dict) and s.picture.get("path")]
+    for _, target in todo:
+        paths.check_output(target, inputs, overwrite=overwrite or os.path.abspath(target) in ours)
+    man.data["stems_written"] = sorted(ours | {os.path.abspath(t) for _, t in todo})
+    man.save()
+    for i, target in todo:
+        composite.render(timeline, analysis, target, width=width, height=height, only=i, crf=opts.video.crf,
+                         progress=progress)
+    return [t.name for _, t in todo]
 
 
 def _write_stems(timeline: Timeline, work: Path, stems_dir: str, inputs: list[Path], *, overwrite: bool,

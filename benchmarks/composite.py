@@ -77,7 +77,7 @@ with tempfile.TemporaryDirectory() as d:
     tl = plan.plan("mix", [io.open_audio(p) for p in inputs], settings=plan.Settings())
     compose.render(tl, d / "audio.wav")
     an = analyze.analyze(tl, d / "audio.wav", fps=30)
-    composite.render(tl, an, d / "video.mp4", pictures_=inputs, width=1280, height=720)
+    composite.render(tl, an, d / "video.mp4", picture_files=inputs, width=1280, height=720)
     mux.render(d / "video.mp4", d / "audio.wav", out, overwrite=True)
 """
 

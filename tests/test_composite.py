@@ -153,7 +153,7 @@ def test_mix_layouts_keep_flashes_on_clicks_and_boxes_true(tmp_path, clips, mix_
     paths = [c["path"] for c in clips]
     tl, an, x, sr = mix_job
     out = tmp_path / "v.mp4"
-    info = composite.render(tl, an, out, pictures_=paths, width=W, height=H, layout=name)
+    info = composite.render(tl, an, out, picture_files=paths, width=W, height=H, layout=name)
     assert info["layout_name"] == name
     frames = decode_yuv(out, W, H)
     assert len(frames) == an.frames
@@ -185,7 +185,7 @@ def test_concat_cut_with_trimmed_sources(tmp_path, clips):
     tl, an, x, sr = compose_job(tmp_path, paths, mode="concat", trim_silence=True)
     assert any(s.offset_sample > 0 for s in tl.sources)  # the trim moved where each source is read from
     out = tmp_path / "v.mp4"
-    info = composite.render(tl, an, out, pictures_=paths, width=W, height=H)
+    info = composite.render(tl, an, out, picture_files=paths, width=W, height=H)
     assert info["layout_name"] == "sequence"
     ents = info["layout"]
     assert [e["box"] for e in ents] == [[0, 0, W, H]] * 3
@@ -197,7 +197,7 @@ def test_concat_crossfade_is_as_long_as_the_audio_one(tmp_path, clips):
     paths = [c["path"] for c in clips]
     tl, an, x, sr = compose_job(tmp_path, paths, mode="concat", crossfade=0.3)
     out = tmp_path / "v.mp4"
-    info = composite.render(tl, an, out, pictures_=paths, width=W, height=H)
+    info = composite.render(tl, an, out, picture_files=paths, width=W, height=H)
     ents = info["layout"]
     frames = decode_yuv(out, W, H)
     for a, b, src in zip(ents, ents[1:], tl.sources[1:]):
@@ -220,7 +220,7 @@ def test_overlay_pip_loops_with_its_sound_and_the_base_dims_when_ducked(tmp_path
     tl, an, x, sr = compose_job(tmp_path, paths, mode="overlay", at=0.7, loop=True, duck_db=12)
     assert tl.sources[1].loop
     out = tmp_path / "v.mp4"
-    info = composite.render(tl, an, out, pictures_=paths, width=W, height=H, pip_position="top-left", pip_size=0.4)
+    info = composite.render(tl, an, out, picture_files=paths, width=W, height=H, pip_position="top-left", pip_size=0.4)
     ents = info["layout"]
     assert ents[0]["box"] == [0, 0, W, H]
     x0, y0, x1, y1 = ents[1]["box"]
@@ -253,7 +253,7 @@ def test_audio_only_track_gets_its_element_and_images_are_held(tmp_path, clips):
     paths = [clips[0]["path"], tone, tone]
     tl, an, x, sr = compose_job(tmp_path, paths)
     out = tmp_path / "v.mp4"
-    info = composite.render(tl, an, out, pictures_=[clips[0]["path"], None, png], width=W, height=H, captions=True)
+    info = composite.render(tl, an, out, picture_files=[clips[0]["path"], None, png], width=W, height=H, captions=True)
     frames = decode_yuv(out, W, H)
     boxes = {e["index"]: e["box"] for e in info["layout"]}
     # the element's tile moves (the procedural picture), the image's stays still apart from its lighting
@@ -273,7 +273,7 @@ def test_stem_is_the_unlit_picture_full_frame(tmp_path, clips, mix_job):
     paths = [c["path"] for c in clips]
     tl, an, x, sr = mix_job
     out = tmp_path / "01-green.mp4"
-    info = composite.render(tl, an, out, pictures_=paths, width=W, height=H, only=1)
+    info = composite.render(tl, an, out, picture_files=paths, width=W, height=H, only=1)
     assert [e["box"] for e in info["layout"]] == [[0, 0, W, H]]
     frames = decode_yuv(out, W, H)
     y = frames.reshape(len(frames), -1)[:, :H * W].reshape(-1, H, W)
@@ -371,7 +371,7 @@ def test_bad_picture_is_one_line_and_nothing_is_written(tmp_path, clips, mix_job
         write_wav(bad, sine(440, 0.5))
     out = tmp_path / "v.mp4"
     with pytest.raises(InputError) as e:
-        composite.render(tl, an, out, pictures_=[clips[0]["path"], bad], width=W, height=H)
+        composite.render(tl, an, out, picture_files=[clips[0]["path"], bad], width=W, height=H)
     msg = e.value.message
     assert str(bad) in msg and "\n" not in msg
     assert not out.exists() and not list(tmp_path.glob("*.tmp*"))

@@ -307,30 +307,35 @@ def _pictures(timeline: Timeline, given: list | None) -> list[str | None]:
     return out
 
 
+def check_layout(mode: str, layout: str | None, n_tracks: int) -> str:
+    """The layout to use for ``mode`` (its default when None); UsageError if it does not fit the mode."""
+    name = layout or lay.DEFAULT_LAYOUT.get(mode, "grid")
+    if name == "sequence" and mode != "concat":
+        raise UsageError("--layout sequence is for --mode concat")
+    if name == "pip" and (mode != "overlay" or n_tracks != 2):
+        raise UsageError("--layout pip is for --mode overlay")
+    if name not in lay.LAYOUTS + ("sequence", "pip"):
+        raise UsageError(f"unknown layout {name!r}", hint=f"use one of {', '.join(lay.LAYOUTS + ('sequence', 'pip'))}")
+    return name
+
+
 def plan_shots(timeline: Timeline, analysis: Analysis, layout: str | None, width: int, height: int, *,
                pip_position: str = "bottom-right", pip_size: float = 0.3) -> tuple[str, list[lay.Shot]]:
     """(layout name, shots) for a timeline: the mode's default layout unless one is asked for."""
-    mode = timeline.mode
-    name = layout or lay.DEFAULT_LAYOUT.get(mode, "grid")
     n, frames, fps = len(timeline.sources), analysis.frames, float(analysis.fps)
+    name = check_layout(timeline.mode, layout, n)
     sr = timeline.sample_rate
     if name == "sequence":
-        if mode != "concat":
-            raise UsageError("layout 'sequence' is for concat")
         fade = timeline.sources[1].fade_in if n > 1 else 0.0
         return name, lay.concat_shots([s.start_sample / sr for s in timeline.sources],
                                       [s.end_sample / sr for s in timeline.sources], width, height, frames, fps, fade)
     if name == "pip":
-        if mode != "overlay" or n != 2:
-            raise UsageError("layout 'pip' is for overlay")
         top = timeline.sources[1]
         try:
             return name, lay.overlay_shots(top.start_sample / sr, top.end_sample / sr, width, height, frames, fps,
                                            position=pip_position, size=pip_size)
         except ValueError as e:
             raise UsageError(str(e)) from None
-    if name not in lay.LAYOUTS:
-        raise UsageError(f"unknown layout {name!r}", hint=f"use one of {', '.join(lay.LAYOUTS + ('sequence', 'pip'))}")
     envs = [np.asarray(t.envelope, np.float32) for t in analysis.tracks]
     return name, lay.mix_shots(name, n, width, height, frames, envelopes=envs, fps=fps)
 
@@ -353,14 +358,14 @@ def _tracks(timeline: Timeline, analysis: Analysis, pics: list[pictures.Picture 
     return tracks
 
 
-def render(timeline: Timeline, analysis: Analysis, output: str | os.PathLike, *, pictures_: list | None = None,
+def render(timeline: Timeline, analysis: Analysis, output: str | os.PathLike, *, picture_files: list | None = None,
            width: int = 1280, height: int = 720, layout: str | None = None, pip_position: str = "bottom-right",
            pip_size: float = 0.3, captions: bool = False, seed: int = 0, only: int | None = None,
            progress: ProgressFn = None, crf: int = 20, preset: str = "ultrafast",
            x264_params: str | None = None) -> dict:
     """Render a silent H.264 video of ``analysis.frames`` frames at ``analysis.fps`` to ``output``.
 
-    ``pictures_`` gives each timeline source's picture file (None: the track's procedural element).
+    ``picture_files`` gives each timeline source's picture file (None: the track's procedural element).
     ``only``: the picture track of that one source, full-frame and unlit (a stem). Returns
     ``{"backend": "composite", "layout_name", "layout": [{"index", "label", "box", "start", "end",
     "start_frame", "end_frame"}, ...]}``, one layout entry per (track, shot).
@@ -370,7 +375,7 @@ def render(timeline: Timeline, analysis: Analysis, output: str | os.PathLike, *,
     check_size(width, height, analysis.fps)
     if len(analysis.tracks) != len(timeline.sources):
         raise UsageError(f"analysis has {len(analysis.tracks)} tracks, the timeline {len(timeline.sources)}")
-    paths = _pictures(timeline, pictures_)
+    paths = _pictures(timeline, picture_files)
     with ThreadPoolExecutor(max_workers=4) as pool:  # every picture checked before writing, side by side
         pics = list(pool.map(lambda p: pictures.probe(p) if p else None, paths))
     tracks = _tracks(timeline, analysis, pics)
