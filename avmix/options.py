@@ -209,7 +209,7 @@ class ComposeOptions(_Group):
                             help="A label for each input, in order (repeatable; default: the file name).")
     images: list[str] = opt([], "--image", metavar="PATH", commands=("generate",), path="input",
                             help="The picture (PNG or JPEG) of each input, in order, as --gain; '-' for none. "
-                                 "Video inputs show their own picture.")
+                                 "A video input without one shows its own picture.")
     gains: list[float] = opt([], "--gain", "-g", metavar="DB", panel=LEVELS,
                              help="Gain in dB for each input, in order (repeat the option: --gain -6 --gain 0). "
                                   "Missing ones are 0.")

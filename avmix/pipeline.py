@@ -319,7 +319,7 @@ def _compose(inputs: list[Path], work: Path, *, composed: bool, labels: list[str
 
 
 def source_pictures(inputs: list[Path], images: Sequence[str], *, composed: bool = False) -> list[dict | None]:
-    """Each input's picture, ``{"path", "kind"}`` or None: its ``--image`` ('-' for none), else its own
+    """Each input's picture, ``{"path", "kind"}`` or None: its ``--image`` ('-': none given), else its own
     video stream (cover art of an audio file does not count). A composed input brings its timeline's."""
     from avmix import ffmpeg
 
@@ -327,13 +327,14 @@ def source_pictures(inputs: list[Path], images: Sequence[str], *, composed: bool
         sources = Timeline.load(paths.sidecar(inputs[0])).sources
         out = [s.picture if isinstance(s.picture, dict) and s.picture.get("path") else None for s in sources]
         for i, img in enumerate(images[:len(out)]):
-            out[i] = None if img in ("", "-") else {"path": os.path.abspath(img), "kind": "image"}
+            if img not in ("", "-"):
+                out[i] = {"path": os.path.abspath(img), "kind": "image"}
         return out
     out = []
     for i, p in enumerate(inputs):
-        img = images[i] if i < len(images) else None
-        if img is not None:
-            out.append(None if img in ("", "-") else {"path": os.path.abspath(img), "kind": "image"})
+        img = images[i] if i < len(images) else "-"
+        if img not in ("", "-"):
+            out.append({"path": os.path.abspath(img), "kind": "image"})
         elif ffmpeg.probe(p).video is not None:
             out.append({"path": os.path.abspath(p), "kind": "video"})
         else:

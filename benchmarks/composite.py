@@ -160,7 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="5 s inputs (40 s for memory), one run")
     ap.add_argument("--runs", type=int, default=None)
     ap.add_argument("--no-long", action="store_true", help="skip the long memory run")
+    ap.add_argument("--memory-only", action="store_true",
+                    help="only avmix, once at each length (memory flatness; no ratios)")
     args = ap.parse_args(argv)
+    if args.memory_only:
+        return memory_only(args)
     seconds, long_seconds = (5, 40) if args.quick else (20, 600)
     runs = args.runs or (1 if args.quick else 3)
     out = DATA / "out"
@@ -208,6 +212,31 @@ def main(argv: list[str] | None = None) -> int:
                           "preset": PRESET, "x264_params": X264, "environment": env, "rows": rows, "targets": goals})
     print(f"wrote {results}")
     return 0 if ok else 1
+
+
+def memory_only(args) -> int:
+    """Peak memory of avmix at the short and the long length, one run each."""
+    seconds, long_seconds = (5, 40) if args.quick else (20, 600)
+    out = DATA / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for s in (seconds, long_seconds):
+        inputs = [make_input(DATA / f"composite_{s}_{i}.mp4", s, i) for i in range(N)]
+        common.warm(*inputs)
+        o = out / f"composite_mem_{s}.mp4"
+        print(f"memory: avmix on {N} x {s} s (one run)", flush=True)
+        (tool, r), = common.run_side_by_side({f"avmix composite {s} s": avmix(inputs, o)}, 1).items()
+        rows.append({"job": f"grid {N}x{s} s", "tool": tool, **r, "check": check(o, s, r)})
+    budget = 300 + 100 * N
+    goals = {f"peak memory < {budget} MB (300 + 100 per input)": all(r["peak_mb"] < budget for r in rows),
+             f"memory flat ({long_seconds} s <= {seconds} s + 10%)": rows[1]["peak_mb"] <= rows[0]["peak_mb"] * 1.1,
+             "outputs checked ok": all(not r["check"].startswith("FAIL") for r in rows)}
+    common.report(rows, goals, "(peak MB = summed RSS of the process tree)")
+    results = DATA / "results-composite-memory-quick.json" if args.quick else common.HERE / "results-composite-memory.json"
+    common.save(results, {"date": time.strftime("%Y-%m-%d %H:%M"), "environment": common.environment(),
+                          "rows": rows, "targets": goals})
+    print(f"wrote {results}")
+    return 0
 
 
 if __name__ == "__main__":

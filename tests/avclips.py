@@ -100,6 +100,7 @@ def click_times(x: np.ndarray, sr: int, freq: float, threshold: float = 0.1) -> 
     above = np.r_[False, env > threshold]
     starts = np.flatnonzero(above[1:] & ~above[:-1])
     peaks = []
+    starts = [s for i, s in enumerate(starts) if i == 0 or s - starts[i - 1] > 0.03 * sr]  # one per burst (codec ringing)
     for s in starts:
         e = s + 2 * n
         peaks.append((s + int(np.argmax(env[s:e]))) / sr - CLICK_S / 2)

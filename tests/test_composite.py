@@ -96,8 +96,9 @@ def crossfade_frames(entries):
     return out
 
 
-def seen_box(frame, clip, tol=0.9):
-    """Bounding box [x0, y0, x1, y1] of the pixels showing the clip's colour (base or flash)."""
+def seen_box(frame, clip, tol=0.9, masked=()):
+    """Bounding box [x0, y0, x1, y1] of the pixels showing the clip's colour (base or flash), outside
+    the ``masked`` boxes."""
     n, q = W * H, W * H // 4
     flat = frame.reshape(-1).astype(np.float32)
     u = flat[n:n + q].reshape(H // 2, W // 2) - 128
@@ -107,6 +108,8 @@ def seen_box(frame, clip, tol=0.9):
     mag = np.sqrt(u * u + v * v)
     cos = np.abs(u * base[0] + v * base[1]) / np.maximum(mag, 1e-6)
     hit = (cos > tol) & (mag > 20)
+    for x0, y0, x1, y1 in masked:
+        hit[y0 // 2:y1 // 2, x0 // 2:x1 // 2] = False
     for _ in range(ERODE):  # thin lines (other tiles' borders in a like colour) vanish, areas shrink
         h = hit.copy()
         h[1:] &= hit[:-1]
@@ -135,14 +138,17 @@ def check_job(tmp_path, clips, paths, info, frames, x, sr, crossfading=frozenset
     for k in range(0, len(frames), 7):
         if k in crossfading:
             continue
+        others = [o["box"] for o in visible(entries, k) if o["index"] >= len(clips)]  # tiles not of these clips
         for e in visible(entries, k):
+            if e["index"] >= len(clips):
+                continue
             x0, y0, x1, y1 = e["box"]
             covered_by_others = [o for o in visible(entries, k) if o is not e and o["box"] != e["box"]
                                  and x0 <= o["box"][0] and o["box"][2] <= x1 and y0 <= o["box"][1] and o["box"][3] <= y1]
             if covered_by_others:  # a spotlight's main picture under the thumbnails: check it is there
-                assert seen_box(frames[k], clips[e["index"]]) is not None
+                assert seen_box(frames[k], clips[e["index"]], masked=others) is not None
                 continue
-            seen = seen_box(frames[k], clips[e["index"]])
+            seen = seen_box(frames[k], clips[e["index"]], masked=others)
             assert seen is not None, (k, e)
             tol = max(2, lay.even(min(x1 - x0, y1 - y0) * composite.BORDER)) + 2
             assert all(abs(a - b) <= tol for a, b in zip(seen, e["box"])), (k, e["label"], seen, e["box"])
@@ -375,3 +381,64 @@ def test_bad_picture_is_one_line_and_nothing_is_written(tmp_path, clips, mix_job
     msg = e.value.message
     assert str(bad) in msg and "\n" not in msg
     assert not out.exists() and not list(tmp_path.glob("*.tmp*"))
+
+
+# ------------------------------------------------------------------------- generate
+
+def test_generate_chooses_composite_records_layout_and_writes_picture_stems(tmp_path, clips, run_cli):
+    from PIL import Image
+
+    tone = write_wav(tmp_path / "tone.wav", sine(440, 2.0, amp=0.3))
+    png = tmp_path / "amber.png"
+    Image.fromarray(np.full((30, 40, 3), (230, 160, 20), np.uint8)).save(png)
+    out, work, stems = tmp_path / "out.mp4", tmp_path / "work", tmp_path / "stems"
+    r = run_cli("generate", clips[0]["path"], clips[1]["path"], tone, tone, "--image", "-", "--image", "-",
+                "--image", png, "-o", out, "--size", f"{W}x{H}", "--workdir", work, "--stems", stems)
+    assert r.code == 0, r.err
+    assert "backend composite: 3 tracks with a picture" in r.err
+    import json
+    man = json.loads((work / "manifest.json").read_text())
+    assert man["backend"]["name"] == "composite" and man["options"]["layout"] is None
+    entries = man["video"]["layout"]
+    assert [e["index"] for e in entries] == [0, 1, 2, 3] and all(len(e["box"]) == 4 for e in entries)
+    tl = json.loads((work / "timeline.json").read_text())
+    assert [s["picture"]["kind"] if s.get("picture") else None for s in tl["sources"]] == \
+        ["video", "video", "image", None]
+    assert sorted(p.name for p in stems.glob("*.mp4")) == ["00-red.mp4", "01-green.mp4", "02-tone.mp4"]
+    # the muxed output: each clip's flashes on its clicks, in its box
+    frames = decode_yuv(out, W, H)
+    x = decode_audio(out)
+    check_job(tmp_path, clips[:2], None, {"layout": entries}, frames, x, 48000)
+    # a stem is the picture alone, as long as the video, its flashes on the clip's clicks
+    stem = decode_yuv(stems / "01-green.mp4", W, H)
+    assert len(stem) == len(frames)
+    check_job(tmp_path, [clips[1]], None, {"layout": [dict(entries[0], index=0, box=[0, 0, W, H])]}, stem, x, 48000)
+
+
+def decode_audio(path) -> np.ndarray:
+    raw = subprocess.run([ffmpeg.executable(), "-v", "error", "-i", str(path), "-f", "f32le", "-ac", "1", "-ar", "48000",
+                          "-"], capture_output=True, check=True).stdout
+    return np.frombuffer(raw, np.float32)
+
+
+def test_video_without_sound_is_refused_in_one_line(tmp_path, clips, run_cli):
+    mute = make_clip(tmp_path / "mute.mp4", color=(40, 40, 200), seconds=1.0, audio=False)["path"]
+    out = tmp_path / "out.mp4"
+    r = run_cli("generate", clips[0]["path"], mute, "-o", out, "--size", f"{W}x{H}")
+    assert r.code == 1
+    lines = [ln for ln in r.err.splitlines() if ln.startswith("avmix: error")]
+    assert len(lines) == 1 and "mute.mp4" in lines[0] and "no audio stream" in lines[0]
+    assert "Traceback" not in r.err and not out.exists() and not list(tmp_path.glob(".out.mp4*"))
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--layout", "grid", "--backend", "procedural"], "composite backend"),
+    (["--layout", "pip"], "overlay"),
+    (["--image", "-", "--image", "-", "--image", "-"], "--image"),
+    (["--pip-size", "2"], "pip-size"),
+])
+def test_bad_composite_options_are_one_line(tmp_path, clips, run_cli, args, words):
+    out = tmp_path / "out.mp4"
+    r = run_cli("generate", clips[0]["path"], clips[1]["path"], "-o", out, *args)
+    assert r.code == 2, r.err
+    assert words in r.err and "Traceback" not in r.err and not out.exists()
