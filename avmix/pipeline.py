@@ -306,6 +306,8 @@ def _compose(inputs: list[Path], work: Path, *, composed: bool, labels: list[str
                                       frames=timeline.frames):
                 w.write(block)
         timeline.output = os.fspath(work / AUDIO)
+        for source, pic in zip(timeline.sources, source_pictures(inputs, co.images, composed=True)):
+            source.picture = pic  # the composed file's pictures, with any --image given now
         timeline.save(work / TIMELINE)
         return
     files = [io.open_audio(p) for p in inputs]
