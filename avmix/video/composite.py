@@ -9,7 +9,7 @@ The sound lights the picture: a tile brightens with its track's loudness (instan
 release, as the procedural renderer) and dims when silent; on each onset it gives one short flash that
 only decays, and its border glows in the track's colour. Timing comes from the timeline alone
 (:func:`avmix.video.layout.picture_time`): offset, trim, loop and crossfade move picture and sound
-together. Memory is one frame per picture and per tile, whatever the length.
+together. Memory is a few frames per picture and one per tile, whatever the length.
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ A picture is decoded at its tile's size and the output fps, frame by frame throu
 yuv420p (BT.709, limited range): what the encoder takes, so no colour conversion happens in numpy.
 ffmpeg does the work it is good at: it applies rotation side data (autorotate), makes pixels square
 (SAR), converts 10-bit, flattens alpha over the background, places variable-rate frames by timestamp
-(the ``fps`` filter) and cover-crops into the tile. Memory is one frame per picture.
+(the ``fps`` filter) and cover-crops into the tile. Memory is a few frames per picture (read ahead).
 
 Time: picture time 0 is the first sample of the input's audio stream (what the audio stage reads as
 sample 0), so a video whose streams start at different times stays in sync. An image is one frame held.
