@@ -91,7 +91,7 @@ def rgb_uv(color) -> np.ndarray:
     return np.array([(b - y) / 1.8556, (r - y) / 1.5748])
 
 
-def click_times(x: np.ndarray, sr: int, freq: float, threshold: float = 0.1) -> list[float]:
+def click_times(x: np.ndarray, sr: int, freq: float, threshold: float = 0.03) -> list[float]:
     """Start times of the clip's clicks in a mix: bursts whose energy at ``freq`` passes ``threshold``."""
     n = int(CLICK_S * sr)
     t = np.arange(len(x)) / sr
