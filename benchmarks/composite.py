@@ -51,10 +51,8 @@ def make_input(path: Path, seconds: float, seed: int) -> Path:
     if path.exists():
         return path
     wav = common.make_wav(path.with_suffix(".wav"), seconds, seed=seed, peak=0.5)
-    pattern = ["testsrc2", "smptebars", "mandelbrot", "rgbtestsrc"][seed % 4]
+    pattern = ["testsrc2", "smptebars", "testsrc", "rgbtestsrc"][seed % 4]
     src = f"{pattern}=s={TILE[0]}x{TILE[1]}:r=30:d={seconds}"
-    if pattern == "mandelbrot":  # no duration option; cut by -t
-        src = f"mandelbrot=s={TILE[0]}x{TILE[1]}:r=30"
     tmp = path.with_suffix(".tmp.mp4")
     cmd = common.ffmpeg_cmd("-f", "lavfi", "-i", src, "-i", str(wav), "-t", str(seconds), "-c:v", "libx264",
                             "-preset", "veryfast", "-crf", "23", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "128k",
