@@ -161,6 +161,11 @@ def generate(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, opt
         paths.check_output(work_opts.preview, [*inputs, out], overwrite=overwrite)
     opts = Options(compose=compose, video=video, model=opts.model.checked(), work=work_opts)
     pics = source_pictures(inputs, compose.images, composed=composed)
+    for pic in pics:
+        if pic is not None and pic["kind"] == "image":  # a missing or unreadable image stops here, in one line
+            from avmix.video import pictures
+
+            pictures.probe(pic["path"])
     chosen, why = choose_backend(video.backend, opts.model.model, sum(p is not None for p in pics))
     if chosen == "composite":
         from avmix.video import composite

@@ -456,3 +456,15 @@ def test_bad_composite_options_are_one_line(tmp_path, clips, run_cli, args, word
     r = run_cli("generate", clips[0]["path"], clips[1]["path"], "-o", out, *args)
     assert r.code == 2, r.err
     assert words in r.err and "Traceback" not in r.err and not out.exists()
+
+
+@pytest.mark.parametrize("kind", ["missing", "text"])
+def test_bad_image_stops_generate_before_any_work(tmp_path, clips, run_cli, kind):
+    img = tmp_path / "face.png"
+    if kind == "text":
+        img.write_text("not an image\n")
+    out = tmp_path / "out.mp4"
+    r = run_cli("generate", clips[0]["path"], "--image", img, "-o", out)
+    assert r.code == 1 and "face.png" in r.err and "Traceback" not in r.err
+    assert len([ln for ln in r.err.splitlines() if ln.startswith("avmix: error")]) == 1
+    assert not out.exists() and not list(tmp_path.glob(".out.mp4*"))
