@@ -328,7 +328,7 @@ def _compose(inputs: list[Path], work: Path, *, composed: bool, labels: list[str
 def source_pictures(inputs: list[Path], images: Sequence[str], *, composed: bool = False) -> list[dict | None]:
     """Each input's picture, ``{"path", "kind"}`` or None: its ``--image`` ('-': none given), else its own
     video stream (cover art of an audio file does not count). A composed input brings its timeline's."""
-    from avmix import ffmpeg
+    from avmix.video import pictures
 
     if composed:
         sources = Timeline.load(paths.sidecar(inputs[0])).sources
@@ -337,15 +337,14 @@ def source_pictures(inputs: list[Path], images: Sequence[str], *, composed: bool
             if img not in ("", "-"):
                 out[i] = {"path": os.path.abspath(img), "kind": "image"}
         return out
+    images = [images[i] if i < len(images) else "-" for i in range(len(inputs))]
+    own = pictures.find_all([p for p, img in zip(inputs, images) if img in ("", "-")])
     out = []
-    for i, p in enumerate(inputs):
-        img = images[i] if i < len(images) else "-"
+    for p, img in zip(inputs, images):
         if img not in ("", "-"):
             out.append({"path": os.path.abspath(img), "kind": "image"})
-        elif ffmpeg.probe(p).video is not None:
-            out.append({"path": os.path.abspath(p), "kind": "video"})
         else:
-            out.append(None)
+            out.append({"path": os.path.abspath(p), "kind": "video"} if own.pop(0) is not None else None)
     return out
 
 

@@ -57,11 +57,42 @@ def _alpha(pix_fmt: str) -> bool:
     return bool(re.match(r"(yuva|rgba|bgra|argb|abgr|gbrap|ya|pal8)", pix_fmt))
 
 
+_PROBED: dict[tuple[str, int, int], Picture | None] = {}  # by path, mtime and size: a file is probed once
+
+
 def probe(path: str | os.PathLike) -> Picture:
     """Probe a picture source. InputError (one line naming the file) if it has no usable picture."""
+    pic = find(path)
+    if pic is None:
+        raise InputError("has no picture (no video stream)", path=path)
+    return pic
+
+
+def find(path: str | os.PathLike) -> Picture | None:
+    """The picture of a file, or None when it has no video stream (cover art does not count).
+    InputError if ffmpeg cannot read it."""
     path = os.fspath(path)
+    try:
+        st = os.stat(path)
+    except OSError:
+        raise InputError("no such file", path=path) from None
     if not os.path.isfile(path):
-        raise InputError("no such file", path=path)
+        raise InputError("not a file", path=path)
+    key = (os.path.abspath(path), st.st_mtime_ns, st.st_size)
+    if key not in _PROBED:
+        _PROBED[key] = _probe(path)
+    return _PROBED[key]
+
+
+def find_all(paths: list[str | os.PathLike]) -> list[Picture | None]:
+    """:func:`find` of every path, probed side by side."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return list(pool.map(find, paths))
+
+
+def _probe(path: str) -> Picture | None:
     # one run: the input's description, and the first audio frame's time (ashowinfo) if it has audio
     cmd = [ffmpeg.executable(), "-hide_banner", "-nostdin", "-i", ffmpeg.url(path), "-map", "0:a:0?",
            "-af", "ashowinfo", "-frames:a", "1", "-f", "null", "-"]
@@ -74,7 +105,7 @@ def probe(path: str | os.PathLike) -> Picture:
         raise InputError("not an image or video ffmpeg can read", path=path)
     info = ffmpeg.parse_info(path, err)
     if info.video is None:
-        raise InputError("has no picture (no video stream)", path=path)
+        return None
     v = info.video
     line = next(s for s in info.streams if "Video:" in s and "attached pic" not in s)
     sar = 1.0
