@@ -411,8 +411,12 @@ def test_generate_chooses_composite_records_layout_and_writes_picture_stems(tmp_
     Image.fromarray(np.full((30, 40, 3), (230, 160, 20), np.uint8)).save(png)
     out, work, stems = tmp_path / "out.mp4", tmp_path / "work", tmp_path / "stems"
     r = run_cli("generate", clips[0]["path"], clips[1]["path"], tone, tone, "--image", "-", "--image", "-",
-                "--image", png, "-o", out, "--size", f"{W}x{H}", "--workdir", work, "--stems", stems)
+                "--image", png, "-o", out, "--size", f"{W}x{H}", "--workdir", work, "--stems", stems,
+                "--preview", tmp_path / "sheet.png")
     assert r.code == 0, r.err
+    sheet = np.asarray(Image.open(tmp_path / "sheet.png").convert("RGB")).astype(int)
+    reds = (sheet[..., 0] > 120) & (sheet[..., 1] < 70) & (sheet[..., 2] < 70)
+    assert reds.sum() > 200  # the contact sheet's thumbnails show the composite (the red clip's tile)
     assert "backend composite: 3 tracks with a picture" in r.err
     import json
     man = json.loads((work / "manifest.json").read_text())
