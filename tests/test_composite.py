@@ -287,10 +287,10 @@ def test_audio_only_track_gets_its_element_and_images_are_held(tmp_path, clips):
     right = chroma(frames[10:11], [x0 + (x1 - x0) * 3 // 4 - 4, mid - 4, x0 + (x1 - x0) * 3 // 4 + 4, mid + 4], W, H, 0)[0]
     left = chroma(frames[10:11], [x0 + (x1 - x0) // 4 - 4, mid - 4, x0 + (x1 - x0) // 4 + 4, mid + 4], W, H, 0)[0]
     assert right @ amber > 0.5 * (amber @ amber) * 224 and np.linalg.norm(left) < 8
-    # captions: the label in white at the bottom left of a tile (the red clip itself never gets near white)
+    # captions: the label in white at the top left of a tile (the red clip itself never gets near white)
     x0, y0, x1, y1 = boxes[0]
-    assert (y[10, (y0 + y1) // 2:y1, x0:(x0 + x1) // 2] > 200).sum() > 10
-    assert (y[10, y0:(y0 + y1) // 2, x0:x1] > 200).sum() == 0
+    assert (y[10, y0:(y0 + y1) // 2, x0:(x0 + x1) // 2] > 200).sum() > 10
+    assert (y[10, (y0 + y1) // 2:y1, x0:x1] > 200).sum() == 0
 
 
 def test_stem_is_the_unlit_picture_full_frame(tmp_path, clips, mix_job):

@@ -279,8 +279,7 @@ class Compositor:
         mh, mw = min(m.shape[0], h - 2 * pad), min(m.shape[1], w - 2 * pad)
         if mh <= 0 or mw <= 0:
             return
-        y0 = h - pad - mh - (h - pad - mh) % 2
-        x0 = pad - pad % 2
+        y0 = x0 = pad - pad % 2  # top left: a spotlight's thumbnails cover the bottom of the main picture
         m = m[:mh, :mw] * np.float32(alpha)
         region = Y[y0:y0 + mh, x0:x0 + mw]
         region[...] = (region * (1 - m) + 235 * m + 0.5).astype(np.uint8)
