@@ -30,6 +30,8 @@ SEEK_MARGIN_S = 1.0  # seek this far before a wanted time and let the fps filter
 SKIP_LIMIT_S = 3.0  # read forward up to this far; further jumps restart the decoder with a seek
 PIPE_BYTES = 1 << 20  # a bigger pipe lets a decoder run a frame ahead
 READ_AHEAD = 6  # frames read ahead of the compositor, per picture
+PROBE_NEEDS = frozenset({"ashowinfo"})  # the filters these ffmpeg commands use (avmix.ffmpeg picks a build)
+DECODE_NEEDS = frozenset({"fps", "setpts", "scale", "crop", "setsar", "format", "color", "overlay"})
 BACKGROUND = "0x0b0e1a"  # behind alpha, and the tile colour where there is no picture (dark blue-grey)
 
 
@@ -94,7 +96,7 @@ def find_all(paths: list[str | os.PathLike]) -> list[Picture | None]:
 
 def _probe(path: str) -> Picture | None:
     # one run: the input's description, and the first audio frame's time (ashowinfo) if it has audio
-    cmd = [ffmpeg.executable(), "-hide_banner", "-nostdin", "-i", ffmpeg.url(path), "-map", "0:a:0?",
+    cmd = [ffmpeg.executable(PROBE_NEEDS), "-hide_banner", "-nostdin", "-i", ffmpeg.url(path), "-map", "0:a:0?",
            "-af", "ashowinfo", "-frames:a", "1", "-f", "null", "-"]
     try:
         _, _, err_bytes = ffmpeg.run_command(cmd, timeout=ffmpeg.PROBE_TIMEOUT)
@@ -223,7 +225,7 @@ class Reader:
         args = (["-ss", f"{seek:.6f}"] if seek > 0 else []) + ["-i", ffmpeg.url(pic.path), "-filter_complex",
                                                                 graph, "-map", "[out]", "-an", "-sn",
                                                                 "-f", "rawvideo", "-pix_fmt", "yuv420p", "pipe:"]
-        self._proc = ffmpeg.popen(args, stdout=subprocess.PIPE)
+        self._proc = ffmpeg.popen(args, stdout=subprocess.PIPE, needs=DECODE_NEEDS)
         try:
             fcntl.fcntl(self._proc.stdout.fileno(), 1031, PIPE_BYTES)  # F_SETPIPE_SZ (Linux)
         except OSError:
