@@ -338,7 +338,7 @@ def source_pictures(inputs: list[Path], images: Sequence[str], *, composed: bool
                 out[i] = {"path": os.path.abspath(img), "kind": "image"}
         return out
     images = [images[i] if i < len(images) else "-" for i in range(len(inputs))]
-    own = pictures.find_all([p for p, img in zip(inputs, images) if img in ("", "-")])
+    own = pictures.find_all([p for p, img in zip(inputs, images) if img in ("", "-")], unreadable_ok=True)
     out = []
     for p, img in zip(inputs, images):
         if img not in ("", "-"):

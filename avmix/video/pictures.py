@@ -86,12 +86,21 @@ def find(path: str | os.PathLike) -> Picture | None:
     return _PROBED[key]
 
 
-def find_all(paths: list[str | os.PathLike]) -> list[Picture | None]:
-    """:func:`find` of every path, probed side by side."""
+def find_all(paths: list[str | os.PathLike], *, unreadable_ok: bool = False) -> list[Picture | None]:
+    """:func:`find` of every path, probed side by side. With ``unreadable_ok`` a file ffmpeg cannot
+    read counts as having no picture (the audio stage then says what is wrong with it)."""
     from concurrent.futures import ThreadPoolExecutor
 
+    def one(path):
+        try:
+            return find(path)
+        except InputError:
+            if unreadable_ok:
+                return None
+            raise
+
     with ThreadPoolExecutor(max_workers=4) as pool:
-        return list(pool.map(find, paths))
+        return list(pool.map(one, paths))
 
 
 def _probe(path: str) -> Picture | None:
