@@ -73,7 +73,24 @@ class Normalize(str, Enum):
 class Backend(str, Enum):
     auto = "auto"
     procedural = "procedural"
+    composite = "composite"
     diffusion = "diffusion"
+
+
+class Layout(str, Enum):
+    grid = "grid"
+    spotlight = "spotlight"
+    row = "row"
+    column = "column"
+    sequence = "sequence"
+    pip = "pip"
+
+
+class PipPosition(str, Enum):
+    top_left = "top-left"
+    top_right = "top-right"
+    bottom_left = "bottom-left"
+    bottom_right = "bottom-right"
 
 
 @dataclass(frozen=True)
@@ -192,6 +209,9 @@ class ComposeOptions(_Group):
                     help="How the tracks are composed.")
     labels: list[str] = opt([], "--label", "-l", metavar="TEXT",
                             help="A label for each input, in order (repeatable; default: the file name).")
+    images: list[str] = opt([], "--image", metavar="PATH", commands=("generate",), path="input",
+                            help="The picture (PNG or JPEG) of each input, in order, as --gain; '-' for none. "
+                                 "A video input without one shows its own picture.")
     gains: list[float] = opt([], "--gain", "-g", metavar="DB", panel=LEVELS,
                              help="Gain in dB for each input, in order (repeat the option: --gain -6 --gain 0). "
                                   "Missing ones are 0.")
@@ -249,6 +269,10 @@ class ComposeOptions(_Group):
         for g in gains:
             check_number("--gain", g, -MAX_GAIN_DB, MAX_GAIN_DB, unit="dB")
         gains += [0.0] * (n_inputs - len(gains))
+        images = [os.fspath(x) for x in (self.images or [])]
+        if len(images) > n_inputs:
+            raise UsageError(f"{len(images)} --image values for {n_inputs} input{_plural(n_inputs)}",
+                             hint="give one --image per input, in order ('-' for none)")
         labels = [str(x) for x in (self.labels or [])]
         if len(labels) > n_inputs:
             raise UsageError(f"{len(labels)} --label values for {n_inputs} input{_plural(n_inputs)}")
@@ -281,7 +305,8 @@ class ComposeOptions(_Group):
             check_number("--duck", abs(duck), 0.0, MAX_DUCK_DB, unit="dB")
             duck = abs(float(duck))  # "--duck 12" and "--duck -12" both mean: lower BASE by 12 dB
         checked = self.replace(mode=mode, normalize=norm, duration=duration, align=align, curve=curve, gains=gains,
-                               labels=labels, duck=duck, limit=bool(self.limit), ceiling=float(self.ceiling),
+                               labels=labels, images=images, duck=duck, limit=bool(self.limit),
+                               ceiling=float(self.ceiling),
                                fade_in=float(self.fade_in), fade_out=float(self.fade_out))
         checked.settings()  # a peak target above the limiter's ceiling is refused there
         return checked
@@ -317,9 +342,17 @@ class VideoOptions(_Group):
     seed: int = opt(0, "--seed", panel=VIDEO, commands=COMPOSING, min=0,
                     help="Every random choice follows from it (each text track's seed too).")
     backend: str = opt("auto", "--backend", panel=VIDEO, commands=("generate",), choices=Backend,
-                       help="auto: diffusion when a model is configured and a GPU is present, else procedural.")
+                       help="auto: composite when a track has a picture (a video input or --image), else "
+                            "diffusion when a model is configured and usable, else procedural.")
     captions: bool = opt(False, "--captions", panel=VIDEO, commands=("generate",),
                          help="Draw each track's label in the video.")
+    layout: str | None = opt(None, "--layout", panel=VIDEO, commands=("generate",), choices=Layout,
+                             help="composite: where the pictures go. mix: grid (default), spotlight, row, column; "
+                                  "concat: sequence; overlay: pip.")
+    pip_position: str = opt("bottom-right", "--pip-position", panel=VIDEO, commands=("generate",),
+                            choices=PipPosition, help="composite, overlay: the corner of TOP's picture.")
+    pip_size: float = opt(0.3, "--pip-size", metavar="FRACTION", panel=VIDEO, commands=("generate",),
+                          min=0.05, max=1.0, help="composite, overlay: TOP's picture width, of the frame's.")
     crf: int = opt(20, "--crf", panel=VIDEO, commands=("generate",), min=0, max=51,
                    help="Video quality (x264 CRF; lower is better).")
     preset: str = opt("veryfast")  # x264 preset of the mux when it has to encode; library only
@@ -335,7 +368,11 @@ class VideoOptions(_Group):
         from avmix import mux
 
         mux.check_options(crf=self.crf, preset=self.preset)
-        return self.replace(backend=backend, size=parse_size(self.size), fps=self.fps, seed=int(seed))
+        layout = None if self.layout is None else check_choice("--layout", self.layout, Layout)
+        pip_position = check_choice("--pip-position", self.pip_position, PipPosition)
+        check_number("--pip-size", self.pip_size, 0.05, 1.0)
+        return self.replace(backend=backend, size=parse_size(self.size), fps=self.fps, seed=int(seed),
+                            layout=layout, pip_position=pip_position, pip_size=float(self.pip_size))
 
 
 @dataclass(frozen=True)

@@ -39,10 +39,15 @@ def label_from_name(path: str | os.PathLike) -> str:
     return re.sub(r"[\s_\-.]+", " ", Path(path).stem).strip() or Path(path).name
 
 
-def choose_backend(backend: str, model: str | None) -> tuple[str, str]:
-    """(backend, reason). auto: diffusion only when a model is configured and usable here."""
+def choose_backend(backend: str, model: str | None, pictures: int = 0) -> tuple[str, str]:
+    """(backend, reason). auto: composite when ``pictures`` tracks have a picture, else diffusion when a
+    model is configured and usable here, else procedural."""
     if backend == "procedural":
         return "procedural", "requested with --backend procedural"
+    if backend == "composite":
+        return "composite", "requested with --backend composite"
+    if pictures:
+        return "composite", f"{pictures} track{'s' if pictures != 1 else ''} with a picture"
     if backend == "diffusion":
         if not model:
             raise UsageError("--backend diffusion needs a model", hint="pass --model ID_OR_DIR or set AVMIX_MODEL")
@@ -160,7 +165,22 @@ def generate(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, opt
             raise UsageError("the preview must be a .png file", path=work_opts.preview)
         paths.check_output(work_opts.preview, [*inputs, out], overwrite=overwrite)
     opts = Options(compose=compose, video=video, model=opts.model.checked(), work=work_opts, synth=synth_opts)
-    chosen, why = choose_backend(video.backend, opts.model.model)
+    pics = [None if i in texts and (pic or {}).get("kind") != "image" else pic  # text: only an --image
+            for i, pic in enumerate(source_pictures(inputs, compose.images, composed=composed))]
+    for pic in pics:
+        if pic is not None and pic["kind"] == "image":  # a missing or unreadable image stops here, in one line
+            from avmix.video import pictures
+
+            pictures.probe(pic["path"])
+    chosen, why = choose_backend(video.backend, opts.model.model, sum(p is not None for p in pics))
+    if chosen == "composite":
+        from avmix.video import composite
+
+        n_tracks = len(inputs) if not composed else len(Timeline.load(paths.sidecar(inputs[0])).sources)
+        composite.check_layout(compose.mode, video.layout, n_tracks)
+    elif video.layout is not None:
+        raise UsageError(f"--layout is for the composite backend, and this run uses {chosen}",
+                         hint="add --backend composite")
     if video.backend == "auto":
         note(f"backend {chosen}: {why}", quiet=quiet)
 
@@ -221,6 +241,9 @@ def _run(inputs: list[Path], out: Path, work: Path, *, composed: bool, opts: Opt
     compose_opts = {k: v for k, v in co.flat().items() if k != "labels"}  # labels are a dependency below
     depends = {"inputs": [{"path": os.path.abspath(p), "hash": h} for p, h in zip(inputs, hashes)],
                "labels": labels}
+    images = [p for p in co.images if p not in ("", "-")]
+    if images:  # their content, not only their names
+        depends["images"] = [file_hash(p) for p in images]
     if composed:
         depends["timeline"] = file_hash(paths.sidecar(inputs[0]))
     else:
@@ -248,11 +271,18 @@ def _run(inputs: list[Path], out: Path, work: Path, *, composed: bool, opts: Opt
     # -- video: video.mp4 (silent)
     depends = {"analyze": k_analyze, "backend": chosen, "size": list(vo.size), "seed": vo.seed,
                "captions": vo.captions, "crf": vo.crf}
+    if chosen == "composite":
+        depends.update(layout=vo.layout, pip_position=vo.pip_position, pip_size=vo.pip_size,
+                       pictures=[s.picture for s in timeline.sources])
     if chosen == "diffusion":
         depends.update({k: getattr(mo, k) for k in ("model", "device", "prompt", "negative_prompt", "steps",
                                                     "guidance")})
     video_info = stages.run("video", key("video", depends), depends, [VIDEO],
                             lambda: _video(chosen, analysis, timeline, work, opts, progress))
+
+    if wo.stems and chosen == "composite":  # each picture as it sits in the video, beside its sound
+        stems["pictures"] = _write_picture_stems(timeline, analysis, wo.stems, inputs, opts, overwrite=overwrite,
+                                                 man=man, progress=progress)
 
     # -- mux: OUT (always; the video is H.264 of the right length, so it is copied, not re-encoded)
     t = time.perf_counter()
@@ -301,6 +331,8 @@ def _compose(inputs: list[Path], work: Path, *, composed: bool, labels: list[str
                                       frames=timeline.frames):
                 w.write(block)
         timeline.output = os.fspath(work / AUDIO)
+        for source, pic in zip(timeline.sources, source_pictures(inputs, co.images, composed=True)):
+            source.picture = pic  # the composed file's pictures, with any --image given now
         timeline.save(work / TIMELINE)
         return
     files = [io.open_audio(p) for p in inputs]
@@ -310,6 +342,8 @@ def _compose(inputs: list[Path], work: Path, *, composed: bool, labels: list[str
         source.hash = h
     for i, origin in (origins or {}).items():
         timeline.sources[i].origin = origin
+    for source, pic in zip(timeline.sources, source_pictures(inputs, co.images)):
+        source.picture = pic
     timeline.save(work / TIMELINE)
 
 
@@ -339,6 +373,29 @@ def _synth(inputs: list[Path], texts: dict, work: Path, opts: Options, stages: _
     return tracks
 
 
+def source_pictures(inputs: list[Path], images: Sequence[str], *, composed: bool = False) -> list[dict | None]:
+    """Each input's picture, ``{"path", "kind"}`` or None: its ``--image`` ('-': none given), else its own
+    video stream (cover art of an audio file does not count). A composed input brings its timeline's."""
+    from avmix.video import pictures
+
+    if composed:
+        sources = Timeline.load(paths.sidecar(inputs[0])).sources
+        out = [s.picture if isinstance(s.picture, dict) and s.picture.get("path") else None for s in sources]
+        for i, img in enumerate(images[:len(out)]):
+            if img not in ("", "-"):
+                out[i] = {"path": os.path.abspath(img), "kind": "image"}
+        return out
+    images = [images[i] if i < len(images) else "-" for i in range(len(inputs))]
+    own = pictures.find_all([p for p, img in zip(inputs, images) if img in ("", "-")], unreadable_ok=True)
+    out = []
+    for p, img in zip(inputs, images):
+        if img not in ("", "-"):
+            out.append({"path": os.path.abspath(img), "kind": "image"})
+        else:
+            out.append({"path": os.path.abspath(p), "kind": "video"} if own.pop(0) is not None else None)
+    return out
+
+
 def _find_source(name: str, sidecar: Path) -> Path:
     """A timeline's source path: as written (absolute or from here), else beside the timeline file."""
     p = Path(name)
@@ -358,6 +415,12 @@ def _video(backend: str, analysis: Analysis, timeline: Timeline, work: Path, opt
 
         info = procedural.render(analysis, work / VIDEO, width=width, height=height, seed=vo.seed,
                                  captions=vo.captions, crf=vo.crf, progress=progress)
+    elif backend == "composite":
+        from avmix.video import composite
+
+        info = composite.render(timeline, analysis, work / VIDEO, width=width, height=height, layout=vo.layout,
+                                pip_position=vo.pip_position, pip_size=vo.pip_size, captions=vo.captions,
+                                seed=vo.seed, crf=vo.crf, progress=progress)
     else:
         from avmix.video import diffusion
 
@@ -368,9 +431,30 @@ def _video(backend: str, analysis: Analysis, timeline: Timeline, work: Path, opt
     return dict(info or {}, backend=backend)
 
 
-def stem_name(index: int, label: str) -> str:
+def stem_name(index: int, label: str, suffix: str = ".wav") -> str:
     slug = re.sub(r"[^A-Za-z0-9]+", "-", label).strip("-").lower()[:40] or "track"
-    return f"{index:02d}-{slug}.wav"
+    return f"{index:02d}-{slug}{suffix}"
+
+
+def _write_picture_stems(timeline: Timeline, analysis: Analysis, stems_dir: str, inputs: list[Path], opts: Options,
+                         *, overwrite: bool, man: Manifest, progress: ProgressFn) -> list[str]:
+    """``NN-slug.mp4`` beside ``NN-slug.wav`` for every source with a picture: its picture full-frame and
+    unlit, where the timeline puts it (silent H.264 at the video's size and fps)."""
+    from avmix.video import composite
+
+    d = Path(stems_dir)
+    width, height = opts.video.size
+    ours = set(man.data.get("stems_written") or [])
+    todo = [(i, d / stem_name(i, s.label, ".mp4")) for i, s in enumerate(timeline.sources)
+            if isinstance(s.picture, dict) and s.picture.get("path")]
+    for _, target in todo:
+        paths.check_output(target, inputs, overwrite=overwrite or os.path.abspath(target) in ours)
+    man.data["stems_written"] = sorted(ours | {os.path.abspath(t) for _, t in todo})
+    man.save()
+    for i, target in todo:
+        composite.render(timeline, analysis, target, width=width, height=height, only=i, crf=opts.video.crf,
+                         progress=progress)
+    return [t.name for _, t in todo]
 
 
 def _write_stems(timeline: Timeline, work: Path, stems_dir: str, inputs: list[Path], *, overwrite: bool,
