@@ -176,6 +176,27 @@ def test_recorded_like_material_moves_only_on_its_onsets(tmp_path, material):
     assert whole[quiet].max() < 0.75 * MIN_FLOW, detail
 
 
+def test_real_piano_notes_move_the_picture_once_each(tmp_path):
+    """Eight recorded piano notes, each held 2.5 s as it decays: eight optical-flow peaks, one per note,
+    and nothing from the decays (the instant attack and spin made 90 peaks here)."""
+    pytest.importorskip("cv2")
+    import soundfile as sf
+
+    from tests import real
+    x, sr = sf.read(real.path("music_piano_notes.flac"), dtype="float32", always_2d=True)
+    fps = 25
+    ta = analyze_array(x, sr, fps=fps, label="piano", index=0)
+    mix = analyze_array(x, sr, fps=fps, label="mix")
+    an = Analysis(fps=fps, frames=len(ta.envelope), duration=len(x) / sr, tracks=[ta], mix=mix, mode="mix")
+    assert len(ta.onsets) == 8
+    hits = procedural.hit_frames(ta.onsets, fps, an.frames)
+    out = tmp_path / "v.mp4"
+    procedural.render(an, out, width=W, height=H)
+    peaks, whole = flow_peak_frames(out)
+    # the first note starts at 15 ms: AV-Align's flow repeats its first value, so frame 1 cannot peak
+    assert hits[0] <= 1 and peaks.tolist() == hits[1:].tolist(), (hits, peaks)
+
+
 def test_band_pages_turn_on_hits():
     hits = np.array([3.0, 8.0, 9.5, 12.0, 27.5])
     # the last hit in 7.5-10 s turns the first page; none in 17-19.5 s, so the second turns after 10 s
