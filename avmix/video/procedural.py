@@ -1,15 +1,15 @@
 """The built-in audio-reactive renderer: one glowing element per source track over a mix-level layer.
 
-Each track owns a shape, a colour and a place. Its size, brightness and spin follow the track's
-envelope (instant attack, exponential release), it flashes and lights a halo on each onset, and it
-fades in and out with the track's placement in the timeline. In ``concat`` the sounding track moves to
-centre stage while the others wait as small chips along the top; in ``overlay`` the top track's element
-enters at its offset. Underneath, a band shows every track's envelope stacked in its colour, a page of
-``BAND_WINDOW_S`` seconds at a time that stands still while the playhead crosses it, and the background
-breathes with the mix and takes the hue of what is sounding.
+Each track owns a shape, a colour and a place. On each onset its element grows to the level of the
+sound, turns, flashes and lights a halo, all within a frame or two; between onsets its size and
+brightness glide slowly towards the track's envelope. It fades in and out with the track's placement
+in the timeline. In ``concat`` the sounding track moves to centre stage while the others wait as small
+chips along the top; in ``overlay`` the top track's element enters at its offset. Underneath, a band
+shows every track's envelope stacked in its colour, a page of ``BAND_WINDOW_S`` seconds at a time whose
+playhead steps to each hit, over a still background in the hue of the tracks present.
 
-Motion is kept for the sound: between onsets things only settle (the release and the halo decay
-monotonically, the band does not scroll), so that peaks of on-screen motion mark onsets (AV-Align).
+Motion is kept for the hits: between onsets nothing changes faster than ``LEVEL_RATE`` allows, so that
+the peaks of optical flow are the onsets (AV-Align), on recorded sound with wobbling envelopes too.
 
 Speed: frames are drawn in float32 as planar G, B, R at a reduced internal size (about 640x360 pixels)
 and ffmpeg upscales them inside the H.264 encode (x264 "ultrafast" with CABAC and deblocking by default); every shape is
@@ -114,8 +114,7 @@ class Element:
     stage: tuple[float, float, float]  # x, y, radius while the track sounds
     start: float
     end: float
-    phase: tuple[float, float, float, float]  # wobble phases and rates (seeded)
-    spin: float  # rad/s at full loudness, signed
+    spin: float  # its sign is the way the shape turns on hits (seeded)
 
 
 def _grid(n: int, w: float, h: float) -> list[tuple[float, float, float]]:
@@ -153,7 +152,6 @@ def make_layout(analysis: Analysis, w: int, h: int, seed: int) -> list[Element]:
             index=t.index if t.index >= 0 else i, label=t.label, color=np.asarray(track_color(i), np.float32),
             shape=SHAPES[(i + shape_offset) % len(SHAPES)], home=home, stage=stage,
             start=float(t.start), end=float(t.end if t.end > t.start else analysis.duration),
-            phase=tuple(float(v) for v in rng.uniform(0, 2 * np.pi, 2)) + tuple(float(v) for v in rng.uniform(0.07, 0.19, 2)),
             spin=float(rng.choice([-1.0, 1.0]) * rng.uniform(0.5, 1.1)),
         ))
     return elements
@@ -276,7 +274,6 @@ class Painter:
         t = k / self.fps
         for st in self.states:
             st.step(k, self.fps)
-        self.mix.step(k, self.fps)
         pres = [self._presence(el, t) for el in self.elements]
         # background and band change only on a hit or a presence fade: kept as one layer until then
         head = self._head_time(k, t)
