@@ -40,7 +40,6 @@ from avmix.errors import AvmixError, InputError, UsageError
 from avmix.paths import check_input
 from avmix.progress import ProgressFn, report
 
-FAST_FLOW_WIDTH = 256  # pixels: the width ``--flow-width`` suggests for a quick, scaled score
 MIN_FLOW = 0.1  # pixels per frame of the video as it is: weaker flow maxima are not motion peaks
 AUDIO_RATE = 22050  # Hz, librosa's default rate, as in the reference
 # cv2.calcOpticalFlowFarneback(prev, next, flow, pyr_scale, levels, winsize, iterations, poly_n,
