@@ -134,14 +134,14 @@ def test_bad_input_file(run_cli, tmp_path, good, kind, what, cmd):
     check_failed(r, code=1, name=bad.name, what=what, out_dir=tmp_path, before=before)
 
 
-def run_unprivileged(*args) -> subprocess.CompletedProcess:
-    """``python -m avmix ARGS`` where permission bits hold: as root (CI), with the capabilities that
-    override them dropped (setpriv), so the kernel's real EACCES is what avmix meets; as anyone else,
-    as it is. (User 'nobody' cannot run the venv's interpreter here: it lives under /root.)"""
+def run_unprivileged(*args, code: str | None = None) -> subprocess.CompletedProcess:
+    """``python -m avmix ARGS`` (or ``python -c CODE ARGS``) where permission bits hold: as root (CI),
+    with the capabilities that override them dropped (setpriv), so the kernel's real EACCES is what avmix
+    meets; as anyone else, as it is. (User 'nobody' cannot run the venv's interpreter here: it lives under /root.)"""
     import shutil
     import sys
 
-    cmd = [sys.executable, "-m", "avmix", *map(str, args)]
+    cmd = [sys.executable, *(["-c", code] if code else ["-m", "avmix"]), *map(str, args)]
     if os.geteuid() == 0:
         setpriv = shutil.which("setpriv")
         if setpriv is None:
@@ -170,6 +170,31 @@ def test_unwritable_output_directory(tmp_path, good):
         p = run_unprivileged("mix", good, "-o", d / "out.wav")
         assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
         assert p.stderr.splitlines()[0] == f"avmix: error: {d}: output directory is not writable", p.stderr
+        assert os.listdir(d) == [] and sorted(os.listdir(tmp_path)) == ["good.wav", "ro"]
+    finally:
+        d.chmod(0o755)
+
+
+# avmix with its early look at the output directory (os.access) skipped, as when the directory changes
+# after that look: the permission error then comes from creating the temporary output, for real
+_LATE = "import os, sys; os.access = lambda *a, **k: True; sys.argv[0] = 'avmix'; from avmix.cli import main; main()"
+
+
+@pytest.mark.parametrize("cmd", ["mix", "mix-mp3", "render"])
+def test_directory_found_unwritable_only_when_writing(tmp_path, good, clip, cmd):
+    """The temporary output cannot be created: the error names the output's directory and the problem,
+    never the temporary file's name (.out.*.part.wav)."""
+    d = tmp_path / "ro"
+    d.mkdir()
+    d.chmod(0o555)
+    out = d / ("out.mp4" if cmd == "render" else "out.mp3" if cmd == "mix-mp3" else "out.wav")
+    args = ["render", clip, good] if cmd == "render" else ["mix", good]
+    try:
+        p = run_unprivileged(*args, "-o", out, code=_LATE)
+        assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
+        line = p.stderr.splitlines()[0]
+        assert line.startswith(f"avmix: error: {d}: output directory is not writable ("), p.stderr
+        assert "permission denied" in line.lower() and ".part" not in line, p.stderr
         assert os.listdir(d) == [] and sorted(os.listdir(tmp_path)) == ["good.wav", "ro"]
     finally:
         d.chmod(0o755)
