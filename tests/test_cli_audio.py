@@ -176,6 +176,23 @@ def test_every_output_format_through_the_cli(run_cli, tmp_path, ext):
     assert np.corrcoef(y[:90000, 0], np.concatenate([a, a])[:90000, 0])[0, 1] > 0.99
 
 
+@pytest.mark.parametrize("ext", [".mp3", ".ogg", ".opus", ".m4a"])
+def test_json_reports_the_lossy_file_as_written(run_cli, tmp_path, ext):
+    """A 768 kHz mix is written at a rate the encoder takes (mp3/opus 48 kHz, m4a 96 kHz, vorbis 200 kHz):
+    --json and the summary give the rate, channels and length of the file as ffmpeg reads it back."""
+    pa = write_wav(tmp_path / "a.wav", sine(440, 0.5, 768000, 2, amp=0.3), 768000)
+    out = tmp_path / f"o{ext}"
+    r = run_cli("mix", pa, "-o", out, "--json")
+    assert r.code == 0, r.err
+    d = json.loads(r.out)
+    f = io.open_audio(out)  # decoded by the ffmpeg avmix runs
+    assert (d["sample_rate"], d["channels"]) == (f.sample_rate, f.channels) == (f.sample_rate, 2)
+    # ffmpeg 5.1 keeps AAC's 1024 priming samples at the start of an m4a; the rest decode to the sample
+    assert abs(d["duration"] * f.sample_rate - f.frames) <= (1024 if ext == ".m4a" else 1), (d, f)
+    summary = run_cli("mix", pa, "-o", tmp_path / f"p{ext}")
+    assert f"{f.sample_rate} Hz, 2 ch" in summary.err, summary.err
+
+
 def test_pipes_through_stdin_and_stdout(tmp_path):
     a = sine(440, 1.0, 44100, 1, amp=0.25)
     b = sine(660, 0.5, 48000, 2, amp=0.25)
