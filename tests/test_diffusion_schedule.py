@@ -158,7 +158,8 @@ def test_onsets_cut_on_the_first_frame_at_or_after_them():
     # at 30 fps the cut native frame is the one nearest the onset frame: 0.733 s -> native 6 (0.75 s)
     n30 = schedule.native_frame_count(150, 30, native)
     assert schedule.cut_points([0.72], fps=30, frames=150, native_fps=native, n=n30) == [(22, 6)]
-    assert schedule.cut_points([0.0, 5.0], fps=30, frames=150, native_fps=native, n=n30) == []  # no frame before / after
+    # a change at the very start or past the end has no frame on either side to cut between
+    assert schedule.cut_points([0.0, 5.0], fps=30, frames=150, native_fps=native, n=n30) == []
 
 
 def test_native_frames_stand_for_the_audio_around_the_cut():

@@ -80,10 +80,10 @@ def conditioning(analysis: Analysis, timeline: Timeline | None, *, family: str, 
                  window: int | None = None, prompt: str = "") -> Conditioning:
     """Prompts, per-native-frame weights and noise travel, and the cuts, for a clip.
 
-    Every onset and scene change becomes a cut (schedule.cut_points): on the first output frame at or after
-    it, onto the nearest native frame where the family can start a change (any for AnimateDiff; the
-    first frame of a latent group for Wan, segments.change_frames). The onset's kick goes into that
-    native frame, and native frames are conditioned on the audio of the time they are shown at.
+    Every onset and scene change becomes a cut (schedule.cut_points): on the first output frame at or
+    after it, onto the nearest native frame where the family can start a change (any for AnimateDiff;
+    the first frame of a latent group for Wan, segments.change_frames). The onset's kick goes into
+    that native frame, and native frames are conditioned on the audio of the time they are shown at.
     """
     mode = _mode(analysis, timeline)
     spans = _spans(analysis, timeline)
