@@ -177,6 +177,11 @@ def test_native_frames_stand_for_the_audio_around_the_cut():
     assert steps.argmax() == 9 and np.all(steps[:9] == schedule.CALM_STEP * (np.arange(9) > 0))
     w = schedule.blend_weights(env[None], fps=fps, times=times, mode="mix")
     assert np.all(w[:9, 1] == 1.0) and np.all(w[9:, 0] == 1.0)  # the track's prompt takes over at the cut
+    # a second change one frame later does not pull the first one's frames back before it
+    cuts = schedule.cut_points([1.05, 1.15], fps=fps, frames=frames, native_fps=native, n=n, allowed=[9, 10])
+    assert cuts == [(11, 9), (12, 10)]
+    times = schedule.native_times(n, native, fps, cuts)
+    assert np.all(schedule.frame_at(times[9:], fps) >= 11) and np.all(schedule.frame_at(times[:9], fps) <= 9)
 
 
 def test_wan_changes_start_on_latent_groups():

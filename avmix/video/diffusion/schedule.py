@@ -158,9 +158,11 @@ def native_times(n: int, native_fps: float, fps: float, cuts: list[tuple[int, in
     already rises) and frames from c on for frame j at the earliest, so the audio they are conditioned
     on changes where the picture cuts."""
     t = np.arange(n) / native_fps
+    before = 0  # a cut right after another cannot reach back past it
     for j, c in cuts:
-        t[:c] = np.minimum(t[:c], max(j - 2, 0) / fps)
+        t[:c] = np.minimum(t[:c], max(j - 2, before) / fps)
         t[c:] = np.maximum(t[c:], j / fps)
+        before = j
     return t
 
 
