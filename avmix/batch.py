@@ -33,6 +33,7 @@ from avmix.errors import AvmixError, UsageError
 from avmix.paths import write_text_atomic
 from avmix.progress import ProgressFn, report
 from avmix.signals import sigterm_as_interrupt
+from avmix.synth.spec import is_text
 
 BATCH_SCHEMA = "avmix.batch/1"
 JOB_SCHEMA = "avmix.batchjob/1"
@@ -51,6 +52,9 @@ def job_hash(job: Job, seen: dict[str, str] | None = None) -> str:
     seen = {} if seen is None else seen
     ins = []
     for p in job.inputs:
+        if is_text(p):  # a track to synthesise: its text is what it is (the options hold the rest)
+            ins.append([p, "text"])
+            continue
         if p not in seen:
             try:
                 seen[p] = file_hash(p)

@@ -7,7 +7,9 @@ Jobs file, one job per row:
 * CSV: a header row naming the fields; list fields (``inputs``, ``labels``, ``gains``, ...) hold
   their items separated by ``;`` (:data:`LIST_SEP`); an empty cell means "not given".
 
-Fields: ``inputs`` (list of paths, relative to the jobs file), ``output`` (a file name inside OUTDIR,
+Fields: ``inputs`` (list of paths, relative to the jobs file, or ``text:PROMPT[@SECONDS]`` tracks to
+synthesise, which are not paths; in CSV a prompt containing ``;`` is quoted inside the cell: the cell
+``"text:rain; wind@4";dog.wav``, written with CSV's doubled quotes in the file; JSONL needs no quoting), ``output`` (a file name inside OUTDIR,
 sub-directories allowed; an absolute path, ``..`` or a symlink leading out of OUTDIR fails that job),
 and any option of :class:`avmix.options.Options` by its name, with ``-`` or ``_``
 (``"size": "640x360"``, ``"backend": "procedural"``, ``"at": 1.5``, ``"label"``/``"labels"``,
@@ -30,6 +32,7 @@ from typing import Any, Callable
 
 from avmix.errors import UsageError
 from avmix.paths import read_text
+from avmix.synth.spec import is_text
 
 LIST_SEP = ";"
 RECORD_SUFFIX = ".job.json"
@@ -122,7 +125,7 @@ def _coerce(name: str, value: Any, kind: str, from_csv: bool) -> Any:
         raise ValueError(f"expected WxH such as \"640x360\", got {value!r}")
     if from_csv:
         if kind.startswith("list"):
-            items = [v.strip() for v in value.split(LIST_SEP) if v.strip()]
+            items = split_list(value)
             return items if kind == "list:str" else [_parse_scalar(v, "float" if kind == "list:num" else "any")
                                                      for v in items]
         return _parse_scalar(value, kind) if kind != "str" else value
@@ -189,6 +192,12 @@ def _rows(path: Path, text: str) -> list[tuple[int, dict[str, Any], bool]]:
     return rows
 
 
+def split_list(cell: str) -> list[str]:
+    """A CSV cell's list items: split on ``;`` except inside double quotes (a prompt may hold ``;``)."""
+    items = next(csv.reader([cell], delimiter=LIST_SEP, quotechar='"', skipinitialspace=True), [])
+    return [v.strip() for v in items if v.strip()]
+
+
 def _resolve(base: Path, value: Any) -> Any:
     if isinstance(value, list):
         return [_resolve(base, v) for v in value]
@@ -236,7 +245,7 @@ def read_jobs(jobs_file: str | os.PathLike, outdir: str | os.PathLike, *,
         if output is None:
             raise UsageError(f"{where}: missing 'output'", path=path)
         if from_csv:
-            inputs = [s.strip() for s in inputs.split(LIST_SEP) if s.strip()]
+            inputs = split_list(inputs)
         elif isinstance(inputs, str):
             inputs = [inputs]
         if (not isinstance(inputs, list) or not inputs
@@ -245,7 +254,7 @@ def read_jobs(jobs_file: str | os.PathLike, outdir: str | os.PathLike, *,
         if not isinstance(output, str) or not output.strip():
             raise UsageError(f"{where}: 'output' must be a file name", path=path)
         job = Job(index=len(jobs), line=line, output=output,
-                  inputs=[os.fspath(base / os.path.expanduser(s)) for s in inputs])
+                  inputs=[s if is_text(s) else os.fspath(base / os.path.expanduser(s)) for s in inputs])
         try:
             job.target = os.fspath(_safe_output(out, output))
         except ValueError as e:

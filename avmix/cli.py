@@ -18,9 +18,10 @@ from avmix import __version__
 from avmix import signals
 from avmix.errors import AvmixError, Terminated
 
-COMMAND_MODULES = ["audio", "generate", "render", "models", "score", "batch"]
+COMMAND_MODULES = ["audio", "generate", "render", "models", "score", "batch", "align"]
 COMMAND_GROUPS = {"mix": "audio", "concat": "audio", "overlay": "audio", "generate": "generate",
-                  "render": "render", "models": "models", "score": "score", "batch": "batch"}
+                  "render": "render", "models": "models", "score": "score", "batch": "batch",
+                  "align": "align"}
 
 app = typer.Typer(
     name="avmix",

@@ -1,57 +1,48 @@
 """Finding and running the ffmpeg binary, and reading media info without ffprobe.
 
 The binary is ``$AVMIX_FFMPEG``, else ``ffmpeg`` on PATH, else the one in the imageio-ffmpeg wheel,
-so no system package is needed. Callers build their commands with ffmpeg-python (see ``ffargs``); the
-probe, ``ffmpeg -i FILE`` with no output, is the one list written here, since ffmpeg-python always
+so no system package is needed; :mod:`avmix.ffmpeg_select` checks that it is 5.1 or newer and has the
+encoders and filters the job names (``needs``). Callers build their commands with ffmpeg-python (see
+``ffargs``); the probe, ``ffmpeg -i FILE`` with no output, is the one list written here, since ffmpeg-python always
 adds an output. Commands are lists (never a shell) and every path goes through :func:`url`, so a file
 name can never be read as an option, a protocol or filter text.
 """
 from __future__ import annotations
 
-import functools
 import os
 import re
-import shutil
 import signal
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
-from avmix import signals
+from avmix import ffmpeg_select, signals
 from avmix.errors import FFmpegError, InputError
 
 ERROR_LINES = 3  # lines of ffmpeg's stderr quoted in an error
 PROBE_TIMEOUT = 60.0  # seconds
 
 
-@functools.lru_cache(maxsize=None)
-def executable() -> str:
-    """Path of the ffmpeg binary to use."""
-    env = os.environ.get("AVMIX_FFMPEG")
-    if env:
-        if not (os.path.isfile(env) and os.access(env, os.X_OK)):
-            raise FFmpegError(f"AVMIX_FFMPEG={env} is not an executable file")
-        return env
-    found = shutil.which("ffmpeg")
-    if found:
-        return found
-    try:
-        import imageio_ffmpeg
-    except ImportError:  # pragma: no cover - imageio-ffmpeg is a core dependency
-        imageio_ffmpeg = None
-    if imageio_ffmpeg is not None:
-        try:
-            return imageio_ffmpeg.get_ffmpeg_exe()
-        except RuntimeError:
-            pass
-    raise FFmpegError("ffmpeg not found", hint="install ffmpeg, or pip install imageio-ffmpeg, or set AVMIX_FFMPEG")
+# the encoder and filters of the video stage's silent H.264 (video.writer); also what the stage cache
+# keys name the build by (manifest), as every generate job renders one
+VIDEO_NEEDS = frozenset({"libx264", "scale", "format", "setparams"})
 
 
-@functools.lru_cache(maxsize=None)
+def executable(needs: Iterable[str] = ()) -> str:
+    """Path of the ffmpeg binary for a job that needs the encoders and filters ``needs``.
+
+    Chosen on first use and kept for the process (see :mod:`avmix.ffmpeg_select`)."""
+    return ffmpeg_select.choose(needs).path
+
+
+def build(needs: Iterable[str] = ()) -> ffmpeg_select.Build:
+    """The ffmpeg build a job with ``needs`` uses: path, version, identity, encoders, filters."""
+    return ffmpeg_select.choose(needs)
+
+
 def version() -> str:
-    out = subprocess.run([executable(), "-hide_banner", "-version"], capture_output=True, text=True, timeout=30)
-    m = re.match(r"ffmpeg version (\S+)", out.stdout)
-    return m.group(1) if m else "unknown"
+    return build().version
 
 
 def url(path: str | os.PathLike) -> str:
@@ -62,24 +53,34 @@ def url(path: str | os.PathLike) -> str:
 _NOISE = re.compile(r"\[[^\[\]]* @ 0x[0-9a-fA-F]+\]\s*|\[(?:warning|error|fatal|info|verbose|debug)\]\s*")
 
 
+# lines ffmpeg 6.0 and later add after the error itself (its threads and tasks winding down): quoting
+# them instead of the cause would make a message depend on the build
+_AFTERMATH = re.compile(r"^(Terminating thread with return code|Task finished with error code|Nothing was written "
+                        r"into output file|Error sending frames to consumers|Could not open encoder before EOF|"
+                        r"Conversion failed)")
+
+
 def last_lines(stderr: bytes | str, n: int = ERROR_LINES) -> str:
-    """ffmpeg's last ``n`` stderr lines joined on one line, without its '[muxer @ 0x55..]' and
-    '[warning]' tags (addresses that differ on every run and say nothing to a user)."""
+    """ffmpeg's last ``n`` stderr lines that say what went wrong, joined on one line, without its
+    '[muxer @ 0x55..]' and '[warning]' tags (addresses that differ on every run and say nothing to a user)."""
     if isinstance(stderr, bytes):
         stderr = stderr.decode("utf-8", "replace")
     lines = [_NOISE.sub("", ln).strip() for ln in stderr.strip().splitlines()]
     lines = [ln for ln in lines if ln]
-    return " | ".join(lines[-n:]) if lines else "no error output"
+    causes = [ln for ln in lines if not _AFTERMATH.match(ln)] or lines
+    return " | ".join(causes[-n:]) if causes else "no error output"
 
 
-def base_args() -> list[str]:
-    return [executable(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y"]
+def base_args(needs: Iterable[str] = ()) -> list[str]:
+    return [executable(needs), "-hide_banner", "-nostdin", "-loglevel", "error", "-y"]
 
 
-def run(args: list[str], *, timeout: float | None = None, what: str = "ffmpeg", input: bytes | None = None) -> bytes:
-    """Run ffmpeg with ``args`` (without the binary); return stdout, or raise FFmpegError quoting stderr."""
+def run(args: list[str], *, timeout: float | None = None, what: str = "ffmpeg", input: bytes | None = None,
+        needs: Iterable[str] = ()) -> bytes:
+    """Run ffmpeg with ``args`` (without the binary); return stdout, or raise FFmpegError quoting stderr.
+    ``needs``: the encoders and filters ``args`` use beyond decoding."""
     try:
-        code, out, err = run_command(base_args() + list(args), input=input, timeout=timeout)
+        code, out, err = run_command(base_args(needs) + list(args), input=input, timeout=timeout)
     except subprocess.TimeoutExpired:
         raise FFmpegError(f"{what}: ffmpeg timed out after {timeout:.0f} s") from None
     except OSError as e:
@@ -136,9 +137,9 @@ def _redeliver(signum: int) -> None:
         os.kill(os.getpid(), signum)
 
 
-def popen(args: list[str], *, stdin=None, stdout=None) -> subprocess.Popen:
+def popen(args: list[str], *, stdin=None, stdout=None, needs: Iterable[str] = ()) -> subprocess.Popen:
     """Start ffmpeg for streaming; stderr goes to a pipe that :func:`finish` reads."""
-    return start(base_args() + list(args), stdin=stdin if stdin is not None else subprocess.DEVNULL,
+    return start(base_args(needs) + list(args), stdin=stdin if stdin is not None else subprocess.DEVNULL,
                  stdout=stdout, stderr=subprocess.PIPE)
 
 
@@ -263,18 +264,7 @@ def probe(path: str | os.PathLike) -> MediaInfo:
 
 
 def has_encoder(name: str) -> bool:
-    return name in _encoders()
-
-
-@functools.lru_cache(maxsize=None)
-def _encoders() -> frozenset[str]:
-    out = subprocess.run([executable(), "-hide_banner", "-encoders"], capture_output=True, text=True, timeout=30)
-    names = set()
-    for line in out.stdout.splitlines():
-        parts = line.split()
-        if len(parts) >= 2 and len(parts[0]) == 6:
-            names.add(parts[1])
-    return frozenset(names)
+    return name in build().encoders
 
 
 def exists(path: str | os.PathLike) -> bool:

@@ -1,7 +1,7 @@
 """manifest.json of a work directory: what went in, every option, versions, and the stage cache.
 
-Each stage has a key: a hash of its inputs' keys/hashes, the options that change its output, and the
-avmix version. A stage is reused when the manifest records the same key and its output files are still
+Each stage has a key: a hash of its inputs' keys/hashes, the options that change its output, the
+avmix version and the ffmpeg build. A stage is reused when the manifest records the same key and its output files are still
 there with the recorded sizes. Before a stage runs, its entry and every later stage's entry are removed
 and the manifest saved, so a run interrupted half-way can never be mistaken for a finished stage.
 """
@@ -23,15 +23,28 @@ from avmix.timeline import read_json
 
 MANIFEST_SCHEMA = "avmix.manifest/1"
 MANIFEST = "manifest.json"
-STAGES = ("compose", "analyze", "video")  # cached stages in order; the mux always runs (its output is outside)
+STAGES = ("synth", "compose", "analyze", "video")  # cached stages in order; the mux always runs (its output is outside)
 VERSIONED = ("numpy", "scipy", "soundfile", "soxr", "ffmpeg-python", "torch", "diffusers",
              "transformers", "accelerate")
 
 
 def key(stage: str, parts: dict[str, Any]) -> str:
-    """Stable ``sha256:`` key of a stage's inputs and options (JSON with sorted keys)."""
-    text = json.dumps({"stage": stage, "avmix": __version__, **parts}, sort_keys=True, default=str)
+    """Stable ``sha256:`` key of a stage's inputs and options (JSON with sorted keys), the avmix version
+    and the ffmpeg build (decoders and x264 differ between builds: a stage made with one is not reused
+    with another)."""
+    text = json.dumps({"stage": stage, "avmix": __version__, "ffmpeg": ffmpeg_build(), **parts},
+                      sort_keys=True, default=str)
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def ffmpeg_build() -> str:
+    """Identity of the ffmpeg build a generate job runs (version and a hash of its -version text)."""
+    from avmix import ffmpeg
+
+    try:
+        return ffmpeg.build(ffmpeg.VIDEO_NEEDS).identity
+    except (AvmixError, OSError):  # the stage that needs ffmpeg says why
+        return "unavailable"
 
 
 def versions() -> dict[str, str]:
@@ -40,7 +53,8 @@ def versions() -> dict[str, str]:
 
     out = {"avmix": __version__, "python": platform.python_version()}
     try:
-        out["ffmpeg"] = ffmpeg.version()
+        used = ffmpeg.build(ffmpeg.VIDEO_NEEDS)
+        out["ffmpeg"], out["ffmpeg_path"] = used.version, used.path
     except (AvmixError, OSError):
         out["ffmpeg"] = "unavailable"
     for name in VERSIONED:

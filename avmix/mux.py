@@ -61,22 +61,6 @@ def check_options(*, fit: str = "audio", crf: int = 18, preset: str = "veryfast"
         raise UsageError(f"bad --audio-bitrate {audio_bitrate!r}", hint="e.g. 192k")
 
 
-def audio_duration(path: str | os.PathLike, info: ffmpeg.MediaInfo | None = None) -> float:
-    """Exact duration of an audio file in seconds (sample count for wav/flac, else ffmpeg's header)."""
-    try:
-        import soundfile
-
-        si = soundfile.info(os.fspath(path))
-        if si.frames > 0 and si.samplerate > 0:
-            return si.frames / si.samplerate
-    except Exception:  # not a libsndfile format: ask ffmpeg
-        pass
-    info = info or ffmpeg.probe(path)
-    if not info.duration:
-        raise InputError("cannot tell the audio's duration", path=path)
-    return info.duration
-
-
 def _vp9_options(crf: int, preset: str) -> dict:
     # VP9's quality scale is wider than x264's: crf 18 (x264) looks about like 31 (VP9).
     fast = X264_PRESETS.index(preset) <= X264_PRESETS.index("fast")
@@ -100,13 +84,16 @@ def render(video: str | os.PathLike, audio: str | os.PathLike, output: str | os.
     vinfo = ffmpeg.probe(video)
     if vinfo.video is None:
         raise InputError("has no video stream", path=video, hint="give a video file as the first input")
-    ainfo = ffmpeg.probe(audio)
-    if ainfo.audio is None:
-        raise InputError("has no audio stream", path=audio)
+    # decoded by avmix's reader as the compose commands do: ffmpeg's mux would decode past a truncated or
+    # corrupt file without a word; the exact length also comes from it (not a header's estimate)
+    from avmix.audio import io as audio_io  # numpy, soundfile: not on every CLI start, which imports mux
+
+    af = audio_io.open_checked(audio)
+    da, audio_local = af.duration, af.local_path  # (a temp copy of stdin or a pipe)
+    af.close()
     fps = vinfo.video.fps or DEFAULT_FPS
     # a still image has no duration: it is one frame, looped to the length needed
     dv = vinfo.duration or 1.0 / fps
-    da = audio_duration(audio, ainfo)
     target = {"audio": da, "video": dv, "shortest": min(da, dv)}[fit]
     frame = 1.0 / fps
 
@@ -121,16 +108,25 @@ def render(video: str | os.PathLike, audio: str | os.PathLike, output: str | os.
     copy = (vcodec == "libx264" and vinfo.video.codec == "h264" and method == "as-is"
             and vinfo.video.pix_fmt == "yuv420p")  # not yuv420p10le
     v = vin["v:0"]
+    needs = {acodec} if copy else {acodec, vcodec}
     if not copy:
         if method == "hold":
             v = v.filter("tpad", stop_mode="clone", stop_duration=f"{target - dv + 2 * frame:.6f}")
+            needs.add("tpad")
         if vinfo.video.width % 2 or vinfo.video.height % 2:  # yuv420p needs even sizes
             v = v.filter("scale", "trunc(iw/2)*2", "trunc(ih/2)*2")
+            needs.add("scale")
     a = ain["a:0"]
     if da < target:
         a = a.filter("apad")
+        needs.add("apad")
 
     opts: dict = {"f": fmt, "t": f"{target:.6f}", "acodec": acodec, "b:a": audio_bitrate}
+    if fmt in ("matroska", "webm"):
+        # The audio encoder's priming samples (AAC 1024, Opus 312) lie before zero. By default ffmpeg 5.1
+        # shifts the whole file to start them at zero, so the video starts 21 ms late and gains a frame
+        # when decoded at a constant rate; 9.0 writes them at negative times. Both: video from zero.
+        opts["avoid_negative_ts"] = "disabled"
     if copy:
         opts["vcodec"] = "copy"
     elif vcodec == "libx264":
@@ -143,17 +139,17 @@ def render(video: str | os.PathLike, audio: str | os.PathLike, output: str | os.
     with paths.atomic_path(out) as tmp:
         args = ffmpeg_python.output(v, a, ffargs.slot(2), **opts).global_args(
             "-nostats", "-progress", "pipe:1").get_args()
-        args = ffargs.fill(args, [video, audio, tmp])  # names need not be UTF-8
-        _run_with_progress(args, target, progress)
+        args = ffargs.fill(args, [video, audio_local, tmp])  # names need not be UTF-8
+        _run_with_progress(args, target, progress, needs)
     return {"output": os.fspath(out), "duration": target, "fit": fit, "video_copied": copy,
             "video_codec": "h264" if copy else vcodec, "audio_codec": acodec, "method": method,
             "width": vinfo.video.width - vinfo.video.width % 2,
             "height": vinfo.video.height - vinfo.video.height % 2, "fps": fps}
 
 
-def _run_with_progress(args: list[str], total: float, progress: ProgressFn) -> None:
+def _run_with_progress(args: list[str], total: float, progress: ProgressFn, needs: set[str]) -> None:
     """Run ffmpeg, turning its ``-progress`` lines (out_time_us) into progress('mux', s, total)."""
-    proc = ffmpeg.popen(args, stdout=subprocess.PIPE)
+    proc = ffmpeg.popen(args, stdout=subprocess.PIPE, needs=needs)
     try:
         report(progress, "mux", 0.0, total)
         for raw in proc.stdout:

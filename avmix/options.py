@@ -5,7 +5,8 @@ Options come in groups, bundled by :class:`Options`:
 * :class:`ComposeOptions`: how the tracks are composed (mix, concat, overlay, and ``generate``);
 * :class:`VideoOptions`: the picture (size, fps, backend, encoder quality);
 * :class:`ModelOptions`: the diffusion and tagging models;
-* :class:`WorkOptions`: the work directory and the extra outputs of ``generate``.
+* :class:`WorkOptions`: the work directory and the extra outputs of ``generate``;
+* :class:`SynthOptions`: how ``text:PROMPT[@SECONDS]`` inputs are synthesised (every composing command).
 
 A field's metadata (:func:`opt`) says how the command line shows it, which commands take it and whether
 it names a file. The CLI builds each command's parameters from it (:mod:`avmix.commands.options`),
@@ -26,6 +27,7 @@ from typing import Any, Sequence
 from avmix.errors import UsageError
 
 INPUT, OUTPUT, LEVELS, VIDEO, MODEL, WORK = "Input", "Output", "Levels", "Video", "Model", "Work directory"
+TEXT = "Text tracks"
 AUDIO_COMMANDS = ("mix", "concat", "overlay")
 COMPOSING = (*AUDIO_COMMANDS, "generate")
 
@@ -57,6 +59,11 @@ class Curve(str, Enum):
     linear = "linear"
 
 
+class Align(str, Enum):
+    none = "none"
+    auto = "auto"
+
+
 class Normalize(str, Enum):
     none = "none"
     peak = "peak"
@@ -66,7 +73,24 @@ class Normalize(str, Enum):
 class Backend(str, Enum):
     auto = "auto"
     procedural = "procedural"
+    composite = "composite"
     diffusion = "diffusion"
+
+
+class Layout(str, Enum):
+    grid = "grid"
+    spotlight = "spotlight"
+    row = "row"
+    column = "column"
+    sequence = "sequence"
+    pip = "pip"
+
+
+class PipPosition(str, Enum):
+    top_left = "top-left"
+    top_right = "top-right"
+    bottom_left = "bottom-left"
+    bottom_right = "bottom-right"
 
 
 @dataclass(frozen=True)
@@ -185,6 +209,9 @@ class ComposeOptions(_Group):
                     help="How the tracks are composed.")
     labels: list[str] = opt([], "--label", "-l", metavar="TEXT",
                             help="A label for each input, in order (repeatable; default: the file name).")
+    images: list[str] = opt([], "--image", metavar="PATH", commands=("generate",), path="input",
+                            help="The picture (PNG or JPEG) of each input, in order, as --gain; '-' for none. "
+                                 "A video input without one shows its own picture.")
     gains: list[float] = opt([], "--gain", "-g", metavar="DB", panel=LEVELS,
                              help="Gain in dB for each input, in order (repeat the option: --gain -6 --gain 0). "
                                   "Missing ones are 0.")
@@ -192,6 +219,9 @@ class ComposeOptions(_Group):
                         help="Output length: the longest input, the shortest, or the first.")
     match_loudness: bool = opt(False, "--match-loudness", commands=("mix", "generate"), panel=LEVELS,
                                help="Bring every track to the same integrated loudness before summing.")
+    align: str = opt("none", "--align", commands=("mix", "generate"), choices=Align,
+                     help="auto: line each track up with the first by its sound, as avmix align does, before "
+                          "mixing (recorded in the timeline); a track with no reliable match stops the job.")
     crossfade: float = opt(0.0, "--crossfade", "-x", metavar="SEC", commands=("concat", "generate"),
                            help="Overlap consecutive tracks by SEC seconds with a crossfade.")
     curve: str = opt("equal-power", "--curve", commands=("concat", "generate"), choices=Curve,
@@ -248,6 +278,10 @@ class ComposeOptions(_Group):
         for g in gains:
             check_number("--gain", g, -MAX_GAIN_DB, MAX_GAIN_DB, unit="dB")
         gains += [0.0] * (n_inputs - len(gains))
+        images = [os.fspath(x) for x in (self.images or [])]
+        if len(images) > n_inputs:
+            raise UsageError(f"{len(images)} --image values for {n_inputs} input{_plural(n_inputs)}",
+                             hint="give one --image per input, in order ('-' for none)")
         labels = [str(x) for x in (self.labels or [])]
         if len(labels) > n_inputs:
             raise UsageError(f"{len(labels)} --label values for {n_inputs} input{_plural(n_inputs)}")
@@ -272,6 +306,10 @@ class ComposeOptions(_Group):
         if self.channels is not None:
             check_number("--channels", self.channels, 1, MAX_CHANNELS)
         duration = check_choice("--duration", self.duration, Duration)
+        align = check_choice("--align", self.align, Align)
+        if align != "none" and mode != "mix":
+            raise UsageError(f"--align {align} lines up tracks that are mixed, not with --mode {mode}",
+                             hint="use --mode mix")
         curve = check_choice("--curve", self.curve, Curve)
         for name, value in (("--crossfade", self.crossfade), ("--gap", self.gap), ("--at", self.at)):
             check_seconds(name, value)
@@ -281,8 +319,9 @@ class ComposeOptions(_Group):
         if duck is not None:
             check_number("--duck", abs(duck), 0.0, MAX_DUCK_DB, unit="dB")
             duck = abs(float(duck))  # "--duck 12" and "--duck -12" both mean: lower BASE by 12 dB
-        checked = self.replace(mode=mode, normalize=norm, duration=duration, curve=curve, gains=gains,
-                               labels=labels, duck=duck, limit=bool(self.limit), ceiling=float(self.ceiling),
+        checked = self.replace(mode=mode, normalize=norm, duration=duration, align=align, curve=curve, gains=gains,
+                               labels=labels, images=images, duck=duck, limit=bool(self.limit),
+                               ceiling=float(self.ceiling),
                                fade_in=float(self.fade_in), fade_out=float(self.fade_out),
                                reference=None if self.reference is None else os.fspath(self.reference),
                                reference_strength=float(self.reference_strength),
@@ -304,7 +343,8 @@ class ComposeOptions(_Group):
         """The keywords of :func:`avmix.audio.plan.plan` for ``mode`` (default: this group's)."""
         mode = mode or self.mode
         if mode == "mix":
-            return {"duration": self.duration, "match_loudness": self.match_loudness}
+            return {"duration": self.duration, "match_loudness": self.match_loudness,
+                    "align": self.align == "auto"}
         if mode == "concat":
             return {"crossfade": self.crossfade, "curve": self.curve, "gap": self.gap,
                     "trim_silence": self.trim_silence}
@@ -318,12 +358,20 @@ class VideoOptions(_Group):
     fps: float = opt(30.0, "--fps", panel=VIDEO, commands=("generate",), help="Frames per second (1..120).")
     size: tuple[int, int] = opt((1280, 720), "--size", "-s", metavar="WxH", panel=VIDEO, commands=("generate",),
                                 cli_default="1280x720", help="Frame size, both even, at least 16.")
-    seed: int = opt(0, "--seed", panel=VIDEO, commands=("generate",), min=0,
-                    help="Every random choice follows from it.")
+    seed: int = opt(0, "--seed", panel=VIDEO, commands=COMPOSING, min=0,
+                    help="Every random choice follows from it (each text track's seed too).")
     backend: str = opt("auto", "--backend", panel=VIDEO, commands=("generate",), choices=Backend,
-                       help="auto: diffusion when a model is configured and a GPU is present, else procedural.")
+                       help="auto: composite when a track has a picture (a video input or --image), else "
+                            "diffusion when a model is configured and usable, else procedural.")
     captions: bool = opt(False, "--captions", panel=VIDEO, commands=("generate",),
                          help="Draw each track's label in the video.")
+    layout: str | None = opt(None, "--layout", panel=VIDEO, commands=("generate",), choices=Layout,
+                             help="composite: where the pictures go. mix: grid (default), spotlight, row, column; "
+                                  "concat: sequence; overlay: pip.")
+    pip_position: str = opt("bottom-right", "--pip-position", panel=VIDEO, commands=("generate",),
+                            choices=PipPosition, help="composite, overlay: the corner of TOP's picture.")
+    pip_size: float = opt(0.3, "--pip-size", metavar="FRACTION", panel=VIDEO, commands=("generate",),
+                          min=0.05, max=1.0, help="composite, overlay: TOP's picture width, of the frame's.")
     crf: int = opt(20, "--crf", panel=VIDEO, commands=("generate",), min=0, max=51,
                    help="Video quality (x264 CRF; lower is better).")
     preset: str = opt("veryfast")  # x264 preset of the mux when it has to encode; library only
@@ -339,7 +387,11 @@ class VideoOptions(_Group):
         from avmix import mux
 
         mux.check_options(crf=self.crf, preset=self.preset)
-        return self.replace(backend=backend, size=parse_size(self.size), fps=self.fps, seed=int(seed))
+        layout = None if self.layout is None else check_choice("--layout", self.layout, Layout)
+        pip_position = check_choice("--pip-position", self.pip_position, PipPosition)
+        check_number("--pip-size", self.pip_size, 0.05, 1.0)
+        return self.replace(backend=backend, size=parse_size(self.size), fps=self.fps, seed=int(seed),
+                            layout=layout, pip_position=pip_position, pip_size=float(self.pip_size))
 
 
 @dataclass(frozen=True)
@@ -348,7 +400,8 @@ class ModelOptions(_Group):
 
     model: str | None = opt(None, "--model", metavar="ID_OR_DIR", panel=MODEL, commands=("generate",),
                             help="Diffusion model (default: $AVMIX_MODEL).")
-    device: str = opt("auto", "--device", panel=MODEL, commands=("generate",), help="auto, cuda, cpu, mps.")
+    device: str = opt("auto", "--device", panel=MODEL, commands=COMPOSING,
+                      help="auto, cuda, cpu, mps (the video model's and the text tracks').")
     offload: bool = opt(False, "--offload", panel=MODEL, commands=("generate",),
                         help="Offload model parts to the CPU (less GPU memory).")
     prompt: str = opt("", "--prompt", panel=MODEL, commands=("generate",), help="Extra prompt text.")
@@ -384,7 +437,45 @@ class WorkOptions(_Group):
                                for n in ("workdir", "preview", "stems")})
 
 
-GROUPS = {"compose": ComposeOptions, "video": VideoOptions, "model": ModelOptions, "work": WorkOptions}
+@dataclass(frozen=True)
+class SynthOptions(_Group):
+    """How ``text:PROMPT[@SECONDS]`` inputs are synthesised (:mod:`avmix.synth`); --device and --seed are
+    shared with the other groups."""
+
+    audio_model: str | None = opt(None, "--audio-model", metavar="ID_OR_DIR", panel=TEXT,
+                                  help="Text-to-audio model for text: inputs (Stable Audio Open or AudioLDM 2; "
+                                       "default: $AVMIX_AUDIO_MODEL).")
+    audio_steps: int | None = opt(None, "--audio-steps", metavar="N", panel=TEXT, min=1, max=10000,
+                                  help="Denoising steps of a text track (default: the model's, 100 or 200).")
+    audio_guidance: float | None = opt(None, "--audio-guidance", metavar="SCALE", panel=TEXT, min=0.0, max=100.0,
+                                       help="Guidance scale of a text track (default: the model's, 7 or 3.5).")
+    audio_negative_prompt: str = opt("", "--audio-negative-prompt", metavar="TEXT", panel=TEXT,
+                                     help="What text tracks should not sound like (--negative-prompt is the "
+                                          "video model's).")
+    text_duration: float = opt(10.0, "--text-duration", metavar="SEC", panel=TEXT,
+                               help="Length of a text: input without @SECONDS.")
+
+    def checked(self) -> "SynthOptions":
+        check_seconds("--text-duration", self.text_duration, allow_zero=False)
+        check_number("--audio-guidance", self.audio_guidance, 0.0, 100.0)
+        steps = self.audio_steps
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, numbers.Integral)
+                                  or not 1 <= steps <= 10000):
+            raise UsageError(f"--audio-steps {steps!r} must be a whole number from 1 to 10000")
+        model = self.audio_model or os.environ.get("AVMIX_AUDIO_MODEL") or None
+        return self.replace(audio_model=model, text_duration=float(self.text_duration))
+
+    def settings(self, *, seed: int = 0, device: str = "auto"):
+        """The :class:`avmix.synth.Settings` of this group with the run's seed and device."""
+        from avmix import synth
+
+        return synth.Settings(model=self.audio_model, device=device, seed=seed, steps=self.audio_steps,
+                              guidance=self.audio_guidance, negative_prompt=self.audio_negative_prompt or None,
+                              duration=self.text_duration)
+
+
+GROUPS = {"compose": ComposeOptions, "video": VideoOptions, "model": ModelOptions, "work": WorkOptions,
+          "synth": SynthOptions}
 
 
 @dataclass(frozen=True)
@@ -395,6 +486,7 @@ class Options:
     video: VideoOptions = field(default_factory=VideoOptions)
     model: ModelOptions = field(default_factory=ModelOptions)
     work: WorkOptions = field(default_factory=WorkOptions)
+    synth: SynthOptions = field(default_factory=SynthOptions)
 
     @classmethod
     def by_name(cls) -> dict[str, tuple[str, dataclasses.Field]]:

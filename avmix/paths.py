@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import errno
 import os
 import secrets
 import stat
@@ -91,7 +92,7 @@ def atomic_path(path: str | os.PathLike, *, suffix: str | None = None) -> Iterat
     ext = suffix if suffix is not None else p.suffix
     tmp_path = None
     try:
-        tmp_path = _create_temp(p.parent if str(p.parent) else Path("."), f".{p.stem[:40]}.", ".part" + ext)
+        tmp_path = _temp_beside(p, ext)
         yield tmp_path
         try:
             os.replace(tmp_path, p)
@@ -121,6 +122,20 @@ def _create_temp(parent: Path, prefix: str, suffix: str) -> Path:
         os.close(fd)  # (an interrupt before this leaks one descriptor, never a file: tmp is registered)
         return tmp
     raise FileExistsError(f"no free temporary name in {parent}")
+
+
+def _temp_beside(p: Path, ext: str) -> Path:
+    """The temp file for ``p``; a failure to create it is the output directory's error, named so (the
+    temp file's name means nothing to the user). check_output looks first, but it cannot see a
+    directory that changes after it looked, or a file system that refuses what access() allowed."""
+    parent = p.parent if str(p.parent) else Path(".")
+    try:
+        return _create_temp(parent, f".{p.stem[:40]}.", ".part" + ext)
+    except OSError as e:
+        why = e.strerror or str(e)
+        if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise OutputError(f"output directory is not writable ({why})", path=parent) from None
+        raise OutputError(f"cannot create a file in the output directory ({why})", path=parent) from None
 
 
 # temp files made by atomic_path and not yet renamed or removed; a caller interrupted at an unlucky

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from avmix import mux, paths
+from avmix import mux, paths, synth
 from avmix.errors import InputError, OutputError, UsageError
 from avmix.manifest import MANIFEST, Manifest, key, versions
 from avmix.options import Backend, ComposeOptions, Mode, Options, check_choice, parse_size  # noqa: F401 (parse_size: public here before)
@@ -27,7 +27,8 @@ from avmix.signals import sigterm_as_interrupt
 from avmix.timeline import Analysis, Timeline, file_hash, same_content
 
 AUDIO, TIMELINE, ANALYSIS, VIDEO = "audio.wav", "timeline.json", "analysis.json", "video.mp4"
-WORK_FILES = (AUDIO, TIMELINE, ANALYSIS, VIDEO, MANIFEST)
+TRACKS = "tracks.json"  # the synth stage's list of text tracks (their audio is in the track cache)
+WORK_FILES = (TRACKS, AUDIO, TIMELINE, ANALYSIS, VIDEO, MANIFEST)
 WORK_BIT_DEPTH = 32  # float: the work audio is exact, stems sum to it
 MODES = tuple(m.value for m in Mode)
 BACKENDS = tuple(b.value for b in Backend)
@@ -38,10 +39,15 @@ def label_from_name(path: str | os.PathLike) -> str:
     return re.sub(r"[\s_\-.]+", " ", Path(path).stem).strip() or Path(path).name
 
 
-def choose_backend(backend: str, model: str | None) -> tuple[str, str]:
-    """(backend, reason). auto: diffusion only when a model is configured and usable here."""
+def choose_backend(backend: str, model: str | None, pictures: int = 0) -> tuple[str, str]:
+    """(backend, reason). auto: composite when ``pictures`` tracks have a picture, else diffusion when a
+    model is configured and usable here, else procedural."""
     if backend == "procedural":
         return "procedural", "requested with --backend procedural"
+    if backend == "composite":
+        return "composite", "requested with --backend composite"
+    if pictures:
+        return "composite", f"{pictures} track{'s' if pictures != 1 else ''} with a picture"
     if backend == "diffusion":
         if not model:
             raise UsageError("--backend diffusion needs a model", hint="pass --model ID_OR_DIR or set AVMIX_MODEL")
@@ -132,6 +138,9 @@ def generate(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, opt
     """
     opts = Options.of(options, **flat)
     # -- check everything before any work
+    synth_opts = opts.synth.checked()
+    texts = synth.check([os.fspath(p) for p in inputs],
+                        synth_opts.settings(seed=_seed(opts.video.seed), device=opts.model.device))
     inputs = [Path(p) for p in inputs]
     if not inputs:
         raise UsageError("generate needs at least one input")
@@ -140,9 +149,10 @@ def generate(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, opt
     check_choice("--mode", opts.compose.mode, Mode)
     check_choice("--backend", opts.video.backend, Backend)
     video = opts.video.checked()
-    for p in inputs:
-        paths.check_input(p)
-    composed = len(inputs) == 1 and paths.sidecar(inputs[0]).is_file()
+    for i, p in enumerate(inputs):
+        if i not in texts:
+            paths.check_input(p)
+    composed = len(inputs) == 1 and not texts and paths.sidecar(inputs[0]).is_file()
     if opts.compose.mode == "overlay" and len(inputs) != 2 and not composed:
         raise UsageError(f"--mode overlay takes exactly two inputs (BASE TOP), got {len(inputs)}")
     n_labels = len(opts.compose.labels or [])
@@ -154,8 +164,23 @@ def generate(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, opt
         if Path(work_opts.preview).suffix.lower() != ".png":
             raise UsageError("the preview must be a .png file", path=work_opts.preview)
         paths.check_output(work_opts.preview, [*inputs, out], overwrite=overwrite)
-    opts = Options(compose=compose, video=video, model=opts.model.checked(), work=work_opts)
-    chosen, why = choose_backend(video.backend, opts.model.model)
+    opts = Options(compose=compose, video=video, model=opts.model.checked(), work=work_opts, synth=synth_opts)
+    pics = [None if i in texts and (pic or {}).get("kind") != "image" else pic  # text: only an --image
+            for i, pic in enumerate(source_pictures(inputs, compose.images, composed=composed))]
+    for pic in pics:
+        if pic is not None and pic["kind"] == "image":  # a missing or unreadable image stops here, in one line
+            from avmix.video import pictures
+
+            pictures.probe(pic["path"])
+    chosen, why = choose_backend(video.backend, opts.model.model, sum(p is not None for p in pics))
+    if chosen == "composite":
+        from avmix.video import composite
+
+        n_tracks = len(inputs) if not composed else len(Timeline.load(paths.sidecar(inputs[0])).sources)
+        composite.check_layout(compose.mode, video.layout, n_tracks)
+    elif video.layout is not None:
+        raise UsageError(f"--layout is for the composite backend, and this run uses {chosen}",
+                         hint="add --backend composite")
     if video.backend == "auto":
         note(f"backend {chosen}: {why}", quiet=quiet)
 
@@ -164,7 +189,7 @@ def generate(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, opt
     try:
         with sigterm_as_interrupt(), _locked(work):
             result = _run(inputs, out, work, composed=composed, opts=opts, chosen=chosen, why=why,
-                          overwrite=overwrite, progress=progress, quiet=quiet)
+                          overwrite=overwrite, progress=progress, quiet=quiet, texts=texts)
     except BaseException:
         if (work / MANIFEST).exists() and Manifest.load(work).stages:
             note(f"work directory kept: {work} (run the same command again to resume)", quiet=quiet)
@@ -178,31 +203,47 @@ def generate(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, opt
     return result
 
 
+def _seed(seed) -> int:
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0 else 0  # checked later
+
+
 def _run(inputs: list[Path], out: Path, work: Path, *, composed: bool, opts: Options, chosen: str, why: str,
-         overwrite: bool, progress: ProgressFn, quiet: bool) -> dict:
+         overwrite: bool, progress: ProgressFn, quiet: bool, texts: dict | None = None) -> dict:
     man = Manifest.load(work)
+    stages = _Stages(man, no_cache=opts.work.no_cache, progress=progress)
+    co, vo, mo, wo = opts.compose, opts.video, opts.model, opts.work
+    # -- synth: text:PROMPT inputs become cached files (outside the work directory, listed in tracks.json)
+    tracks = _synth(inputs, texts or {}, work, opts, stages, progress, quiet) if texts else {}
+    inputs = [Path(tracks[i].path) if i in tracks else p for i, p in enumerate(inputs)]
     hashes = [file_hash(p) for p in inputs]
     vers = versions()
     man.data.update(avmix=vers["avmix"], versions=vers, options=opts.flat(), seed=opts.video.seed,
-                    inputs=[{"path": os.path.abspath(p), "hash": h, "bytes": p.stat().st_size}
-                            for p, h in zip(inputs, hashes)],
+                    inputs=[dict({"path": os.path.abspath(p), "hash": h, "bytes": p.stat().st_size},
+                                 **({"text": tracks[i].spec.source} if i in tracks else {}))
+                            for i, (p, h) in enumerate(zip(inputs, hashes))],
                     backend={"name": chosen, "reason": why}, output=os.fspath(out))
     man.save()
-    stages = _Stages(man, no_cache=opts.work.no_cache, progress=progress)
-    co, vo, mo, wo = opts.compose, opts.video, opts.model, opts.work
 
     # -- compose: audio.wav + timeline.json
     labels = list(co.labels)
-    if mo.tagger and not composed and len(labels) < len(inputs):
-        from avmix.video import diffusion
-
-        tagged = diffusion.tag_labels([os.fspath(p) for p in inputs[len(labels):]], mo.tagger)
-        labels += list(tagged)
+    if tracks:  # a text track's label is its prompt unless --label gave one ("" = not given)
+        labels = synth.labels_with_prompts(labels, tracks, len(inputs))
     if not composed:
-        labels += [label_from_name(p) for p in inputs[len(labels):]]
+        labels += [""] * (len(inputs) - len(labels))
+        missing = [i for i, x in enumerate(labels) if not x]
+        if mo.tagger and missing:
+            from avmix.video import diffusion
+
+            tagged = diffusion.tag_labels([os.fspath(inputs[i]) for i in missing], mo.tagger)
+            for i, x in zip(missing, tagged):
+                labels[i] = x
+        labels = [x or label_from_name(p) for x, p in zip(labels, inputs)]
     compose_opts = {k: v for k, v in co.flat().items() if k != "labels"}  # labels are a dependency below
     depends = {"inputs": [{"path": os.path.abspath(p), "hash": h} for p, h in zip(inputs, hashes)],
                "labels": labels}
+    images = [p for p in co.images if p not in ("", "-")]
+    if images:  # their content, not only their names
+        depends["images"] = [file_hash(p) for p in images]
     if composed:
         depends["timeline"] = file_hash(paths.sidecar(inputs[0]))
     else:
@@ -215,7 +256,8 @@ def _run(inputs: list[Path], out: Path, work: Path, *, composed: bool, opts: Opt
     k_compose = key("compose", depends)
     stages.run("compose", k_compose, depends, [AUDIO, TIMELINE],
                lambda: _compose(inputs, work, composed=composed, labels=labels, co=co,
-                                hashes=hashes, progress=progress, quiet=quiet))
+                                hashes=hashes, progress=progress, quiet=quiet,
+                                origins={i: t.origin for i, t in tracks.items()}))
     timeline = Timeline.load(work / TIMELINE)
     stems = _write_stems(timeline, work, wo.stems, inputs, overwrite=overwrite, man=man) if wo.stems else None
 
@@ -234,11 +276,18 @@ def _run(inputs: list[Path], out: Path, work: Path, *, composed: bool, opts: Opt
     # -- video: video.mp4 (silent)
     depends = {"analyze": k_analyze, "backend": chosen, "size": list(vo.size), "seed": vo.seed,
                "captions": vo.captions, "crf": vo.crf}
+    if chosen == "composite":
+        depends.update(layout=vo.layout, pip_position=vo.pip_position, pip_size=vo.pip_size,
+                       pictures=[s.picture for s in timeline.sources])
     if chosen == "diffusion":
         depends.update({k: getattr(mo, k) for k in ("model", "device", "prompt", "negative_prompt", "steps",
                                                     "guidance")})
     video_info = stages.run("video", key("video", depends), depends, [VIDEO],
                             lambda: _video(chosen, analysis, timeline, work, opts, progress))
+
+    if wo.stems and chosen == "composite":  # each picture as it sits in the video, beside its sound
+        stems["pictures"] = _write_picture_stems(timeline, analysis, wo.stems, inputs, opts, overwrite=overwrite,
+                                                 man=man, progress=progress)
 
     # -- mux: OUT (always; the video is H.264 of the right length, so it is copied, not re-encoded)
     t = time.perf_counter()
@@ -267,7 +316,7 @@ def _run(inputs: list[Path], out: Path, work: Path, *, composed: bool, opts: Opt
 
 
 def _compose(inputs: list[Path], work: Path, *, composed: bool, labels: list[str], co: ComposeOptions,
-             hashes: list[str], progress: ProgressFn, quiet: bool) -> None:
+             hashes: list[str], progress: ProgressFn, quiet: bool, origins: dict[int, dict] | None = None) -> None:
     from avmix.audio import compose, io, plan, writer
 
     if composed:  # one already-composed file: take its timeline, copy its audio at the timeline's format
@@ -287,6 +336,8 @@ def _compose(inputs: list[Path], work: Path, *, composed: bool, labels: list[str
                                       frames=timeline.frames):
                 w.write(block)
         timeline.output = os.fspath(work / AUDIO)
+        for source, pic in zip(timeline.sources, source_pictures(inputs, co.images, composed=True)):
+            source.picture = pic  # the composed file's pictures, with any --image given now
         timeline.save(work / TIMELINE)
         return
     files = [io.open_audio(p) for p in inputs]
@@ -294,7 +345,60 @@ def _compose(inputs: list[Path], work: Path, *, composed: bool, labels: list[str
     timeline = compose.render(planned, work / AUDIO, bit_depth=WORK_BIT_DEPTH, progress=progress, quiet=quiet)
     for source, h in zip(timeline.sources, hashes):  # hashed once already, for the manifest
         source.hash = h
+    for i, origin in (origins or {}).items():
+        timeline.sources[i].origin = origin
+    for source, pic in zip(timeline.sources, source_pictures(inputs, co.images)):
+        source.picture = pic
     timeline.save(work / TIMELINE)
+
+
+def _synth(inputs: list[Path], texts: dict, work: Path, opts: Options, stages: _Stages, progress: ProgressFn,
+           quiet: bool) -> dict:
+    """The synth stage: every text track made or taken from the track cache; ``tracks.json`` in the work
+    directory lists them (the files stay in the cache, where the timeline points, so they outlive the run)."""
+    import json
+
+    settings = opts.synth.settings(seed=opts.video.seed, device=opts.model.device)
+    raw = [texts[i].source if i in texts else os.fspath(p) for i, p in enumerate(inputs)]  # Path() may alter text
+    t = time.perf_counter()
+    tracks = synth.synthesize(raw, settings, on_step=synth.progress_to(progress, texts))
+    seconds = time.perf_counter() - t
+    for track in tracks.values():
+        synth.note_track(track, quiet=quiet)
+    info = {"tracks": [dict(t.origin, cached=t.cached) for t in tracks.values()]}
+    paths.write_text_atomic(work / TRACKS, json.dumps({"schema": "avmix.tracks/1", **info}, indent=2) + "\n")
+    depends = {"texts": {str(i): s.source for i, s in texts.items()}, "settings": opts.synth.flat(),
+               "seed": opts.video.seed, "device": opts.model.device}
+    stages.manifest.record("synth", key("synth", depends), depends=depends, outputs=[TRACKS], seconds=seconds,
+                           info=info)
+    stages.timings["synth"] = round(seconds, 4)
+    if all(t.cached for t in tracks.values()):
+        stages.manifest.mark_reused("synth")
+        stages.reused.append("synth")
+    return tracks
+
+
+def source_pictures(inputs: list[Path], images: Sequence[str], *, composed: bool = False) -> list[dict | None]:
+    """Each input's picture, ``{"path", "kind"}`` or None: its ``--image`` ('-': none given), else its own
+    video stream (cover art of an audio file does not count). A composed input brings its timeline's."""
+    from avmix.video import pictures
+
+    if composed:
+        sources = Timeline.load(paths.sidecar(inputs[0])).sources
+        out = [s.picture if isinstance(s.picture, dict) and s.picture.get("path") else None for s in sources]
+        for i, img in enumerate(images[:len(out)]):
+            if img not in ("", "-"):
+                out[i] = {"path": os.path.abspath(img), "kind": "image"}
+        return out
+    images = [images[i] if i < len(images) else "-" for i in range(len(inputs))]
+    own = pictures.find_all([p for p, img in zip(inputs, images) if img in ("", "-")], unreadable_ok=True)
+    out = []
+    for p, img in zip(inputs, images):
+        if img not in ("", "-"):
+            out.append({"path": os.path.abspath(img), "kind": "image"})
+        else:
+            out.append({"path": os.path.abspath(p), "kind": "video"} if own.pop(0) is not None else None)
+    return out
 
 
 def _find_source(name: str, sidecar: Path) -> Path:
@@ -316,6 +420,12 @@ def _video(backend: str, analysis: Analysis, timeline: Timeline, work: Path, opt
 
         info = procedural.render(analysis, work / VIDEO, width=width, height=height, seed=vo.seed,
                                  captions=vo.captions, crf=vo.crf, progress=progress)
+    elif backend == "composite":
+        from avmix.video import composite
+
+        info = composite.render(timeline, analysis, work / VIDEO, width=width, height=height, layout=vo.layout,
+                                pip_position=vo.pip_position, pip_size=vo.pip_size, captions=vo.captions,
+                                seed=vo.seed, crf=vo.crf, progress=progress)
     else:
         from avmix.video import diffusion
 
@@ -326,9 +436,30 @@ def _video(backend: str, analysis: Analysis, timeline: Timeline, work: Path, opt
     return dict(info or {}, backend=backend)
 
 
-def stem_name(index: int, label: str) -> str:
+def stem_name(index: int, label: str, suffix: str = ".wav") -> str:
     slug = re.sub(r"[^A-Za-z0-9]+", "-", label).strip("-").lower()[:40] or "track"
-    return f"{index:02d}-{slug}.wav"
+    return f"{index:02d}-{slug}{suffix}"
+
+
+def _write_picture_stems(timeline: Timeline, analysis: Analysis, stems_dir: str, inputs: list[Path], opts: Options,
+                         *, overwrite: bool, man: Manifest, progress: ProgressFn) -> list[str]:
+    """``NN-slug.mp4`` beside ``NN-slug.wav`` for every source with a picture: its picture full-frame and
+    unlit, where the timeline puts it (silent H.264 at the video's size and fps)."""
+    from avmix.video import composite
+
+    d = Path(stems_dir)
+    width, height = opts.video.size
+    ours = set(man.data.get("stems_written") or [])
+    todo = [(i, d / stem_name(i, s.label, ".mp4")) for i, s in enumerate(timeline.sources)
+            if isinstance(s.picture, dict) and s.picture.get("path")]
+    for _, target in todo:
+        paths.check_output(target, inputs, overwrite=overwrite or os.path.abspath(target) in ours)
+    man.data["stems_written"] = sorted(ours | {os.path.abspath(t) for _, t in todo})
+    man.save()
+    for i, target in todo:
+        composite.render(timeline, analysis, target, width=width, height=height, only=i, crf=opts.video.crf,
+                         progress=progress)
+    return [t.name for _, t in todo]
 
 
 def _write_stems(timeline: Timeline, work: Path, stems_dir: str, inputs: list[Path], *, overwrite: bool,

@@ -17,6 +17,12 @@ if TYPE_CHECKING:  # pragma: no cover
 ProgressFn = Optional[Callable[[str, float, float], None]]
 
 _stderr: "Console | None" = None
+_quiet_bars = 0  # quiet Bars open: notes from code that has no quiet flag of its own stay silent
+
+
+def notes_off() -> bool:
+    """True inside a ``with Bar(quiet=True)`` block (a --quiet command)."""
+    return _quiet_bars > 0
 
 
 def _console() -> "Console":
@@ -43,6 +49,8 @@ class Bar:
         self._tasks: dict[str, int] = {}
 
     def __enter__(self) -> "Bar":
+        global _quiet_bars
+        _quiet_bars += self.quiet
         if self.enabled:
             from rich.progress import (BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn,
                                        TimeRemainingColumn)
@@ -53,6 +61,8 @@ class Bar:
         return self
 
     def __exit__(self, *exc) -> None:
+        global _quiet_bars
+        _quiet_bars -= self.quiet
         if self._progress is not None:
             self._progress.stop()
 

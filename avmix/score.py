@@ -16,10 +16,12 @@ Adaptation" (AAAI 2024), as defined in the paper and its reference implementatio
 Empty cases: no peaks on either side gives 0.0 (there is no evidence of alignment, as in the fixed
 reference, which returns 0 when the union is empty); peaks on one side only also give 0.0.
 
-Flow is measured on grayscale frames scaled to :data:`FLOW_WIDTH` pixels wide (decoded by our own
-ffmpeg, streamed through a pipe: memory stays flat in the video's length), so the minimum magnitude
-means the same for every resolution. The audio is cut to the video's length (and held whole, mono at
-22050 Hz: about 5 MB per minute).
+Flow is measured on the grayscale frames at the video's own size, as the reference does, and peaks
+must reach :data:`MIN_FLOW` pixels there (frames decoded by our own ffmpeg and streamed through a
+pipe: memory stays flat in the video's length). ``flow_width`` asks for frames scaled down to that
+width instead: several times faster, but not the published number; the minimum is then scaled with the
+frames (``MIN_FLOW * flow_width / width``) so that it still means 0.1 px of the video as it is. The
+audio is cut to the video's length (and held whole, mono at 22050 Hz: about 5 MB per minute).
 
 Per track (with a generate work directory): each track's onsets (librosa on the source as it sits in
 the composed audio, rebuilt from ``timeline.json``; else the onsets in ``analysis.json``) against the
@@ -34,12 +36,11 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from avmix import ffmpeg
-from avmix.errors import AvmixError, InputError
+from avmix.errors import AvmixError, InputError, UsageError
 from avmix.paths import check_input
 from avmix.progress import ProgressFn, report
 
-FLOW_WIDTH = 256  # pixels: frames are scaled to this width before optical flow
-MIN_FLOW = 0.1  # pixels per frame (at FLOW_WIDTH): weaker flow maxima are not motion peaks
+MIN_FLOW = 0.1  # pixels per frame of the video as it is: weaker flow maxima are not motion peaks
 AUDIO_RATE = 22050  # Hz, librosa's default rate, as in the reference
 # cv2.calcOpticalFlowFarneback(prev, next, flow, pyr_scale, levels, winsize, iterations, poly_n,
 # poly_sigma, flags): the reference's settings.
@@ -184,14 +185,18 @@ def _require(name: str):
     return mod
 
 
-def flow_size(width: int, height: int) -> tuple[int, int]:
-    """Frame size for optical flow: FLOW_WIDTH wide, the aspect kept, even height."""
-    h = max(2, int(round(height * FLOW_WIDTH / width / 2)) * 2)
-    return FLOW_WIDTH, h
+def flow_size(width: int, height: int, flow_width: int | None = None) -> tuple[int, int]:
+    """Frame size for optical flow: the video's own size, or ``flow_width`` wide with the aspect kept
+    (even height) when that is smaller."""
+    if flow_width is None or flow_width >= width:
+        return width, height
+    h = max(2, int(round(height * flow_width / width / 2)) * 2)
+    return flow_width, h
 
 
 def gray_frames(video: str | os.PathLike, width: int, height: int) -> Iterator[np.ndarray]:
-    """Decode the first video stream as uint8 grayscale frames (height, width), streamed from ffmpeg."""
+    """Decode the first video stream as uint8 grayscale frames (height, width), streamed from ffmpeg
+    (scaled with area averaging when that is not the video's own size)."""
     args = ["-i", ffmpeg.url(video), "-map", "0:v:0", "-an", "-sn", "-dn",
             "-vf", f"scale={width}:{height}:flags=area", "-pix_fmt", "gray", "-f", "rawvideo", "pipe:1"]
     import subprocess
@@ -315,16 +320,22 @@ def _stem_onsets(workdir: Path, indices: Sequence[int], seconds: float, scale: f
 
 
 def score(video: str | os.PathLike, *, audio: str | os.PathLike | None = None,
-          workdir: str | os.PathLike | None = None, progress: ProgressFn = None) -> dict[str, Any]:
+          workdir: str | os.PathLike | None = None, flow_width: int | None = None,
+          progress: ProgressFn = None) -> dict[str, Any]:
     """AV-Align of ``video`` against ``audio`` (default: the video's own audio stream, else the work
     directory's ``audio.wav``), plus a per-track score when ``workdir`` records a layout.
 
+    Optical flow runs on the frames as they are (the published definition) unless ``flow_width``
+    asks for frames scaled to that width (faster; a different number, labelled so in the result).
+
     Returns {"video", "audio", "fps", "frames", "av_align", "audio_peaks", "video_peaks", "matches",
-    "min_flow", "flow_width", "per_track": [{"index", "label", "box", "av_align", "audio_peaks",
+    "min_flow", "flow_width" (None: full size), "flow_size" [w, h], "per_track": [{"index", "label", "box", "av_align", "audio_peaks",
     "video_peaks", "matches"}] or None, "per_track_onsets" (where the track onsets came from),
     "per_track_note" (why there is no per-track score)}.
     """
     video = check_input(video)
+    if flow_width is not None and (not isinstance(flow_width, int) or flow_width < 16):
+        raise UsageError(f"bad flow width {flow_width}: must be an integer of at least 16 pixels")
     info = ffmpeg.probe(video)
     if info.video is None:
         raise InputError("has no video stream", path=video)
@@ -348,7 +359,8 @@ def score(video: str | os.PathLike, *, audio: str | os.PathLike | None = None,
     _require("librosa")
 
     tracks, note = _workdir_tracks(wd) if wd is not None else ([], None)
-    fsize = flow_size(info.video.width, info.video.height)
+    fsize = flow_size(info.video.width, info.video.height, flow_width)
+    min_flow = MIN_FLOW * fsize[0] / info.video.width
     boxes = [_scale_box(t["box"], (info.video.width, info.video.height), fsize) for t in tracks]
     total = int(round(info.duration * fps)) if info.duration else None
     whole, parts = flow_trajectories(gray_frames(video, *fsize), boxes, total=total, progress=progress)
@@ -363,8 +375,10 @@ def score(video: str | os.PathLike, *, audio: str | os.PathLike | None = None,
 
     result: dict[str, Any] = {"video": os.fspath(video), "audio": os.fspath(audio), "fps": fps,
                               "frames": int(whole.size)}
-    result.update(av_align(onsets, video_peak_times(whole, fps), fps))
-    result.update(min_flow=MIN_FLOW, flow_width=FLOW_WIDTH, per_track=None, per_track_onsets=None,
+    result.update(av_align(onsets, video_peak_times(whole, fps, min_value=min_flow), fps))
+    scaled = fsize[0] != info.video.width
+    result.update(min_flow=min_flow, flow_width=fsize[0] if scaled else None, flow_size=list(fsize),
+                  per_track=None, per_track_onsets=None,
                   per_track_note=note)
     if tracks:
         per = []
@@ -374,7 +388,7 @@ def score(video: str | os.PathLike, *, audio: str | os.PathLike | None = None,
         for k, (t, traj) in enumerate(zip(tracks, parts)):
             onset_t = stems[k] if stems else [x for x in t["onsets"] if 0 <= x < seconds]
             row = {"index": t["index"], "label": t["label"], "box": t["box"]}
-            row.update(av_align(onset_t, video_peak_times(traj, fps), fps))
+            row.update(av_align(onset_t, video_peak_times(traj, fps, min_value=min_flow), fps))
             per.append(row)
         result["per_track"] = per
     return result

@@ -99,6 +99,7 @@ class Source:
     channels: int = 0  # the file's own channel count
     picture: dict[str, Any] | None = None  # the source's picture: its video stream or an image
     origin: dict[str, Any] | None = None  # how a synthesised source was made (prompt, model, seed, ...)
+    align: dict[str, Any] | None = None  # --align auto: {reference, offset (s), confidence} of this take
     extra: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)  # keys kept unread
 
 
@@ -134,7 +135,7 @@ class Timeline:
                 d[key] = None
         sources = []
         for s, sd in zip(self.sources, d["sources"]):
-            sd = _out(sd, optional=("picture", "origin"))
+            sd = _out(sd, optional=("picture", "origin", "align"))
             if sd.get("duck") is not None:
                 sd["duck"] = _out(sd["duck"])
             sd["start"] = s.start_sample / self.sample_rate
@@ -183,7 +184,7 @@ class Timeline:
                 bad = f"source {s.index} placement"
             if not bad and s.fade_in < 0 or not bad and s.fade_out < 0:
                 bad = f"source {s.index} fades"
-            for name in ("picture", "origin"):
+            for name in ("picture", "origin", "align"):
                 if not bad and getattr(s, name) is not None and not isinstance(getattr(s, name), dict):
                     bad = f"source {s.index} {name} {_short(getattr(s, name))}"
             if not bad and s.duck is not None and not isinstance(s.duck, Duck):

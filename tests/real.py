@@ -18,7 +18,7 @@ RECORDINGS: dict[str, tuple[str, str]] = {
     "speech_instruct.flac": ("speech", "woman's voice, studio read prompts, 30 s, 16 kHz mono"),
     "speech_congrats.flac": ("speech", "woman's voice, studio read prompts, 30 s, 16 kHz mono"),
     "field_birds.flac": ("field", "birdsong in a Pennsylvania forest, quiet, 10 s, 32 kHz mono"),
-    "effects_pygame.flac": ("effects", "boom, car door, punch, whiff, car door with silence between, 12 s, 11 kHz mono"),
+    "effects_pygame.flac": ("effects", "boom, car door, punch, whiff, car door, silence between, 12 s, 11 kHz mono"),
     "effects_tuxracer.flac": ("effects", "sliding on leaves, rock and snow with two tree hits, 13 s, 44.1 kHz stereo"),
 }
 

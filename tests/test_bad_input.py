@@ -38,7 +38,22 @@ def check_failed(r, *, code: int, name: str | None, what: str, out_dir: Path, be
     assert set(os.listdir(out_dir)) == before, "an output or temp file was left behind"
 
 
+_MADE: dict[str, bytes] = {}  # kind -> bytes of the files ffmpeg makes (the same every time): made once
+
+
 def make_bad(kind: str, d: Path, good: Path) -> Path:
+    if kind in _MADE:
+        p = d / {"image": "photo.wav", "video": "silent.mp4", "trunc_flac": "cut.flac", "trunc_mp3": "cut.mp3",
+                 "corrupt_mp3": "broken.mp3", "corrupt_flac": "broken.flac"}[kind]
+        p.write_bytes(_MADE[kind])
+        return p
+    p = _make_bad(kind, d, good)
+    if kind in ("image", "video", "trunc_flac", "trunc_mp3", "corrupt_mp3", "corrupt_flac"):
+        _MADE[kind] = p.read_bytes()
+    return p
+
+
+def _make_bad(kind: str, d: Path, good: Path) -> Path:
     p = d / {"text": "notes.wav", "image": "photo.wav", "video": "silent.mp4", "empty": "empty.wav",
              "dir": "folder.wav", "missing": "missing.wav", "trunc_wav": "cut.wav", "trunc_flac": "cut.flac",
              "trunc_mp3": "cut.mp3", "corrupt_mp3": "broken.mp3", "zero_len": "nothing.wav",
@@ -119,16 +134,70 @@ def test_bad_input_file(run_cli, tmp_path, good, kind, what, cmd):
     check_failed(r, code=1, name=bad.name, what=what, out_dir=tmp_path, before=before)
 
 
-def test_unreadable_file(run_cli, tmp_path, good, monkeypatch):
+def run_unprivileged(*args, code: str | None = None) -> subprocess.CompletedProcess:
+    """``python -m avmix ARGS`` (or ``python -c CODE ARGS``) where permission bits hold: as root (CI),
+    with the capabilities that override them dropped (setpriv), so the kernel's real EACCES is what avmix
+    meets; as anyone else, as it is. (User 'nobody' cannot run the venv's interpreter here: it lives under /root.)"""
+    import shutil
+    import sys
+
+    cmd = [sys.executable, *(["-c", code] if code else ["-m", "avmix"]), *map(str, args)]
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("running as root without setpriv: permission bits cannot be made to hold")
+        cmd = [setpriv, "--bounding-set=-dac_override,-dac_read_search", *cmd]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60)
+
+
+def test_unreadable_file(tmp_path, good):
     bad = tmp_path / "locked.wav"
     bad.write_bytes(good.read_bytes())
     bad.chmod(0)
-    if os.access(bad, os.R_OK):  # root reads anything: simulate what a normal user sees
-        real = os.access
-        monkeypatch.setattr(os, "access", lambda p, m, *a, **k: False if Path(p) == bad else real(p, m, *a, **k))
     before = set(os.listdir(tmp_path))
-    r = run_cli("mix", good, bad, "-o", tmp_path / "out.wav")
-    check_failed(r, code=1, name="locked.wav", what="permission denied", out_dir=tmp_path, before=before)
+    p = run_unprivileged("mix", good, bad, "-o", tmp_path / "out.wav")
+    assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
+    assert p.stderr.splitlines()[0] == f"avmix: error: {bad}: permission denied", p.stderr
+    assert set(os.listdir(tmp_path)) == before
+
+
+def test_unwritable_output_directory(tmp_path, good):
+    d = tmp_path / "ro"
+    d.mkdir()
+    d.chmod(0o555)
+    try:
+        p = run_unprivileged("mix", good, "-o", d / "out.wav")
+        assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
+        assert p.stderr.splitlines()[0] == f"avmix: error: {d}: output directory is not writable", p.stderr
+        assert os.listdir(d) == [] and sorted(os.listdir(tmp_path)) == ["good.wav", "ro"]
+    finally:
+        d.chmod(0o755)
+
+
+# avmix with its early look at the output directory (os.access) skipped, as when the directory changes
+# after that look: the permission error then comes from creating the temporary output, for real
+_LATE = "import os, sys; os.access = lambda *a, **k: True; sys.argv[0] = 'avmix'; from avmix.cli import main; main()"
+
+
+@pytest.mark.parametrize("cmd", ["mix", "mix-mp3", "render"])
+def test_directory_found_unwritable_only_when_writing(tmp_path, good, clip, cmd):
+    """The temporary output cannot be created: the error names the output's directory and the problem,
+    never the temporary file's name (.out.*.part.wav)."""
+    d = tmp_path / "ro"
+    d.mkdir()
+    d.chmod(0o555)
+    out = d / ("out.mp4" if cmd == "render" else "out.mp3" if cmd == "mix-mp3" else "out.wav")
+    args = ["render", clip, good] if cmd == "render" else ["mix", good]
+    try:
+        p = run_unprivileged(*args, "-o", out, code=_LATE)
+        assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
+        line = p.stderr.splitlines()[0]
+        assert line.startswith(f"avmix: error: {d}: output directory is not writable ("), p.stderr
+        assert "permission denied" in line.lower() and ".part" not in line, p.stderr
+        assert os.listdir(d) == [] and sorted(os.listdir(tmp_path)) == ["good.wav", "ro"]
+    finally:
+        d.chmod(0o755)
 
 
 def test_output_directory_missing(run_cli, tmp_path, good):
@@ -220,3 +289,86 @@ def test_debug_shows_the_traceback(tmp_path, good):
     p = subprocess.run([sys.executable, "-m", "avmix", "--debug", "mix", str(good), str(tmp_path / "missing.wav"),
                         "-o", str(tmp_path / "o.wav")], capture_output=True, text=True, env=env, timeout=60)
     assert p.returncode != 0 and "Traceback" in p.stderr and "missing.wav" in p.stderr
+
+
+# ------------------------------------------------------------------- the same kinds through generate and render
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    """A 1 s silent video for render (outside each test's directory)."""
+    p = tmp_path_factory.mktemp("clip") / "clip.mp4"
+    ff("-f", "lavfi", "-i", "color=c=blue:s=32x32:r=10:d=1", "-c:v", "libx264", "-preset", "ultrafast",
+       "-pix_fmt", "yuv420p", str(p))
+    return p
+
+
+@pytest.mark.parametrize("kind,what", BAD, ids=[b[0] for b in BAD])
+def test_bad_input_file_through_generate(run_cli, tmp_path, good, kind, what):
+    bad = make_bad(kind, tmp_path, good)
+    before = set(os.listdir(tmp_path))
+    r = run_cli("generate", good, bad, "-o", tmp_path / "out.mp4", "--backend", "procedural", "--size", "32x32",
+                "--fps", "5")
+    check_failed(r, code=1, name=bad.name, what=what, out_dir=tmp_path, before=before)
+
+
+# render decodes its audio with the compose commands' reader before muxing: the same kinds, the same words
+@pytest.mark.parametrize("kind,what", BAD, ids=[b[0] for b in BAD])
+def test_bad_audio_file_through_render(run_cli, tmp_path, good, clip, kind, what):
+    bad = make_bad(kind, tmp_path, good)
+    before = set(os.listdir(tmp_path))
+    r = run_cli("render", clip, bad, "-o", tmp_path / "out.mp4")
+    check_failed(r, code=1, name=bad.name, what=what, out_dir=tmp_path, before=before)
+
+
+BAD_VIDEO = [("missing", "no such file"), ("dir", "directory"), ("empty", "empty"), ("text", "not a"),
+             ("junk", "not a"), ("zero_len", "no video stream"), ("trunc_wav", "no video stream")]
+
+
+@pytest.mark.parametrize("kind,what", BAD_VIDEO, ids=[b[0] for b in BAD_VIDEO])
+def test_bad_video_file_through_render(run_cli, tmp_path, good, kind, what):
+    bad = make_bad(kind, tmp_path, good)
+    before = set(os.listdir(tmp_path))
+    r = run_cli("render", bad, good, "-o", tmp_path / "out.mp4")
+    check_failed(r, code=1, name=bad.name, what=what, out_dir=tmp_path, before=before)
+
+
+# ------------------------------------------------------------------- failing after the temporary output exists
+
+def _watch_temps(monkeypatch) -> list[Path]:
+    from avmix import paths
+    made: list[Path] = []
+    real = paths._create_temp
+    monkeypatch.setattr(paths, "_create_temp", lambda *a, **k: made.append(real(*a, **k)) or made[-1])
+    return made
+
+
+@pytest.mark.parametrize("cmd", ["mix", "concat", "overlay", "generate", "render"])
+def test_failure_after_the_temp_output_is_written_cleans_it_up(run_cli, tmp_path, good, clip, monkeypatch, cmd):
+    """The disk fills after the output's temporary file holds data: one line, exit 1, and neither the
+    output nor its temporary file is left, for every command that writes one."""
+    from avmix import mux
+    from avmix.audio import compose
+
+    made = _watch_temps(monkeypatch)
+    seen = []
+
+    def full_disk(*_):
+        seen.extend(m for m in made if m.exists() and m.stat().st_size > 0)
+        raise OSError(28, "No space left on device")
+
+    if cmd in ("mix", "concat", "overlay"):
+        real_write = compose.AudioWriter.write
+        monkeypatch.setattr(compose.AudioWriter, "write", lambda self, b: (real_write(self, b), full_disk()))
+    else:  # ffmpeg writes the whole muxed file, then the disk fills as it closes
+        real_run = mux._run_with_progress
+        monkeypatch.setattr(mux, "_run_with_progress", lambda *a: (real_run(*a), full_disk()))
+    out = tmp_path / ("out.mp4" if cmd in ("generate", "render") else "out.wav")
+    args = {"render": [clip, good], "generate": [good, "--backend", "procedural", "--size", "32x32", "--fps", "5"]}
+    before = set(os.listdir(tmp_path))
+    r = run_cli(cmd, *args.get(cmd, [good, good]), "-o", out)
+    assert seen, "the failure came before the temporary output held data: nothing to check"
+    # generate keeps its finished stages to resume, and says so on a line of its own
+    r.err = "".join(ln for ln in r.err.splitlines(True) if not ln.startswith("avmix: work directory kept: "))
+    check_failed(r, code=1, name=None, what="no space left on device", out_dir=tmp_path,
+                 before=before | ({".out.mp4.avmix-work"} if cmd == "generate" else set()))
+    assert not any(m.exists() for m in made), "a temporary file was left behind"

@@ -49,12 +49,13 @@ def test_mix_passes_every_option(fake_compose, run_cli, tmp_path):
     r = run_cli("mix", "a.wav", "b.mp3", "c.ogg", "-o", out, "--gain", "-6", "--gain", "2.5", "--normalize", "lufs",
                 "--target", "-16", "--no-limit", "--ceiling", "-2", "--fade-in", "0.5", "--fade-out", "1.5",
                 "--sample-rate", "44100", "--channels", "1", "--bit-depth", "16", "-y", "--timeline",
-                tmp_path / "t.json", "--duration", "shortest", "--match-loudness", "--label", "dog", "-q")
+                tmp_path / "t.json", "--duration", "shortest", "--match-loudness", "--label", "dog", "-q",
+                "--align", "auto")
     assert r.code == 0, r.err
     [(name, args, kw)] = fake_compose
     assert name == "mix" and args == (["a.wav", "b.mp3", "c.ogg"], str(out))
-    assert kw == {"duration": "shortest", "match_loudness": True, "sample_rate": 44100, "channels": 1,
-                  "gains": [-6.0, 2.5, 0.0], "normalize": "lufs", "target": -16.0, "limit": False,
+    assert kw == {"duration": "shortest", "match_loudness": True, "align": True, "sample_rate": 44100,
+                  "channels": 1, "gains": [-6.0, 2.5, 0.0], "normalize": "lufs", "target": -16.0, "limit": False,
                   "ceiling": -2.0, "fade_in": 0.5, "fade_out": 1.5, "labels": ["dog"], "bit_depth": 16,
                   "overwrite": True, "timeline_path": str(tmp_path / "t.json"), "progress": kw["progress"],
                   "loudness": None, "reference": None, "reference_strength": 1.0, "reference_balance": False}
@@ -173,6 +174,23 @@ def test_every_output_format_through_the_cli(run_cli, tmp_path, ext):
     assert abs(f.target_frames(48000) - 96000) <= 1152
     y = f.read(sample_rate=48000)
     assert np.corrcoef(y[:90000, 0], np.concatenate([a, a])[:90000, 0])[0, 1] > 0.99
+
+
+@pytest.mark.parametrize("ext", [".mp3", ".ogg", ".opus", ".m4a"])
+def test_json_reports_the_lossy_file_as_written(run_cli, tmp_path, ext):
+    """A 768 kHz mix is written at a rate the encoder takes (mp3/opus 48 kHz, m4a 96 kHz, vorbis 200 kHz):
+    --json and the summary give the rate, channels and length of the file as ffmpeg reads it back."""
+    pa = write_wav(tmp_path / "a.wav", sine(440, 0.5, 768000, 2, amp=0.3), 768000)
+    out = tmp_path / f"o{ext}"
+    r = run_cli("mix", pa, "-o", out, "--json")
+    assert r.code == 0, r.err
+    d = json.loads(r.out)
+    f = io.open_audio(out)  # decoded by the ffmpeg avmix runs
+    assert (d["sample_rate"], d["channels"]) == (f.sample_rate, f.channels) == (f.sample_rate, 2)
+    # ffmpeg 5.1 keeps AAC's 1024 priming samples at the start of an m4a; the rest decode to the sample
+    assert abs(d["duration"] * f.sample_rate - f.frames) <= (1024 if ext == ".m4a" else 1), (d, f)
+    summary = run_cli("mix", pa, "-o", tmp_path / f"p{ext}")
+    assert f"{f.sample_rate} Hz, 2 ch" in summary.err, summary.err
 
 
 def test_pipes_through_stdin_and_stdout(tmp_path):

@@ -117,6 +117,44 @@ def test_visual_change_lands_on_the_onset(tiny_ad, tmp_path):
     assert change.max() > 4 * np.median(change)
 
 
+CLICKS = [0.52, 1.13, 1.71, 2.38, 3.02]  # at different places inside the 8 fps native interval
+
+
+def click_track(seconds=3.5, sr=22050):
+    x = np.zeros(int(seconds * sr), np.float32)
+    rng = np.random.default_rng(0)
+    for t in CLICKS:
+        i, n = int(round(t * sr)), int(0.01 * sr)
+        x[i:i + n] += 0.8 * np.exp(-np.arange(n) / (0.002 * sr)) * rng.uniform(-1, 1, n).astype(np.float32)
+    return x, sr
+
+
+@pytest.mark.parametrize("fps", [24, 30])
+def test_click_track_moves_on_the_clicks_never_before(fps, tiny_ad, tmp_path):
+    """AV-Align of a click track: each click's optical-flow peak is on the first frame at or after it."""
+    pytest.importorskip("cv2")
+    pytest.importorskip("librosa")
+    from avmix import score
+    from avmix.audio.analyze import analyze_array, n_video_frames
+
+    x, sr = click_track()
+    n = n_video_frames(len(x), sr, fps)
+    tracks = [analyze_array(x, sr, fps=fps, n_frames=n, label="a drum", index=0)]
+    analysis = Analysis(fps=fps, frames=n, duration=len(x) / sr, tracks=tracks,
+                        mix=analyze_array(x, sr, fps=fps, n_frames=n, label="mix"))
+    out = tmp_path / "clicks.mp4"
+    diffusion.render(analysis, None, out, width=SIZE, height=SIZE, fps=fps, seed=1, model=str(tiny_ad), steps=2,
+                     device="cpu")
+    flow, _ = score.flow_trajectories(score.gray_frames(out, *score.flow_size(SIZE, SIZE)))
+    assert len(flow) == n
+    peaks = np.array(score.video_peak_times(flow, fps))
+    result = score.av_align(score.audio_onsets(x, sr), peaks, fps)
+    assert result["av_align"] >= 0.8, result
+    for t in CLICKS:  # the peak nearest each click: on its frame or the next, never before it
+        lag = peaks[np.argmin(np.abs(peaks - t))] - t
+        assert -1e-6 <= lag <= 1 / fps + 1e-6, f"click at {t} s: nearest motion peak {lag * 1000:+.0f} ms"
+
+
 def test_per_frame_conditioning_reaches_the_unet(tiny_ad):
     """The UNet sees, for every frame, the envelope-weighted blend of the track prompt embeddings."""
     import torch

@@ -103,7 +103,7 @@ def test_retimed_streams_linear_blend():
 def test_noise_walk_moves_at_onsets():
     times = np.arange(40) / 8.0
     mix = np.zeros(20 * 5)
-    steps = schedule.motion(mix, [2.5], fps=20, times=times)
+    steps = schedule.motion(mix, [20], fps=20, times=times)  # a kick into native frame 20 (2.5 s)
     assert steps.argmax() == 20 and steps[20] > 10 * steps[5]
     walk = schedule.noise_walk(steps, (4, 6, 6), seed=3)
     assert walk.shape == (4, 40, 6, 6) and walk.dtype == np.float32
@@ -136,5 +136,63 @@ def test_segment_plan_cuts_at_scene_changes():
     assert [(s.start, s.fade) for s in segs] == [(0, 0), (30, 0), (54, 9), (78, 9)]
     _, _, segs = plan(100, 33, cuts=[50])  # a cut beyond the first segment is taken by the second
     assert [(s.start, s.fade) for s in segs] == [(0, 0), (24, 9), (50, 0), (74, 9)]
-    assert schedule.scene_cuts([(0.0, 1.5), (1.5, 3.0)], mode="concat", native_fps=16, n=48) == [24]
-    assert schedule.scene_cuts([(0.0, 1.5), (1.5, 3.0)], mode="mix", native_fps=16, n=48) == []
+    assert schedule.scene_changes([(0.0, 1.5), (1.5, 3.0)], mode="concat") == [0.0, 1.5, 3.0]
+    assert schedule.scene_changes([(0.0, 1.5), (1.5, 3.0)], mode="mix") == []
+    changes = schedule.scene_changes([(0.0, 1.5), (1.5, 3.0)], mode="concat")
+    assert schedule.cut_points(changes, fps=10, frames=30, native_fps=16, n=48) == [(15, 24)]
+
+
+def test_onsets_cut_on_the_first_frame_at_or_after_them():
+    # 24 fps out, 8 fps native: the onset at 0.72 s shows from output frame 18 (0.75 s), never frame 17
+    fps, native, frames = 24, 8, 120
+    n = schedule.native_frame_count(frames, fps, native)
+    cuts = schedule.cut_points([0.72, 1.90, 1.91, 3.0], fps=fps, frames=frames, native_fps=native, n=n)
+    assert cuts == [(18, 6), (46, 15), (72, 24)]  # 1.91 s shares native frame 15 with 1.90 s: merged
+    i0, a = schedule.retime(frames, fps, native, cuts)
+    pos = i0 + a
+    assert np.all(np.diff(pos) >= 0)
+    for j, c in cuts:  # nothing of native frame c before output frame j; no blend towards it either
+        assert np.all(pos[:j] <= c - 1) and np.all(pos[j:] >= c)
+    # away from the cuts the blend is the plain linear one
+    assert abs(pos[30] - 10.0) < 1e-9 and abs(pos[31] - 31 / 3) < 1e-9
+    # at 30 fps the cut native frame is the one nearest the onset frame: 0.733 s -> native 6 (0.75 s)
+    n30 = schedule.native_frame_count(150, 30, native)
+    assert schedule.cut_points([0.72], fps=30, frames=150, native_fps=native, n=n30) == [(22, 6)]
+    # a change at the very start or past the end has no frame on either side to cut between
+    assert schedule.cut_points([0.0, 5.0], fps=30, frames=150, native_fps=native, n=n30) == []
+
+
+def test_native_frames_stand_for_the_audio_around_the_cut():
+    # 10 fps out, 8 fps native: a hit at 1.05 s is held by frame 10 ([1.0, 1.1) s), whose envelope
+    # already rises; it shows from frame 11, cut onto native frame 9 (1.125 s). Native frame 8 (1.0 s)
+    # comes before the cut, so it must see the quiet before the hit, or the crossfade into it would move.
+    fps, native, frames = 10, 8, 30
+    env = np.zeros(frames)
+    env[10:] = 1.0
+    n = schedule.native_frame_count(frames, fps, native)
+    cuts = schedule.cut_points([1.05], fps=fps, frames=frames, native_fps=native, n=n)
+    assert cuts == [(11, 9)]
+    times = schedule.native_times(n, native, fps, cuts)
+    steps = schedule.motion(env, [9], fps=fps, times=times)
+    assert steps.argmax() == 9 and np.all(steps[:9] == schedule.CALM_STEP * (np.arange(9) > 0))
+    w = schedule.blend_weights(env[None], fps=fps, times=times, mode="mix")
+    assert np.all(w[:9, 1] == 1.0) and np.all(w[9:, 0] == 1.0)  # the track's prompt takes over at the cut
+    # a second change one frame later does not pull the first one's frames back before it
+    cuts = schedule.cut_points([1.05, 1.15], fps=fps, frames=frames, native_fps=native, n=n, allowed=[9, 10])
+    assert cuts == [(11, 9), (12, 10)]
+    times = schedule.native_times(n, native, fps, cuts)
+    assert np.all(schedule.frame_at(times[9:], fps) >= 11) and np.all(schedule.frame_at(times[:9], fps) <= 9)
+
+
+def test_wan_changes_start_on_latent_groups():
+    from avmix.video.diffusion.segments import change_frames
+
+    # segments of 17 (4 latent groups of 4 after the first frame), overlap 5, stride 12
+    assert change_frames(40, 17)[:6] == [1, 5, 9, 13, 17, 21]
+    # a hard cut at native frame 22 starts a segment whose groups start 23, 27, ... (not 25 as before it)
+    got = change_frames(48, 17, cuts=[22])
+    assert {22, 23, 27} <= set(got) and 25 not in got
+    fps, native = 24, 16
+    n = schedule.native_frame_count(96, fps, native)
+    cuts = schedule.cut_points([1.0], fps=fps, frames=96, native_fps=native, n=n, allowed=change_frames(n, 17))
+    assert cuts == [(24, 17)]  # 1.0 s is native frame 16, the last of a group; the change starts at 17

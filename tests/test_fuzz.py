@@ -7,6 +7,7 @@ The generators are seeded and shared with ``benchmarks/fuzz.py``, which runs man
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -263,7 +264,23 @@ def test_random_bytes(run_cli, tmp_path):
 
 def test_mutated_real_files(run_cli, tmp_path, real):
     counts = run_cases(run_cli, mutated_cases(random.Random(2), real, 25), tmp_path)
-    assert sum(counts.values()) == 25
+    # each case is already checked (clean error or valid output); this seeded set must exercise both:
+    # damaged files that still decode are mixed, ones that do not are refused, neither side collapses
+    assert counts.get("ok", 0) >= 5 and counts.get("error", 0) >= 5, counts
+
+
+def test_damaged_wav_samples_still_play_in_full(run_cli, tmp_path, real):
+    """Bytes changed only in a PCM WAV's sample data are still valid audio: mixed, at full length."""
+    rng = random.Random(12)
+    data = bytearray(real[".wav"])
+    frames = sf.info(io.BytesIO(bytes(data))).frames
+    for _ in range(64):
+        data[rng.randrange(44, len(data))] = rng.randrange(256)  # past the 44-byte header
+    src, out = tmp_path / "damaged.wav", tmp_path / "out.wav"
+    src.write_bytes(bytes(data))
+    r = run_cli("mix", src, "-o", out, "--quiet", "--no-limit", "--bit-depth", "16")
+    check_ok(r, out, "damaged samples")
+    assert sf.info(str(out)).frames == frames
 
 
 def test_truncated_real_files(run_cli, tmp_path, real):
@@ -295,7 +312,19 @@ def test_extreme_but_legal_inputs_to_every_output_format(run_cli, tmp_path, rate
         out = tmp_path / f"out{ext}"
         r = run_cli("mix", src, "-o", out, "--quiet")
         if r.code == 0:
-            assert out.is_file() and os.path.getsize(out) > 0
+            # resampled where the format needs it: the file's rate is legal for the format (the input's
+            # where it is), and the file holds the input's 50 ms, decoded by ffmpeg, not by avmix
+            from avmix import ffmpeg
+            stream = ffmpeg.probe(out).audio
+            file_rate = stream.sample_rate
+            top = {".flac": 655350, ".mp3": 48000, ".ogg": 200000, ".opus": 48000, ".m4a": 96000}.get(ext, rate)
+            assert file_rate <= top, (ext, file_rate)
+            if ext in (".wav", ".flac") and rate <= top:
+                assert file_rate == rate, (ext, file_rate)  # lossless formats keep a rate they can hold
+            raw = ffmpeg.run(["-i", ffmpeg.url(out), "-f", "f32le", "-"])
+            seconds = len(raw) / 4 / stream.channels / file_rate
+            # lossy codecs may add up to two frames of priming and padding (AAC: 2 x 1024 samples)
+            assert 0.045 <= seconds <= 0.05 + 2048 / file_rate + 0.001, (ext, seconds)
             for p in (out, tmp_path / f"out{ext}.timeline.json"):
                 p.unlink()
         else:
@@ -461,13 +490,21 @@ def test_render_and_score_with_hostile_inputs(run_cli, tmp_path):
     for name, data in bad.items():
         (d / name).write_bytes(data)
     keep = set(os.listdir(d))
+    def check_score(r, what: str, frames: range) -> int:
+        """A success must be a real score: frames decoded from the video, numbers in range."""
+        if r.code != 0:
+            check_clean_failure(r, d, keep, what)
+            return 0
+        res = json.loads(r.out)
+        assert res["frames"] in frames and res["fps"] == 10.0, (what, res)
+        assert 0.0 <= res["av_align"] <= 1.0 and res["matches"] <= min(res["audio_peaks"], res["video_peaks"]), res
+        return 1
+
+    ok = 0
     for name in bad:
-        r = run_cli("score", d / name, "--json")
-        if r.code != 0:
-            check_clean_failure(r, d, keep, f"score {name}")
-        r = run_cli("score", video, "--audio", d / name, "--json")
-        if r.code != 0:
-            check_clean_failure(r, d, keep, f"score --audio {name}")
+        ok += check_score(run_cli("score", d / name, "--json"), f"score {name}", range(1, 11))
+        ok += check_score(run_cli("score", video, "--audio", d / name, "--json"), f"score --audio {name}",
+                          range(10, 11))
         for args in ([d / name, audio], [video, d / name]):
             r = run_cli("render", *args, "-o", d / "out.mp4", "--quiet")
             if r.code == 0:  # e.g. a truncated mp4 whose remaining frames still play
@@ -475,6 +512,7 @@ def test_render_and_score_with_hostile_inputs(run_cli, tmp_path):
                 (d / "out.mp4").unlink()
                 continue
             check_clean_failure(r, d, keep, f"render {args}")
+    assert ok >= 1  # a WAV named .mp4 is good audio: at least that success is checked
 
 
 def ffmpeg_ok(path: Path) -> bool:
@@ -513,10 +551,13 @@ def test_odd_numbers_for_every_option(run_cli, tmp_path, command):
             if option == "--size":
                 value = f"{value}x{value}"
                 args[-1] = value
+            before = os.stat(out).st_ino if out.exists() else None
             r = run_cli(*args)
             what = f"{command} {option} {value!r}"
             if r.code == 0:
-                assert out.is_file(), what
+                # -y replaced the output with a new file (renamed into place), and it is a valid one
+                assert out.is_file() and os.stat(out).st_ino != before, what
+                assert ffmpeg_ok(out) if command == "generate" else len(sf.read(out)[0]) > 0, what
                 continue
             try:
                 check_clean_failure(r, tmp_path, {"a.wav", "b.wav", ".out.mp4.avmix-work"} | (
@@ -663,18 +704,28 @@ def test_fuzzed_work_directory_through_score(run_cli, tmp_path):
     with VideoWriter(video, width=32, height=32, fps=10) as w:
         for i in range(5):
             w.write(np.full((32, 32, 3), i * 40, np.uint8))
+    audio = tmp_path / "a.wav"  # real audio, so every case gets as far as the work directory's files
+    audio.write_bytes(wav_bytes(tone()))
     rng = random.Random(5)
     docs = json_docs(rng, valid_analysis(), 8)
+    reached = 0
     for i, text in enumerate(docs[:8] + docs[-12:]):
         wd = tmp_path / f"w{i}"
         wd.mkdir()
         (wd / "analysis.json").write_text(text)
         (wd / "manifest.json").write_text(json.dumps(mutate(rng, {"schema": "avmix.manifest/1", "video": {
             "layout": [{"index": 0, "label": "a", "box": [0, 0, 16, 16]}]}})))
-        (wd / "timeline.json").write_text(json.dumps(mutate(rng, valid_timeline(str(tmp_path / "nope.wav")))))
-        r = run_cli("score", video, "--audio", video, "--workdir", wd, "--json")
+        (wd / "timeline.json").write_text(json.dumps(mutate(rng, valid_timeline(str(audio)))))
+        r = run_cli("score", video, "--audio", audio, "--workdir", wd, "--json")
         if r.code != 0:
             check_clean_failure(r, wd, {"analysis.json", "manifest.json", "timeline.json"}, f"analysis {text[:80]!r}")
+            continue
+        res = json.loads(r.out)
+        assert 0.0 <= res["av_align"] <= 1.0 and res["frames"] == 5, res
+        for row in res["per_track"] or []:
+            assert 0.0 <= row["av_align"] <= 1.0 and row["index"] == 0, row
+        reached += res["per_track"] is not None
+    assert reached >= 1, f"only {reached} fuzzed work directories reached per-track scoring"
 
 
 def test_fuzzed_manifest_in_work_directory(run_cli, tmp_path):

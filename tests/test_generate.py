@@ -167,6 +167,21 @@ def test_stems_sum_to_the_mix(tmp_path, tracks):
     assert np.abs(parts[0][int(2.55 * SR):]).max() == 0
 
 
+def test_stems_sum_to_the_composed_audio_under_lufs_and_fades(tmp_path, tracks):
+    """generate --normalize lufs --no-limit --fade-in/--fade-out --stems: the stems add up to the
+    composed audio in the work directory (what was muxed), master gain and fades included."""
+    stems, work = tmp_path / "stems", tmp_path / "w"
+    res = pipeline.generate(tracks, tmp_path / "o.mp4", normalize="lufs", target=-20.0, limit=False,
+                            fade_in=0.3, fade_out=0.4, stems=stems, workdir=work, **SMALL)
+    tl = json.loads((work / "timeline.json").read_text())
+    assert abs(tl["master_gain_db"]) > 1  # normalisation acts: stems without it would miss the mix
+    mix, _ = sf.read(str(work / "audio.wav"), dtype="float32", always_2d=True)
+    parts = [sf.read(str(stems / f), dtype="float32", always_2d=True)[0] for f in res["stems"]["files"]]
+    assert all(p.shape == mix.shape for p in parts)
+    assert np.abs(sum(parts) - mix).max() < 1e-6
+    assert np.abs(mix[:10]).max() < 1e-3  # the master fade-in is in the stems too
+
+
 def test_interrupted_run_leaves_no_output_and_resumes(tmp_path, tracks, monkeypatch):
     out = tmp_path / "o.mp4"
     from avmix.video import procedural
@@ -333,7 +348,7 @@ def test_diffusion_backend_through_generate(tmp_path, monkeypatch):
 
 
 def test_av_sync_in_the_muxed_file(tmp_path):
-    """Each click changes the picture most in the frame that contains it, from start to end (no drift)."""
+    """Each click changes the picture most on the first frame at or after it, from start to end (no drift)."""
     fps, seconds = 24, 20.0
     times = [0.3 + 2.37 * k for k in range(8)] + [19.5]
     a = write_wav(tmp_path / "c.wav", clicks(seconds, times))
@@ -342,10 +357,20 @@ def test_av_sync_in_the_muxed_file(tmp_path):
     frames = np.frombuffer(raw, np.uint8).reshape(-1, 90, 160).astype(np.float32)
     assert abs(len(frames) - seconds * fps) <= 1
     change = np.r_[0, np.abs(np.diff(frames, axis=0)).mean(axis=(1, 2))]
+    # the audio as a player gets it: placed by its own timestamps (a stream starting late is padded)
+    raw = ffmpeg.run(["-i", ffmpeg.url(tmp_path / "o.mp4"), "-map", "0:a:0", "-af",
+                      "aresample=async=1:first_pts=0", "-ac", "1", "-ar", str(SR), "-f", "f32le", "-"])
+    env = np.abs(np.frombuffer(raw, np.float32))
     for t in times:
-        k = int(t * fps)  # the frame containing the click
+        k = int(np.ceil(t * fps))  # the first frame at or after the click (procedural.HIT_PLACEMENT)
         window = change[k - 5:k + 6]
-        assert abs(k - 5 + int(np.argmax(window)) - k) <= 1, (t, np.round(window, 1))
+        video_frame = k - 5 + int(np.argmax(window))
+        assert abs(video_frame - k) <= 1, (t, np.round(window, 1))
+        # the burst peaks 30 ms after its start: find it in the decoded audio, within half a second
+        lo = max(0, int((t - 0.5) * SR))
+        heard = (lo + int(np.argmax(env[lo:lo + SR]))) / SR - 0.03
+        assert abs(heard - t) < 0.5 / fps, (t, heard)  # the sound is where it was composed
+        assert abs(int(heard * fps) - video_frame) <= 1, (t, heard, video_frame)  # and on its picture
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])

@@ -109,6 +109,29 @@ def test_static_video_scores_zero(media):
     assert r["av_align"] == 0.0
 
 
+def test_full_size_flow_by_default_and_scaled_on_request(media, run_cli):
+    """The published AV-Align computes flow on the frames as they are; scaled flow is an option."""
+    import cv2
+
+    from avmix.score import FARNEBACK, gray_frames
+    full = score(media["aligned"], audio=media["wav"])
+    assert full["flow_size"] == [W, H] and full["flow_width"] is None and full["min_flow"] == 0.1
+    # the reference's computation, written out: Farneback on full-size grey frames, peaks >= 0.1 px
+    frames = list(gray_frames(media["aligned"], W, H))
+    traj = [np.mean(cv2.magnitude(*cv2.split(cv2.calcOpticalFlowFarneback(a, b, None, *FARNEBACK))))
+            for a, b in zip(frames, frames[1:])]
+    traj = [traj[0]] + traj
+    assert full["video_peaks"] == len(peak_frames(traj, min_value=0.1))
+    res = run_cli("score", media["aligned"], "--audio", media["wav"], "--flow-width", "64", "--json")
+    assert res.code == 0, res.err
+    scaled = json.loads(res.out)
+    assert scaled["flow_size"] == [64, 48] and scaled["flow_width"] == 64
+    assert scaled["min_flow"] == pytest.approx(0.05)  # still 0.1 px of the video as it is
+    assert scaled["av_align"] > 0.8
+    res = run_cli("score", media["aligned"], "--audio", media["wav"], "--flow-width", "8")
+    assert res.code == 2 and "flow width" in res.err and "Traceback" not in res.err
+
+
 def test_cli_json_uses_the_videos_own_audio(media, run_cli):
     res = run_cli("score", media["muxed"], "--json")
     assert res.code == 0, res.err

@@ -593,6 +593,7 @@ def _settings(kw: dict) -> Settings:
 def _run(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, plan, *,
          bit_depth: int | None, overwrite: bool, timeline_path: str | os.PathLike | None,
          loudness: bool | None, stems_dir: str | os.PathLike | None, progress: ProgressFn,
+         origins: dict[int, dict] | None = None,
          reference: str | os.PathLike | None = None) -> Timeline:
     names = [os.fspath(p) for p in inputs]
     for p in names:
@@ -606,6 +607,8 @@ def _run(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, plan, *
         paths.check_sidecar(output, overwrite=overwrite)
     files = [open_audio(p) for p in names]
     tl = plan(files)
+    for i, origin in (origins or {}).items():  # how a synthesised source was made (avmix.synth)
+        tl.sources[i].origin = origin
     tl._reference_file = ref_file
     # hash while rendering, one thread a file (xxhash releases the GIL)
     with concurrent.futures.ThreadPoolExecutor(max_workers=min(len(files), 4)) as pool:
@@ -621,25 +624,28 @@ def _run(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, plan, *
 
 
 def mix(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, *, duration: str = "longest",
-        match_loudness: bool = False, bit_depth: int | None = None, overwrite: bool = False,
+        match_loudness: bool = False, align: bool = False, bit_depth: int | None = None, overwrite: bool = False,
         timeline_path: str | os.PathLike | None = None, loudness: bool | None = None,
-        stems_dir: str | os.PathLike | None = None, progress: ProgressFn = None, **settings) -> Timeline:
-    """Mix ``inputs`` (starting together) into ``output``; write ``OUTPUT.timeline.json``; return the Timeline.
+        stems_dir: str | os.PathLike | None = None, progress: ProgressFn = None,
+        origins: dict[int, dict] | None = None, **settings) -> Timeline:
+    """Mix ``inputs`` (starting together, or lined up by their sound with ``align``) into ``output``; write
+    ``OUTPUT.timeline.json``; return the Timeline.
 
-    ``settings`` are :class:`Settings` fields (gains, normalize, target, limit, ceiling, fade_in, ...).
+    ``settings`` are :class:`Settings` fields (gains, normalize, target, limit, ceiling, fade_in, ...);
+    ``origins`` ({input index: dict}) go into the timeline's sources (how a synthesised track was made).
     """
     s = _settings(settings)
     return _run(inputs, output, lambda fs: plan_mix(fs, duration=duration, match_loudness=match_loudness,
-                                                    settings=s, progress=progress),
+                                                    align=align, settings=s, progress=progress),
                 bit_depth=bit_depth, overwrite=overwrite, timeline_path=timeline_path, loudness=loudness,
-                stems_dir=stems_dir, progress=progress, reference=s.reference)
+                stems_dir=stems_dir, progress=progress, origins=origins, reference=s.reference)
 
 
 def concat(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, *, crossfade: float = 0.0,
            curve: str = dynamics.EQUAL_POWER, gap: float = 0.0, trim_silence: bool = False,
            bit_depth: int | None = None, overwrite: bool = False, timeline_path: str | os.PathLike | None = None,
            loudness: bool | None = None, stems_dir: str | os.PathLike | None = None,
-           progress: ProgressFn = None, **settings) -> Timeline:
+           progress: ProgressFn = None, origins: dict[int, dict] | None = None, **settings) -> Timeline:
     """Join ``inputs`` back to back into ``output`` (crossfade or gap seconds between them)."""
     s = _settings(settings)
     _seconds("crossfade", crossfade)
@@ -648,17 +654,18 @@ def concat(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, *, cr
                 lambda fs: plan_concat(fs, crossfade=crossfade, curve=curve, gap=gap, trim_silence=trim_silence,
                                        settings=s, progress=progress),
                 bit_depth=bit_depth, overwrite=overwrite, timeline_path=timeline_path, loudness=loudness,
-                stems_dir=stems_dir, progress=progress, reference=s.reference)
+                stems_dir=stems_dir, progress=progress, origins=origins, reference=s.reference)
 
 
 def overlay(base: str | os.PathLike, top: str | os.PathLike, output: str | os.PathLike, *, at: float = 0.0,
             loop: bool = False, duck: float | None = None, bit_depth: int | None = None, overwrite: bool = False,
             timeline_path: str | os.PathLike | None = None, loudness: bool | None = None,
-            stems_dir: str | os.PathLike | None = None, progress: ProgressFn = None, **settings) -> Timeline:
+            stems_dir: str | os.PathLike | None = None, progress: ProgressFn = None,
+            origins: dict[int, dict] | None = None, **settings) -> Timeline:
     """Lay ``top`` over ``base`` from ``at`` seconds into ``output`` (``duck`` dB lowers base under top)."""
     s = _settings(settings)
     _seconds("offset (--at)", at)
     return _run([base, top], output,
                 lambda fs: plan_overlay(fs[0], fs[1], at=at, loop=loop, duck_db=duck, settings=s),
                 bit_depth=bit_depth, overwrite=overwrite, timeline_path=timeline_path, loudness=loudness,
-                stems_dir=stems_dir, progress=progress, reference=s.reference)
+                stems_dir=stems_dir, progress=progress, origins=origins, reference=s.reference)

@@ -14,7 +14,7 @@ from numpy.lib.stride_tricks import as_strided
 def single_thread_blas():
     """Context manager limiting BLAS to one thread (threadpoolctl, when installed).
 
-    The products here are small (a 16x16 or 4x21 matrix against a block); OpenBLAS splits them over
+    The products here are small (a 16x16 or 33x6 matrix against a block); OpenBLAS splits them over
     threads anyway, which on a 2-core machine under load makes them 10x slower, not faster.
     """
     try:
@@ -112,24 +112,45 @@ class Ducker:
 
 # ------------------------------------------------------------------------------------------ limiter
 
-def oversampling_kernels(factor: int = 4) -> np.ndarray:
-    """(21, factor) weights: column p gives the value at n + p/factor from x[n-10 .. n+10].
+def oversampling_kernels(factor: int = 4, half: int = 10, beta: float = 5.0) -> np.ndarray:
+    """(2*half+1, factor) weights: column p gives the value at n + p/factor from x[n-half .. n+half].
 
-    The polyphase split of the anti-imaging FIR that scipy.signal.resample_poly(x, factor, 1) uses
-    (firwin, 20*factor+1 taps, Kaiser beta 5), so the limiter's true-peak estimate is that of a 4x
-    resample_poly measurement.
+    The polyphase split of a Kaiser-windowed sinc cut off at the input's Nyquist frequency. The defaults
+    are the filter of scipy's ``resample_poly(x, factor, 1)``; 16 taps a side with beta 9 are the one
+    libswresample builds, and so ffmpeg's ``ebur128=peak=true`` (which reads at 192 kHz).
     """
-    half_len = 10 * factor
+    half_len = half * factor
     n = np.arange(2 * half_len + 1) - half_len
-    h = np.sinc(n / factor) * np.kaiser(2 * half_len + 1, 5.0)  # scipy's firwin(.., 1/factor, kaiser 5)
+    h = np.sinc(n / factor) * np.kaiser(2 * half_len + 1, beta)
     h *= factor / h.sum()
-    taps = np.arange(-10, 11)
+    taps = np.arange(-half, half + 1)
     k = np.zeros((len(taps), factor))
     for p in range(factor):
         idx = p + half_len - factor * taps
         ok = (idx >= 0) & (idx < len(h))
         k[ok, p] = h[idx[ok]]
     return k
+
+
+def true_peak_kernels(sample_rate: int, half: int = 16) -> np.ndarray:
+    """(2*half+1, phases) weights for the limiter's true-peak estimate: the points between samples that
+    the two usual meters read, so the estimate is the larger of their readings.
+
+    * ffmpeg's ebur128 reads at 192 kHz through libswresample's filter: at 48 kHz that is 4 phases of it
+      (the same points to 1e-5; at 96 kHz 2 of them); elsewhere (16 kHz: 12 phases, 44.1 kHz: points
+      that drift across each interval) 16 phases read within 0.05 dB of any of its points, half the
+      limiter's margin.
+    * scipy's 4x ``resample_poly`` (BS.1770 annex 2's method) has a shorter, softer filter. On full-band
+      noise each reads up to 0.25 dB above the other at some points, so neither one alone keeps both
+      meters under the ceiling.
+
+    Phase 0 (the sample itself) is left out: the limiter takes the samples into the peak directly.
+    """
+    phases = 4 if (4 * sample_rate) % 192000 == 0 else 16  # ebur128's points are among 4 phases
+    swr = oversampling_kernels(phases, half, 9.0)[:, 1:]
+    scipy_4x = np.zeros((2 * half + 1, 3))
+    scipy_4x[half - 10:half + 11] = oversampling_kernels(4, 10, 5.0)[:, 1:]
+    return np.hstack([swr, scipy_4x])
 
 
 def _colmax(a: np.ndarray) -> np.ndarray:
@@ -179,17 +200,17 @@ class TruePeakLimiter:
     :meth:`flush` returns the rest, so the concatenated output has exactly the input's length and
     output sample n is input sample n times its gain.
 
-    Per sample, the required reduction (dB) comes from the true peak (the samples and the 4x
-    oversampled points up to the next sample, computed only where the sample peak is within
-    ``SCAN_DB`` of the ceiling; sparse blocks gather just those intervals, busy ones run a polyphase
-    matrix product). The gain curve is that reduction held over the lookahead window
-    (sliding max), released exponentially (``release`` seconds), then smoothed by a moving average
-    over the lookahead, so it ramps down before a peak and never exceeds the reduction any peak in
-    reach needs. Where nothing comes near the ceiling the samples pass through bit-identical.
+    Per sample, the required reduction (dB) comes from the true peak (the samples and the points that
+    ebur128 and a 4x resample_poly read up to the next sample, :func:`true_peak_kernels`; computed only
+    where the sample peak is within ``SCAN_DB`` of the ceiling; sparse blocks gather just those
+    intervals, busy ones run a polyphase matrix product). The gain curve is that reduction held over
+    the lookahead window (sliding max), released exponentially (``release`` seconds), then smoothed by
+    a moving average over the lookahead, so it ramps down before a peak and never exceeds the
+    reduction any peak in reach needs. Where nothing comes near the ceiling the samples pass through
+    bit-identical.
     """
 
-    OVERSAMPLE = 4
-    HALF = 10  # interpolation kernel half-width, samples
+    HALF = 16  # interpolation kernel half-width, samples (see true_peak_kernels)
     DENSE = 0.15  # above this fraction of hot intervals, filter the whole block instead of gathering
     CHUNK = 16  # outputs per row of the dense polyphase product
     SCAN_DB = 6.0  # only samples within this of the ceiling are oversampled
@@ -205,11 +226,11 @@ class TruePeakLimiter:
         self.F = self.HALF + 1  # input context needed around a sample's interpolation
         self.delay = self.L + self.P + self.F
         self.c = 1.0 / max(release * sample_rate, 1.0)  # release: log-domain decay per sample
-        self.kernels = oversampling_kernels(self.OVERSAMPLE).astype(np.float32)
+        self.kernels = true_peak_kernels(sample_rate, self.HALF).astype(np.float32)
         B, w = self.CHUNK, 2 * self.HALF + 1
-        self._toeplitz = np.zeros((B + w - 1, self.OVERSAMPLE * B), np.float32)
+        self._toeplitz = np.zeros((B + w - 1, self.kernels.shape[1] * B), np.float32)
         for j in range(B):
-            for p in range(self.OVERSAMPLE):
+            for p in range(self.kernels.shape[1]):
                 self._toeplitz[j:j + w, p * B + j] = self.kernels[:, p]
         ctx = self.P + self.F
         self._x = np.zeros((ctx + self.L, channels), np.float32)  # input from absolute _o - ctx (zeros before 0)
@@ -245,7 +266,7 @@ class TruePeakLimiter:
             tpa = self._dense_peaks(x)
             tp = np.maximum(tpa[hot], np.maximum(a[hot], a[hot + 1]))
         else:  # sparse: interpolate only around the loud samples
-            taps = hot[:, None] + np.arange(-self.HALF, self.HALF + 1)[None, :]  # (k, 21)
+            taps = hot[:, None] + np.arange(-self.HALF, self.HALF + 1)[None, :]  # (k, 2*HALF+1)
             tp = np.maximum(a[hot], a[hot + 1])
             for c in range(x.shape[1]):
                 interp = x[:, c][taps] @ self.kernels  # (k, phases)
@@ -256,10 +277,10 @@ class TruePeakLimiter:
         return d
 
     def _dense_peaks(self, x: np.ndarray) -> np.ndarray:
-        """Max over channels and the 4 phases of |interpolated x| at every n in [HALF, len - HALF) (else 0).
+        """Max over channels and phases of |interpolated x| at every n in [HALF, len - HALF) (else 0).
 
-        Chunks of B outputs need B + 20 inputs: one (chunks, B+20) @ (B+20, 4B) product per channel does all
-        4 phases (a banded Toeplitz matrix; far less copying than a 21-wide sliding-window matrix).
+        Chunks of B outputs need B + 2*HALF inputs: one (chunks, B+2*HALF) @ (B+2*HALF, phases*B) product
+        per channel does all phases (a banded Toeplitz matrix; far less copying than a sliding-window matrix).
         """
         h, B = self.HALF, self.CHUNK
         n = len(x)
@@ -269,10 +290,10 @@ class TruePeakLimiter:
             for c in range(x.shape[1]):
                 xc = np.ascontiguousarray(x[:, c])
                 win = np.ascontiguousarray(as_strided(xc, shape=(q, B + 2 * h), strides=(B * 4, 4)))
-                y = win @ self._toeplitz  # (q, 4*B): phase p of output j at column p*B + j
+                y = win @ self._toeplitz  # (q, phases*B): phase p of output j at column p*B + j
                 np.abs(y, out=y)
                 m = y[:, :B].copy()
-                for p in range(1, self.OVERSAMPLE):
+                for p in range(1, self.kernels.shape[1]):
                     np.maximum(m, y[:, p * B:(p + 1) * B], out=m)
                 np.maximum(tpa[h:h + q * B], m.reshape(-1), out=tpa[h:h + q * B])
         rest = np.arange(h + q * B, n - h)

@@ -208,12 +208,16 @@ class AudioFile:
         self.subtype = subtype
         self._raw = raw_path
         self._floats = floats
-        if raw_path is not None:
-            weakref.finalize(self, _remove, raw_path)
+        self._finalizer = weakref.finalize(self, _remove, raw_path) if raw_path is not None else None
 
     def __repr__(self) -> str:
         return (f"AudioFile({self.path!r}, {self.format}, {self.sample_rate} Hz, {self.channels} ch, "
                 f"{self.frames} frames)")
+
+    def close(self) -> None:
+        """Delete the decoded temp file now (else when garbage-collected); the AudioFile is unusable after."""
+        if self._finalizer is not None:
+            self._finalizer()
 
     @property
     def duration(self) -> float:
@@ -479,7 +483,7 @@ def _decode(name: str, local: str, raw: str, rate: int, ch: int) -> list[str]:
 
     out = ffmpeg_python.input(ffargs.slot(0))["a:0"].output(ffargs.slot(1), format="f32le", acodec="pcm_f32le",
                                                             ac=ch, ar=rate, vn=None, sn=None, dn=None)
-    cmd = [ffmpeg.executable(), "-hide_banner", "-nostdin", "-loglevel", "level+warning", "-y",
+    cmd = [ffmpeg.executable({"pcm_f32le"}), "-hide_banner", "-nostdin", "-loglevel", "level+warning", "-y",
            *ffargs.fill(out.get_args(), [local, raw])]
     timeout = DECODE_TIMEOUT + os.path.getsize(local) / 1e6 * DECODE_SECONDS_PER_MB
     try:
@@ -569,4 +573,26 @@ def open_audio(path: str | os.PathLike) -> AudioFile:
         raise
 
 
-__all__ = ["AudioFile", "open_audio", "BLOCK", "reconcile_channels"]
+def open_checked(path: str | os.PathLike) -> AudioFile:
+    """:func:`open_audio`, and for the compressed formats libsndfile reads (FLAC, Ogg Vorbis, ...) a
+    decode to the end, for callers that hand the file to someone else (render gives it to ffmpeg's mux,
+    which decodes past damage). Damage inside such a file shows only when that part is read; the files
+    ffmpeg decodes were decoded whole by open_audio, and WAV/AIFF PCM was checked for its length (damage
+    inside PCM samples is just other samples), so those cost nothing more here."""
+    af = open_audio(path)
+    if af._raw is not None or af.format in ("wav", "aiff"):
+        return af
+    try:
+        got = 0
+        for b in af._native(0, af.frames, BLOCK):
+            got += len(b)
+        if got < af.frames:
+            raise InputError(f"truncated {af.format.upper()} file (decodes to {got / af.sample_rate:.2f} s; its "
+                             f"header declares {af.duration:.2f} s)", path=af.path)
+    except BaseException:
+        af.close()
+        raise
+    return af
+
+
+__all__ = ["AudioFile", "open_audio", "open_checked", "BLOCK", "reconcile_channels"]

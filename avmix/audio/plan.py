@@ -19,7 +19,7 @@ from avmix import paths
 from avmix.audio import dynamics
 from avmix.audio.io import AudioFile
 from avmix.audio.loudness import LoudnessMeter
-from avmix.errors import UsageError
+from avmix.errors import InputError, UsageError
 from avmix.progress import ProgressFn, report
 from avmix.timeline import Duck, Source, Timeline
 
@@ -145,11 +145,16 @@ def _timeline(mode: str, files: Sequence[AudioFile], sources: list[Source], fram
 # ------------------------------------------------------------------------------------------ plans
 
 def plan_mix(files: list[AudioFile], *, duration: str = "longest", match_loudness: bool = False,
-             settings: Settings | None = None, progress: ProgressFn = None) -> Timeline:
+             align: bool = False, settings: Settings | None = None, progress: ProgressFn = None) -> Timeline:
     """Tracks start together; the output is as long as the longest/shortest/first track.
 
     With ``match_loudness`` every track's integrated loudness is measured (streaming) and its gain is
     adjusted so all reach the mean loudness of the non-silent tracks (recorded in ``gain_db``).
+
+    With ``align`` each track is first lined up with the first one by its sound (:mod:`avmix.align`):
+    a positive offset delays it, a negative one trims its start, and the output starts where the first
+    track does. Each source records its ``align`` result; a track with no reliable match is an
+    InputError naming it.
     """
     s = settings or Settings()
     if not files:
@@ -159,11 +164,20 @@ def plan_mix(files: list[AudioFile], *, duration: str = "longest", match_loudnes
     _check_settings(s, len(files))
     sr, ch = _job_format(files, s)
     lengths = [f.target_frames(sr) for f in files]
-    frames = {"longest": max, "shortest": min}.get(duration, lambda x: x[0])(lengths)
+    matches = _aligned(files) if align and len(files) > 1 else None
+    shifts = [0 if m is None else int(round(m.offset * sr)) for m in (matches or [None] * len(files))]
+    starts = [max(0, k) for k in shifts]
+    skips = [min(max(0, -k), n) for k, n in zip(shifts, lengths)]
+    ends = [a + n - t for a, n, t in zip(starts, lengths, skips)]
+    frames = {"longest": max, "shortest": min}.get(duration, lambda x: x[0])(ends)
     sources = []
-    for i, (f, n) in enumerate(zip(files, lengths)):
-        m = min(n, frames)
-        sources.append(_source(i, f, s, start_sample=0, end_sample=m, source_frames=m))
+    for i, (f, a, t, e) in enumerate(zip(files, starts, skips, ends)):
+        a = min(a, frames)
+        m = max(0, min(e, frames) - a)
+        sources.append(_source(i, f, s, start_sample=a, end_sample=a + m, source_frames=m, offset_sample=t))
+        if matches is not None:
+            sources[-1].align = {"reference": matches[0].path, "offset": matches[i].offset,
+                                 "confidence": matches[i].confidence}
     if match_loudness:
         levels = [measure_file(f, sr, ch, progress=progress) for f in files]
         ok = [v for v in levels if math.isfinite(v)]
@@ -173,6 +187,21 @@ def plan_mix(files: list[AudioFile], *, duration: str = "longest", match_loudnes
                 if math.isfinite(v):
                     src.gain_db = round(src.gain_db + ref - v, 6)
     return _timeline("mix", files, sources, frames, sr, ch, s)
+
+
+def _aligned(files: list[AudioFile]):
+    """The align matches of ``files`` against the first; InputError naming a track that has none."""
+    from avmix.align import align_files
+
+    matches = align_files(files)
+    for m in matches[1:]:
+        if m.offset is None:
+            raise InputError(f"no reliable match with {matches[0].path} (confidence {m.confidence:.2f}); "
+                             "--align auto cannot place it", path=m.path)
+    if matches[0].offset is None:
+        raise InputError("is silent; --align auto has nothing to line the other tracks up with",
+                         path=matches[0].path)
+    return matches
 
 
 def plan_concat(files: list[AudioFile], *, crossfade: float = 0.0, curve: str = dynamics.EQUAL_POWER,

@@ -51,6 +51,13 @@ def _encoder_rate(ext: str, rate: int) -> int:
     return next((r for r in rates if r >= rate), rates[-1])
 
 
+def written_rate(path: str | os.PathLike, sample_rate: int) -> int:
+    """The rate ``path`` is written at when the mix is at ``sample_rate``: the mix's own, except for a lossy
+    format whose encoder does not take it (mp3 at most 48 kHz, opus always 48 kHz), which is resampled."""
+    ext = supported_output(path)
+    return _encoder_rate(ext, int(sample_rate)) if ext in _LOSSY else int(sample_rate)
+
+
 def _quantize(block: np.ndarray, bits: int) -> np.ndarray:
     """float32 -> int16 (16) or int32 holding 24-bit samples in the top bits (24); clipped, rounded."""
     scale = float(1 << (bits - 1))
@@ -226,7 +233,7 @@ class AudioWriter:
             out = ffmpeg_python.input("pipe:0", format="f32le", ar=self.sample_rate, ac=self.channels).output(
                 ffargs.slot(0), **opts)
             self._proc = ffmpeg.popen(ffargs.fill(out.get_args(), [tmp]), stdin=subprocess.PIPE,
-                                      stdout=subprocess.DEVNULL)
+                                      stdout=subprocess.DEVNULL, needs={opts["acodec"]})
 
     def write(self, block: np.ndarray) -> None:
         """Append float32 (n, channels) frames."""
@@ -314,4 +321,4 @@ def write_audio(path: str | os.PathLike, data: np.ndarray, sample_rate: int, *,
             w.write(data[i:i + BLOCK])
 
 
-__all__ = ["AudioWriter", "write_audio", "OUTPUT_EXTENSIONS", "supported_output"]
+__all__ = ["AudioWriter", "write_audio", "written_rate", "OUTPUT_EXTENSIONS", "supported_output"]

@@ -36,6 +36,8 @@ def _run(inputs: list[str], output: str, opts: Options, *, at_least: int, bit_de
     _prepare(inputs, output, at_least=at_least, as_json=as_json, bit_depth=bit_depth, timeline=timeline,
              overwrite=overwrite)
     co = opts.compose.checked(len(inputs))
+    inputs, labels, origins = _synthesize(inputs, output, opts, co.labels, overwrite=overwrite, quiet=quiet)
+    co = co.replace(labels=labels)
     from avmix.audio import compose
 
     s = co.settings()
@@ -50,19 +52,46 @@ def _run(inputs: list[str], output: str, opts: Options, *, at_least: int, bit_de
     with Bar(quiet=quiet) as bar:
         # --json reports the output's loudness, which costs a K-weighting pass: only then is it measured
         tl = fn(*args, output, bit_depth=bit_depth, overwrite=overwrite, timeline_path=timeline,
-                progress=bar, loudness=True if as_json else None, **mode, **settings)
+                progress=bar, loudness=True if as_json else None, **mode, **settings,
+                **({"origins": origins} if origins else {}))
     c.print_result(tl, as_json=as_json, quiet=quiet or output == "-")
+
+
+def _synthesize(inputs: list[str], output: str, opts: Options, labels: list[str], *, overwrite: bool,
+                quiet: bool) -> tuple[list[str], list[str], dict[int, dict]]:
+    """The synth stage: each ``text:`` input made (or taken from the cache) and replaced by its file;
+    the labels gain the prompts; the origins go into the timeline. Nothing runs when there is no text input.
+    The files and the output are checked first, so a doomed run synthesises nothing."""
+    from avmix import paths, synth
+
+    settings = opts.synth.checked().settings(seed=opts.video.seed, device=opts.model.device)
+    texts = synth.check(inputs, settings)
+    if not texts:
+        return inputs, labels, {}
+    files = [p for i, p in enumerate(inputs) if i not in texts]
+    for p in files:
+        if p != paths.STDIO:
+            paths.check_input(p)
+    if output != paths.STDIO:
+        paths.check_output(output, files, overwrite=overwrite)
+    with Bar(quiet=quiet) as bar:
+        resolved, tracks = synth.resolve(inputs, settings, on_step=synth.progress_to(bar, texts))
+    for t in tracks.values():
+        synth.note_track(t, quiet=quiet)
+    return resolved, synth.labels_with_prompts(labels, tracks, len(inputs)), {i: t.origin for i, t in tracks.items()}
 
 
 def register(app: typer.Typer) -> None:
     @command(app, "mix", mode="mix")
     def mix(
         inputs: Annotated[List[str], typer.Argument(metavar="INPUT...", show_default=False,
-                                                    help="Audio files (any format ffmpeg reads; - = stdin).")],
+                                                    help="Audio files (any format ffmpeg reads; - = stdin), or text:PROMPT[@SECONDS] to synthesise.")],
         output: c.OutputOpt, bit_depth: c.BitDepthOpt = None, overwrite: c.OverwriteOpt = False,
         timeline: c.TimelineOpt = None, as_json: c.JsonOpt = False, quiet: c.QuietOpt = False, *, opts: Options,
     ) -> None:
         """Mix tracks that start together (summed in float, one true-peak limiter at the end).
+
+        A "text:PROMPT[@SECONDS]" input is synthesised by --audio-model (./text:... is a file).
 
         [bold]Examples[/bold]
 
@@ -73,6 +102,8 @@ def register(app: typer.Typer) -> None:
           avmix mix a.wav b.wav --duration shortest --no-limit -o sum.wav
 
           cat a.wav | avmix mix - b.wav -o - | avmix concat - c.wav -o out.flac
+
+          avmix mix "text:heavy rain@8" dog.wav --audio-model stabilityai/stable-audio-open-1.0 -o scene.wav
         """
         _run(inputs, output, opts, at_least=1, bit_depth=bit_depth, overwrite=overwrite, timeline=timeline,
              as_json=as_json, quiet=quiet)
@@ -80,7 +111,7 @@ def register(app: typer.Typer) -> None:
     @command(app, "concat", mode="concat")
     def concat(
         inputs: Annotated[List[str], typer.Argument(metavar="INPUT...", show_default=False,
-                                                    help="Audio files in playing order (- = stdin).")],
+                                                    help="Audio files in playing order (- = stdin) or text:PROMPT[@SECONDS].")],
         output: c.OutputOpt, bit_depth: c.BitDepthOpt = None, overwrite: c.OverwriteOpt = False,
         timeline: c.TimelineOpt = None, as_json: c.JsonOpt = False, quiet: c.QuietOpt = False, *, opts: Options,
     ) -> None:
@@ -102,9 +133,9 @@ def register(app: typer.Typer) -> None:
     @command(app, "overlay", mode="overlay")
     def overlay(
         base: Annotated[str, typer.Argument(metavar="BASE", show_default=False,
-                                            help="The bed track (- = stdin).")],
+                                            help="The bed track (- = stdin, or text:PROMPT[@SECONDS]).")],
         top: Annotated[str, typer.Argument(metavar="TOP", show_default=False,
-                                           help="The track laid over it (- = stdin).")],
+                                           help="The track laid over it (- = stdin, or text:PROMPT[@SECONDS]).")],
         output: c.OutputOpt, bit_depth: c.BitDepthOpt = None, overwrite: c.OverwriteOpt = False,
         timeline: c.TimelineOpt = None, as_json: c.JsonOpt = False, quiet: c.QuietOpt = False, *, opts: Options,
     ) -> None:

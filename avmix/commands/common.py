@@ -64,12 +64,17 @@ def check_bit_depth(bit_depth: int | None) -> None:
 # ---------------------------------------------------------------------------------------- results
 
 def result_dict(timeline) -> dict[str, Any]:
-    """The --json object of a composed Timeline."""
+    """The --json object of a composed Timeline: the file as written (a lossy encoder may have resampled
+    the mix: an mp3 of a 96 kHz mix is 48 kHz); the tracks' times on the mix's own clock."""
+    from avmix.audio.io import _round_frames
+    from avmix.audio.writer import written_rate
+
     sr = timeline.sample_rate
+    rate = written_rate(timeline.output or "-", sr)
     return {
         "output": timeline.output,
-        "duration": timeline.frames / sr,
-        "sample_rate": sr,
+        "duration": _round_frames(timeline.frames, sr, rate) / rate,
+        "sample_rate": rate,
         "channels": timeline.channels,
         "peak_dbfs": _num(timeline.peak_dbfs),
         "lufs": _num(timeline.lufs),

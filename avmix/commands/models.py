@@ -18,6 +18,8 @@ class TinyFamily(str, Enum):
     animatediff_lightning = "animatediff-lightning"
     wan = "wan"
     sd15 = "sd15"  # an image base for --model ADAPTER+BASE (use with DIR/motion_adapter of a tiny animatediff)
+    stable_audio = "stable-audio"  # text-to-audio, for text:PROMPT tracks (--audio-model DIR)
+    audioldm2 = "audioldm2"
 
 
 def register(app: typer.Typer) -> None:
@@ -34,7 +36,8 @@ def register(app: typer.Typer) -> None:
         quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No notes on stderr.")] = False,
     ) -> None:
         """Write a tiny random-weight pipeline (noise pictures, real wiring) for CPU smoke renders:
-        avmix generate a.wav -o out.mp4 --backend diffusion --model DIR --size 64x64."""
+        avmix generate a.wav -o out.mp4 --backend diffusion --model DIR --size 64x64. The text-to-audio
+        families (stable-audio, audioldm2) are for text tracks: --audio-model DIR "text:rain@2"."""
         if directory.exists() and not directory.is_dir():
             raise OutputError("exists and is not a directory", path=directory)
         if directory.is_dir() and any(directory.iterdir()) and not overwrite:
@@ -44,11 +47,15 @@ def register(app: typer.Typer) -> None:
         try:
             from avmix.video.diffusion import tiny
             from avmix.video.diffusion.loading import quiet_libraries
+            from avmix.synth import tiny as tiny_audio
         except ImportError as e:
             raise ModelError(f"the diffusion extra is not installed ({e.name})",
                              hint="pip install 'avmix[diffusion]'") from None
         with quiet_libraries():
-            tiny.write(directory, family=family.value, seed=seed)
+            if family.value in tiny_audio.FAMILIES:
+                tiny_audio.write(directory, family=family.value, seed=seed)
+            else:
+                tiny.write(directory, family=family.value, seed=seed)
         note(f"wrote a tiny {family.value} pipeline to {directory}", quiet=quiet)
         print(directory)
 
@@ -62,12 +69,22 @@ def register(app: typer.Typer) -> None:
         """Say whether avmix can drive MODEL (family from its config, no weights loaded unless --load)."""
         from avmix.video.diffusion import loading
 
-        info = loading.identify(model)
+        try:
+            info = loading.identify(model)
+        except ModelError:
+            info = _audio_model(model)  # a text-to-audio pipeline (for text: tracks), or the video error
         result = {"model": info.spec, "family": info.family, "pipeline": info.class_name,
-                  "location": info.location, "adapter": info.adapter, "revision": info.revision}
+                  "location": info.location, "adapter": getattr(info, "adapter", None), "revision": info.revision}
         if load:
-            with loading.quiet_libraries():
-                pipe = loading.load(info, device="cpu", dtype=None)
+            if info.family in ("stable-audio", "audioldm2"):
+                from avmix.synth import engine, model as audio
+
+                pipe = audio.load(info, "cpu")[0]
+                result.update(sample_rate=engine.sample_rate(pipe), channels=engine.channels(pipe),
+                              seconds_per_call=round(engine.max_frames(pipe) / engine.sample_rate(pipe), 3))
+            else:
+                with loading.quiet_libraries():
+                    pipe = loading.load(info, device="cpu", dtype=None)
             result["scheduler"] = type(pipe.scheduler).__name__
             result["loaded"] = True
         if as_json:
@@ -76,3 +93,22 @@ def register(app: typer.Typer) -> None:
             for k, v in result.items():
                 if v is not None:
                     print(f"{k}: {v}")
+
+
+def _audio_model(model: Optional[str]):
+    """The text-to-audio pipeline ``model`` names; re-raises the video loader's error when it is not one."""
+    import sys
+
+    from avmix.synth import model as audio
+    from avmix.video.diffusion import loading
+
+    video_error = sys.exc_info()[1]
+    if not model:
+        raise video_error
+    try:
+        path, _ = loading.fetch(model, "model_index.json")
+        if loading._class_name(path) not in audio.FAMILIES:
+            raise video_error
+    except (FileNotFoundError, ModelError):
+        raise video_error from None
+    return audio.identify(model)

@@ -36,7 +36,7 @@ def _cli_default(f: dataclasses.Field, choices: type[Enum] | None) -> Any:
     if flag.cli_default is not None:
         return flag.cli_default
     value = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-    if choices is not None:
+    if choices is not None and value is not None:
         return choices(value)
     return None if value == [] else value
 
@@ -82,7 +82,7 @@ def options_from(values: dict[str, Any], **fixed: Any) -> Options:
     for name, value in values.items():
         if isinstance(value, Enum):
             value = value.value
-        elif value is None and name in ("labels", "gains"):
+        elif value is None and name in ("labels", "gains", "images"):
             value = []
         flat[name] = value
     return Options.of(**flat, **fixed)

@@ -1,15 +1,15 @@
 """The built-in audio-reactive renderer: one glowing element per source track over a mix-level layer.
 
-Each track owns a shape, a colour and a place. Its size, brightness and spin follow the track's
-envelope (instant attack, exponential release), it flashes and lights a halo on each onset, and it
-fades in and out with the track's placement in the timeline. In ``concat`` the sounding track moves to
-centre stage while the others wait as small chips along the top; in ``overlay`` the top track's element
-enters at its offset. Underneath, a band shows every track's envelope stacked in its colour, a page of
-``BAND_WINDOW_S`` seconds at a time that stands still while the playhead crosses it, and the background
-breathes with the mix and takes the hue of what is sounding.
+Each track owns a shape, a colour and a place. On each onset its element grows to the level of the
+sound, turns, flashes and lights a halo, all within a frame or two; between onsets its size and
+brightness glide slowly towards the track's envelope. It fades in and out with the track's placement
+in the timeline. In ``concat`` the sounding track moves to centre stage while the others wait as small
+chips along the top; in ``overlay`` the top track's element enters at its offset. Underneath, a band
+shows every track's envelope stacked in its colour, a page of ``BAND_WINDOW_S`` seconds at a time whose
+playhead steps to each hit, over a still background in the hue of the tracks present.
 
-Motion is kept for the sound: between onsets things only settle (the release and the halo decay
-monotonically, the band does not scroll), so that peaks of on-screen motion mark onsets (AV-Align).
+Motion is kept for the hits: between onsets nothing changes faster than ``LEVEL_RATE`` allows, so that
+the peaks of optical flow are the onsets (AV-Align), on recorded sound with wobbling envelopes too.
 
 Speed: frames are drawn in float32 as planar G, B, R at a reduced internal size (about 640x360 pixels)
 and ffmpeg upscales them inside the H.264 encode (x264 "ultrafast" with CABAC and deblocking by default); every shape is
@@ -22,6 +22,7 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.signal
 
 from avmix.errors import UsageError
 from avmix.progress import ProgressFn, report
@@ -29,9 +30,15 @@ from avmix.timeline import Analysis, TrackAnalysis
 from avmix.video.writer import VideoWriter, check_size
 
 INTERNAL_PIXELS = 640 * 360  # draw at about this many pixels; ffmpeg scales to the output size
-RELEASE_S = 0.18  # envelope release time constant
-FLASH_S = 0.12  # onset flash decay time constant
-HALO_S = 0.55  # lifetime of the halo an onset lights
+# Motion is spent on hits only (AV-Align counts peaks of optical flow): on a hit the element grows,
+# turns and flashes within one frame; between hits nothing changes faster than LEVEL_RATE allows.
+HIT_PLACEMENT = "after"  # "after": the first frame starting at or after the hit; "holds": the frame holding it
+HIT_LOOK_S = 0.1  # a hit lifts the level to the loudest envelope this soon after it
+LEVEL_RATE = 0.12  # level units per second that the level may glide between hits
+SMOOTH_S = 0.3  # the envelope the level glides towards is smoothed with this time constant
+FLASH_S = 0.04  # onset flash decay time constant: gone in a few frames, each change half the one before
+HALO_S = 0.15  # lifetime of the halo an onset lights
+TURN = 0.35  # rad a shape turns on each hit (sign per track)
 HALO_GAP = 0.45  # its distance outside the shape, in base radii
 PRESENCE_IN = 0.1  # an element enters this fast at its track's start (an onset there must show at once)
 PRESENCE_OUT = 0.35  # and fades out this slowly after its end
@@ -107,8 +114,7 @@ class Element:
     stage: tuple[float, float, float]  # x, y, radius while the track sounds
     start: float
     end: float
-    phase: tuple[float, float, float, float]  # wobble phases and rates (seeded)
-    spin: float  # rad/s at full loudness, signed
+    spin: float  # its sign is the way the shape turns on hits (seeded)
 
 
 def _grid(n: int, w: float, h: float) -> list[tuple[float, float, float]]:
@@ -146,7 +152,6 @@ def make_layout(analysis: Analysis, w: int, h: int, seed: int) -> list[Element]:
             index=t.index if t.index >= 0 else i, label=t.label, color=np.asarray(track_color(i), np.float32),
             shape=SHAPES[(i + shape_offset) % len(SHAPES)], home=home, stage=stage,
             start=float(t.start), end=float(t.end if t.end > t.start else analysis.duration),
-            phase=tuple(float(v) for v in rng.uniform(0, 2 * np.pi, 2)) + tuple(float(v) for v in rng.uniform(0.07, 0.19, 2)),
             spin=float(rng.choice([-1.0, 1.0]) * rng.uniform(0.5, 1.1)),
         ))
     return elements
@@ -159,30 +164,69 @@ def _smoothstep(x: float) -> float:
 
 # ---------------------------------------------------------------------------------------- drawing
 
-class _TrackState:
-    """Per-track animation state advanced once per frame (level with its release, onset pointer, spin)."""
+def hit_frames(onsets, fps: float, n: int) -> np.ndarray:
+    """Frames on which onsets at ``onsets`` (s) show: the first frame that starts at or after the hit
+    (see HIT_PLACEMENT), one per frame, inside ``0..n-1``."""
+    t = np.asarray(onsets, np.float64) * fps
+    k = np.ceil(t - 1e-6) if HIT_PLACEMENT == "after" else np.floor(t + 1e-6)
+    return np.unique(np.clip(k.astype(np.int64), 0, max(0, n - 1))) if t.size else np.zeros(0, np.int64)
 
-    def __init__(self, track: TrackAnalysis, fps: float):
-        self.env = np.asarray(track.envelope, np.float32)
-        self.onset_frames = np.floor(np.asarray(track.onsets, np.float64) * fps + 1e-6).astype(np.int64)
-        self.onset_times = self.onset_frames / fps  # the band's ticks, on the frame grid
-        self.release = math.exp(-1.0 / (RELEASE_S * fps))
+
+def level_curve(env: np.ndarray, hits: np.ndarray, fps: float) -> np.ndarray:
+    """The visible level (0..1) per frame: it rises at once only on a hit (to the loudest envelope of
+    the next HIT_LOOK_S), and between hits glides towards the smoothed envelope at no more than
+    LEVEL_RATE per second, so a wobbling or swelling sound moves nothing faster than that."""
+    n = len(env)
+    level = np.zeros(n, np.float32)
+    if n == 0:
+        return level
+    a = math.exp(-1.0 / (SMOOTH_S * fps))
+    smooth = scipy.signal.lfilter([1 - a], [1, -a], np.asarray(env, np.float64)).astype(np.float32)
+    step = np.float32(LEVEL_RATE / fps)
+    look = max(1, int(round(HIT_LOOK_S * fps)))
+    is_hit = np.zeros(n, bool)
+    is_hit[hits[hits < n]] = True
+    cur = np.float32(0.0)
+    for k in range(n):  # a few operations a frame: cheap next to drawing it
+        if is_hit[k]:
+            cur = max(cur, np.float32(env[k:k + look].max()))
+        else:
+            cur += min(step, max(-step, smooth[k] - cur))
+        level[k] = cur
+    return level
+
+
+def frames_since_hit(hits: np.ndarray, n: int) -> np.ndarray:
+    """Frames since the latest hit, per frame (a large number before the first)."""
+    last = np.full(n, -10 ** 6, np.int64)
+    last[hits[hits < n]] = hits[hits < n]
+    return np.arange(n) - np.maximum.accumulate(last)
+
+
+class _TrackState:
+    """One track's motion, worked out for the whole video before drawing: hits, level, angle."""
+
+    def __init__(self, track: TrackAnalysis, fps: float, n: int, turn: float = 0.0):
+        env = np.zeros(n, np.float32)
+        e = np.asarray(track.envelope, np.float32)[:n]
+        env[:len(e)] = e
+        self.hits = hit_frames(track.onsets, fps, n)
+        self.onset_times = self.hits / fps  # the band's ticks, on the frame grid
+        self.level_at = level_curve(env, self.hits, fps)
+        self.since = frames_since_hit(self.hits, n)
+        # a shape turns by ``turn`` on each hit and stands still between them
+        self.angle_at = np.cumsum(np.isin(np.arange(n), self.hits)) * np.float32(turn)
         self.level = 0.0
         self.angle = 0.0
-        self.next_onset = 0
-        self.last_onset = -10 ** 9
+        self.age = 1e9
 
-    def step(self, k: int, fps: float, spin: float) -> None:
-        e = float(self.env[k]) if k < len(self.env) else 0.0
-        # instant attack, then a pure exponential release: dips in the envelope do not jolt the decay
-        self.level = max(e, self.level * self.release)
-        while self.next_onset < len(self.onset_frames) and self.onset_frames[self.next_onset] <= k:
-            self.last_onset = int(self.onset_frames[self.next_onset])
-            self.next_onset += 1
-        self.angle += spin * (0.15 + self.level) / fps
+    def step(self, k: int, fps: float) -> None:
+        self.level = float(self.level_at[k])
+        self.angle = float(self.angle_at[k])
+        self.age = self.since[k] / fps
 
     def since_onset(self, k: int, fps: float) -> float:
-        return (k - self.last_onset) / fps
+        return self.age
 
 
 PLANES = [1, 2, 0]  # frames are planar G, B, R (ffmpeg's gbrp): contiguous planes are fast in numpy
@@ -197,8 +241,14 @@ class Painter:
         self.elements = make_layout(analysis, w, h, seed)
         for el in self.elements:
             el.color = el.color[PLANES]
-        self.states = [_TrackState(t, self.fps) for t in analysis.tracks]
-        self.mix = _TrackState(analysis.mix, self.fps)
+        n = analysis.frames
+        self.states = [_TrackState(t, self.fps, n, 0.0 if el.shape == "circle" else math.copysign(TURN, el.spin))
+                       for t, el in zip(analysis.tracks, self.elements)]
+        self.mix = _TrackState(analysis.mix, self.fps, n)
+        hit_list = [st.hits for st in self.states]
+        self.hits = np.unique(np.concatenate(hit_list)) if hit_list else np.zeros(0, np.int64)
+        self.layer_key = None
+        self.layer = np.empty((3, h, w), np.float32)
         self.buf = np.empty((3, h, w), np.float32)
         self.out = np.empty((3, h, w), np.uint8)
         yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -222,12 +272,19 @@ class Painter:
     # -- one frame
     def frame(self, k: int) -> np.ndarray:
         t = k / self.fps
-        for el, st in zip(self.elements, self.states):
-            st.step(k, self.fps, el.spin)
-        self.mix.step(k, self.fps, 0.0)
+        for st in self.states:
+            st.step(k, self.fps)
         pres = [self._presence(el, t) for el in self.elements]
-        self._background(pres)
-        self._band(t)
+        # background and band change only on a hit or a presence fade: kept as one layer until then
+        head = self._head_time(k, t)
+        key = (tuple(round(p, 3) for p in pres), head)
+        if key != self.layer_key:
+            self._background(pres)
+            self._band(head)
+            np.copyto(self.layer, self.buf)
+            self.layer_key = key
+        else:
+            np.copyto(self.buf, self.layer)
         for el, st, p in zip(self.elements, self.states, pres):
             self._element(el, st, p, k, t)
         buf = self.buf
@@ -246,19 +303,28 @@ class Painter:
         return 1.0 - _smoothstep((t - el.end) / PRESENCE_OUT)
 
     def _background(self, pres: list[float]) -> None:
+        # The background takes the hue of the tracks present and otherwise holds still: breathing with
+        # the mix moved every pixel on every frame (flow that no hit makes, and costly to encode).
         tint = np.zeros(3, np.float32)
         weight = 1e-6
-        for el, st, p in zip(self.elements, self.states, pres):
-            wgt = p * (0.25 + st.level)
-            tint += el.color * wgt
-            weight += wgt
-        tint = tint / max(weight, 1.0) * (0.05 + 0.07 * self.mix.level)
-        color = BG[PLANES] * (1.0 + 0.6 * self.mix.level) + tint
+        for el, p in zip(self.elements, pres):
+            tint += el.color * p
+            weight += p
+        color = BG[PLANES] + tint / max(weight, 1.0) * 0.07
         for c in range(3):
             np.multiply(self.vignette, color[c], out=self.buf[c])
         self.buf += self.dither
 
+    def _head_time(self, k: int, t: float) -> float:
+        """Where the band's playhead stands at frame ``k``: on the latest hit of its page (or the page's
+        start). It jumps on hits and holds between them, so that it moves with the sound."""
+        page = int(np.searchsorted(self.page_starts, t + 1e-9, "right")) - 1
+        t0 = float(self.page_starts[page])
+        i = int(np.searchsorted(self.hits, k, "right")) - 1
+        return max(t0, float(self.hits[i]) / self.fps) if i >= 0 else t0
+
     def _band(self, t: float) -> None:
+        """The band with its playhead at ``t`` (see ``_head_time``)."""
         if not self.envs:
             return
         y0, y1 = self.band_y0, self.band_y1
@@ -313,10 +379,6 @@ class Painter:
         lvl = st.level * p
         age = st.since_onset(k, self.fps)
         flash = math.exp(-age / FLASH_S) * (vis if moving else p) if age >= 0 else 0.0
-        ph0, ph1, f0, f1 = el.phase
-        wob = base * (0.03 + 0.10 * lvl)
-        cx += wob * math.sin(2 * math.pi * f0 * t + ph0)
-        cy += wob * math.sin(2 * math.pi * f1 * t + ph1)
         r = base * (1.0 if moving else p) * (0.55 + 0.45 * lvl + 0.14 * flash)
         if r < 0.5:
             return

@@ -6,6 +6,7 @@ ffmpeg's pipe so that drawing the next frame overlaps writing (and encoding) thi
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import queue
 import subprocess
@@ -21,6 +22,7 @@ from avmix.errors import FFmpegError, UsageError
 from avmix.paths import atomic_path
 
 QUEUE_FRAMES = 3  # frames buffered between the drawing thread and the pipe
+PIPE_BYTES = 1 << 20
 MOV_LIKE = (".mp4", ".mov", ".m4v")
 MAX_FPS = 120
 GOP_SECONDS = 2.0
@@ -50,10 +52,12 @@ def encode_args(output: str | os.PathLike, *, width: int, height: int, fps: floa
     sw, sh = src_size
     stream = ffmpeg_python.input("pipe:", format="rawvideo", pix_fmt=pix_fmt, s=f"{sw}x{sh}",
                                  framerate=rate_string(fps))
-    scale = {"out_color_matrix": "bt709", "out_range": "tv"}
-    if (sw, sh) != (width, height):
-        scale["flags"] = "bicubic"
-    stream = (stream.filter("scale", width, height, **scale).filter("format", "yuv420p")
+    if pix_fmt != "yuv420p" or (sw, sh) != (width, height):  # yuv420p BT.709 at size goes straight in
+        scale = {"out_color_matrix": "bt709", "out_range": "tv"}
+        if (sw, sh) != (width, height):
+            scale["flags"] = "bicubic"
+        stream = stream.filter("scale", width, height, **scale)
+    stream = (stream.filter("format", "yuv420p")
               .filter("setparams", color_primaries="bt709", color_trc="bt709", colorspace="bt709", range="tv"))
     out_opts = {"vcodec": "libx264", "preset": preset, "crf": crf, "pix_fmt": "yuv420p",
                 "g": max(1, round(GOP_SECONDS * fps)),  # a keyframe every 2 s: quick seeking
@@ -70,7 +74,8 @@ class VideoWriter:
     """Context manager: ``with VideoWriter(p, width=1280, height=720, fps=30) as w: w.write(frame)``.
 
     ``frame`` is uint8 (h, w, 3) RGB at ``src_size`` (default: the output size), or with
-    ``pix_fmt="gbrp"`` planar uint8 (3, h, w) in G, B, R order (cheaper to draw into with numpy). The file
+    ``pix_fmt="gbrp"`` planar uint8 (3, h, w) in G, B, R order (cheaper to draw into with numpy), or with
+    ``pix_fmt="yuv420p"`` a (h * 3 / 2, w) array of the Y, U and V planes (BT.709, limited range). The file
     appears at ``path`` only when the block finishes without error; on any error ffmpeg is killed and
     nothing is left.
     """
@@ -79,8 +84,8 @@ class VideoWriter:
                  preset: str = "veryfast", src_size: tuple[int, int] | None = None, pix_fmt: str = "rgb24",
                  x264_params: str | None = None):
         check_size(width, height, fps)
-        if pix_fmt not in ("rgb24", "gbrp"):
-            raise ValueError(f"pix_fmt must be rgb24 or gbrp, not {pix_fmt!r}")
+        if pix_fmt not in ("rgb24", "gbrp", "yuv420p"):
+            raise ValueError(f"pix_fmt must be rgb24, gbrp or yuv420p, not {pix_fmt!r}")
         self.pix_fmt = pix_fmt
         self.path = Path(path)
         self.width, self.height, self.fps = width, height, fps
@@ -102,7 +107,11 @@ class VideoWriter:
                                src_size=self.src_size, crf=self.crf, preset=self.preset,
                                movflags=self.path.suffix.lower() in MOV_LIKE, pix_fmt=self.pix_fmt,
                                x264_params=self.x264_params)
-            self._proc = ffmpeg.popen(args, stdin=subprocess.PIPE)
+            self._proc = ffmpeg.popen(args, stdin=subprocess.PIPE, needs=ffmpeg.VIDEO_NEEDS)
+            try:  # a pipe of a frame or more: fewer wake-ups of ffmpeg and of the feeding thread
+                fcntl.fcntl(self._proc.stdin.fileno(), 1031, PIPE_BYTES)  # F_SETPIPE_SZ (Linux)
+            except OSError:
+                pass
             self._thread = threading.Thread(target=self._feed, name="avmix-video-pipe", daemon=True)
             self._thread.start()
         except BaseException as e:  # Ctrl-C while starting: no ffmpeg may outlive us to write the temp file
@@ -126,9 +135,10 @@ class VideoWriter:
 
     # -- writing
     def write(self, frame: np.ndarray) -> None:
-        """Queue one uint8 frame at ``src_size``: (h, w, 3) RGB, or (3, h, w) G, B, R planes for gbrp."""
+        """Queue one uint8 frame at ``src_size``: (h, w, 3) RGB, (3, h, w) G, B, R planes for gbrp, or
+        (h * 3 / 2, w) Y, U, V planes for yuv420p."""
         w, h = self.src_size
-        shape = (h, w, 3) if self.pix_fmt == "rgb24" else (3, h, w)
+        shape = {"rgb24": (h, w, 3), "gbrp": (3, h, w), "yuv420p": (h * 3 // 2, w)}[self.pix_fmt]
         if frame.shape != shape or frame.dtype != np.uint8:
             raise ValueError(f"frame must be uint8 {shape}, got {frame.dtype} {frame.shape}")
         if self._pipe_error is not None:
@@ -172,7 +182,7 @@ class VideoWriter:
             err = proc.stderr.read() or b""
         except (OSError, ValueError):
             pass
-        raise FFmpegError(f"video encoding: ffmpeg failed: {ffmpeg.last_lines(err)}")
+        raise FFmpegError(f"video encoding: ffmpeg failed: {ffmpeg.last_lines(err)}", path=self.path)
 
     def _stop_thread(self) -> None:
         if self._thread is not None and self._thread.is_alive():
@@ -189,7 +199,8 @@ class VideoWriter:
         self._stop_thread()
         if self._pipe_error is not None:
             self._raise_dead()
-        ffmpeg.finish(self._proc, what="video encoding")  # closes stdin, waits, quotes stderr on failure
+        # closes stdin, waits, quotes stderr on failure
+        ffmpeg.finish(self._proc, what=f"{self.path}: video encoding")
 
     def _abort(self) -> None:
         proc = self._proc

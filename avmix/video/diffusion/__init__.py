@@ -6,13 +6,16 @@
 
 Each frame's text conditioning blends the tracks' prompts by their loudness envelopes
 (schedule.blend_weights); the initial noise walks faster at onsets (schedule.motion / noise_walk);
-frames are generated at the model's native rate and blended to ``fps`` (interpolate.retimed).
+frames are generated at the model's native rate and blended to ``fps`` (interpolate.retimed), with a
+cut instead of a blend at each onset and scene change (schedule.cut_points), so a change shows on the
+first output frame at or after its onset, never before.
 torch/diffusers are imported only inside these functions.
 """
 from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,19 +62,53 @@ def _spans(analysis: Analysis, timeline: Timeline | None) -> list[tuple[float, f
     return spans
 
 
-def conditioning(analysis: Analysis, timeline: Timeline | None, *, native_fps: float, prompt: str = ""
-                 ) -> tuple[schedule.Prompts, np.ndarray, np.ndarray, np.ndarray]:
-    """(prompts, native frame times (N,), weights (N, K+1), noise-walk travel (N,)) for a clip."""
-    mode = (timeline.mode if timeline is not None else analysis.mode) or "mix"
+@dataclass
+class Conditioning:
+    prompts: schedule.Prompts
+    times: np.ndarray  # (N,) the time each native frame stands for (schedule.native_times)
+    weights: np.ndarray  # (N, K+1) prompt blend
+    travel: np.ndarray  # (N,) noise-walk travel into each native frame
+    cuts: list[tuple[int, int]]  # (output frame, native frame) where the retiming cuts
+    scene: list[int]  # native frames of scene changes (Wan segments cut hard there)
+
+
+def _mode(analysis: Analysis, timeline: Timeline | None) -> str:
+    return (timeline.mode if timeline is not None else analysis.mode) or "mix"
+
+
+def conditioning(analysis: Analysis, timeline: Timeline | None, *, family: str, native_fps: float,
+                 window: int | None = None, prompt: str = "") -> Conditioning:
+    """Prompts, per-native-frame weights and noise travel, and the cuts, for a clip.
+
+    Every onset and scene change becomes a cut (schedule.cut_points): on the first output frame at or
+    after it, onto the nearest native frame where the family can start a change (any for AnimateDiff;
+    the first frame of a latent group for Wan, segments.change_frames). The onset's kick goes into
+    that native frame, and native frames are conditioned on the audio of the time they are shown at.
+    """
+    mode = _mode(analysis, timeline)
+    spans = _spans(analysis, timeline)
     prompts = schedule.build_prompts([t.label for t in analysis.tracks], mode=mode, style=prompt)
     n = schedule.native_frame_count(analysis.frames, analysis.fps, native_fps)
-    times = np.arange(n) / native_fps
+    grid = dict(fps=analysis.fps, frames=analysis.frames, native_fps=native_fps, n=n)
+    scene = schedule.cut_points(schedule.scene_changes(spans, mode=mode), **grid)
+    scene_frames = [c for _, c in scene]
+    allowed = None
+    if not family.startswith("animatediff"):
+        from avmix.video.diffusion import segments
+
+        size = window or segments.WINDOW
+        hard = {sg.start for sg in segments.plan(n, size, scene_frames)[2] if sg.fade == 0}
+        scene = [cut for cut in scene if cut[1] in hard]  # a change inside a segment is not a cut
+        allowed = segments.change_frames(n, size, scene_frames)
+    onsets = list(analysis.mix.onsets) + [o for t in analysis.tracks for o in t.onsets]
+    cuts = schedule.merge_cuts(scene, schedule.cut_points(onsets, allowed=allowed, **grid))
+    kicks = sorted({c for _, c in cuts} - {c for _, c in scene})
+    times = schedule.native_times(n, native_fps, analysis.fps, cuts)
     env = np.array([np.asarray(t.envelope, dtype=np.float64) for t in analysis.tracks]) if analysis.tracks \
         else np.zeros((0, analysis.frames))
-    weights = schedule.blend_weights(env, fps=analysis.fps, times=times, mode=mode, spans=_spans(analysis, timeline))
-    travel = schedule.motion(np.asarray(analysis.mix.envelope), list(analysis.mix.onsets) +
-                             [o for t in analysis.tracks for o in t.onsets], fps=analysis.fps, times=times)
-    return prompts, times, weights, travel
+    weights = schedule.blend_weights(env, fps=analysis.fps, times=times, mode=mode, spans=spans)
+    travel = schedule.motion(np.asarray(analysis.mix.envelope), kicks, fps=analysis.fps, times=times)
+    return Conditioning(prompts, times, weights, travel, cuts, scene_frames)
 
 
 def render(analysis: Analysis, timeline: Timeline | None, output: str | os.PathLike, *, width: int, height: int,
@@ -127,8 +164,9 @@ def _generate(info, analysis, timeline, output, *, width, height, fps, seed, dev
     steps = steps or info.extra.get("steps") or d_steps
     guidance = d_guidance if guidance is None else guidance
     size = generation_size(width, height, native_side=mod.NATIVE_SIDE, multiple=mod.MULTIPLE)
-    prompts, times, weights, travel = conditioning(analysis, timeline, native_fps=mod.NATIVE_FPS, prompt=prompt)
-    n = len(times)
+    cond = conditioning(analysis, timeline, family=info.family, native_fps=mod.NATIVE_FPS, window=window,
+                        prompt=prompt)
+    prompts, weights, n = cond.prompts, cond.weights, len(cond.times)
     from avmix.video.diffusion.interpolate import retimed
 
     extra: dict[str, Any] = {}
@@ -137,18 +175,17 @@ def _generate(info, analysis, timeline, output, *, width, height, fps, seed, dev
         if info.family.startswith("animatediff"):
             shape = (pipe.unet.config.in_channels, size[1] // pipe.vae_scale_factor, size[0] // pipe.vae_scale_factor)
             latents = mod.denoise(pipe, texts=prompts.texts, negative=negative_prompt, weights=weights,
-                                  latents=schedule.noise_walk(travel, shape, seed=seed), size=size, seed=seed,
+                                  latents=schedule.noise_walk(cond.travel, shape, seed=seed), size=size, seed=seed,
                                   steps=steps, guidance=guidance, window=window, progress=progress)
             native = mod.decode(pipe, latents, progress=progress)
         else:
-            mode = (timeline.mode if timeline is not None else analysis.mode) or "mix"
-            cuts = schedule.scene_cuts(_spans(analysis, timeline), mode=mode, native_fps=mod.NATIVE_FPS, n=n)
-            native = mod.frames(pipe, texts=prompts.texts, negative=negative_prompt, weights=weights, motion=travel,
-                                size=size, seed=seed, steps=steps, guidance=guidance, window=window, cuts=cuts,
-                                progress=progress)
-            extra["segments"] = [[sg.start, sg.fade] for sg in mod.plan(n, window or mod.WINDOW, cuts)[2]]
+            native = mod.frames(pipe, texts=prompts.texts, negative=negative_prompt, weights=weights,
+                                motion=cond.travel, size=size, seed=seed, steps=steps, guidance=guidance,
+                                window=window, cuts=cond.scene, progress=progress)
+            extra["segments"] = [[sg.start, sg.fade] for sg in mod.plan(n, window or mod.WINDOW, cond.scene)[2]]
         with VideoWriter(output, width=width, height=height, fps=fps, src_size=size) as writer:
-            for frame in retimed(native, n_native=n, frames=analysis.frames, fps=fps, native_fps=mod.NATIVE_FPS):
+            for frame in retimed(native, n_native=n, frames=analysis.frames, fps=fps, native_fps=mod.NATIVE_FPS,
+                                 cuts=cond.cuts):
                 writer.write(frame)
     except Exception as e:
         _raise_oom(e)
@@ -160,9 +197,10 @@ def _generate(info, analysis, timeline, output, *, width, height, fps, seed, dev
         "steps": steps, "guidance": guidance, "seed": seed, "device": dev, "dtype": str(dtype).replace("torch.", ""),
         "offload": bool(offload and dev == "cuda"), "native_fps": mod.NATIVE_FPS, "native_frames": n,
         "generated_size": list(size), "window": _effective_window(info.family, n, window),
-        "interpolation": "linear pixel blend",
+        "interpolation": "linear pixel blend, cut at onsets and scene changes",
+        "cuts": [list(c) for c in cond.cuts],
         "prompts": prompts.texts, "negative_prompt": negative_prompt,
-        "prompt_schedule": schedule.summary(prompts, weights, times),
+        "prompt_schedule": schedule.summary(prompts, weights, cond.times),
         "timings": {"load": round(loaded - started, 3), "generate": round(done - loaded, 3)},
         **extra,
     }

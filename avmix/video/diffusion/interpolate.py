@@ -2,8 +2,9 @@
 
 Output frame j (time j/fps) is a linear blend, in pixel space, of the two native frames around it
 (native frame i at i/native_fps). Pixel blending is cheap and exact in timing; it ghosts fast motion a
-little, which at 8-16 native fps is the usual trade of audio-reactive renderers. Streaming: only two
-native frames are held at a time.
+little, which at 8-16 native fps is the usual trade of audio-reactive renderers. Across an onset the
+blend is cut instead (``schedule.retime``): a crossfade would start the hit's change up to a native
+interval before it. Streaming: only two native frames are held at a time.
 """
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ from avmix.video.diffusion.schedule import retime
 
 
 def retimed(native: Iterable[np.ndarray], *, n_native: int, frames: int, fps: float,
-            native_fps: float) -> Iterator[np.ndarray]:
-    """Yield ``frames`` uint8 (h, w, 3) frames at ``fps`` from ``n_native`` frames at ``native_fps``."""
-    i0, a = retime(frames, fps, native_fps)
+            native_fps: float, cuts: list[tuple[int, int]] = ()) -> Iterator[np.ndarray]:
+    """Yield ``frames`` uint8 (h, w, 3) frames at ``fps`` from ``n_native`` frames at ``native_fps``,
+    cut at each (output frame, native frame) of ``cuts``."""
+    i0, a = retime(frames, fps, native_fps, cuts)
     it = iter(native)
     held: dict[int, np.ndarray] = {}
     loaded = 0

@@ -3,9 +3,14 @@
 A DiT takes one text conditioning per clip, so the video is cut into overlapping segments of
 ``window`` native frames (4k+1, Wan's VAE packs 4 frames per latent frame); each segment is conditioned
 on the prompt blend averaged over its frames, starts from its slice of one global audio-warped noise
-walk on the latent frame grid (so neighbours start from related noise), and overlaps the previous one by
-about a quarter window, crossfaded in pixel space. Scene changes of the timeline (concat boundaries,
-an overlay's entry) become hard cuts between segments, so they land on their frame.
+walk (so neighbours start from related noise), and overlaps the previous one by about a quarter
+window, crossfaded in pixel space. Scene changes of the timeline (concat boundaries, an overlay's entry)
+become hard cuts between segments, so they land on their frame.
+
+Latent frame i of a segment starting at native frame s decodes to native frames s+4i-3..s+4i (latent 0
+to frame s alone) and starts from the walk's position at its last native frame. A jump in the walk
+therefore shows from the first native frame of a latent group on, never inside one; onsets are put on
+those frames (``change_frames``) and the retiming cuts there.
 """
 from __future__ import annotations
 
@@ -58,6 +63,18 @@ def plan(n: int, window: int, cuts: list[int] | tuple[int, ...] = ()) -> tuple[i
     return window, overlap, segs
 
 
+def change_frames(n: int, window: int, cuts: list[int] | tuple[int, ...] = ()) -> list[int]:
+    """Native frames where a change of the noise walk first shows: the first frame of each latent group
+    (start+1, start+5, ...) of the segment that owns it, and the start of a segment that follows a
+    hard cut."""
+    out = []
+    for sg in plan(n, window, cuts)[2]:
+        if sg.start > 0 and sg.fade == 0:
+            out.append(sg.start)
+        out.extend(range(sg.start + 1, min(sg.end, n), TEMPORAL))
+    return out
+
+
 def frames(pipe, *, texts: list[str], negative: str, weights: np.ndarray, motion: np.ndarray,
            size: tuple[int, int], seed: int, steps: int, guidance: float, window: int | None,
            cuts: list[int] | tuple[int, ...] = (), progress: ProgressFn = None) -> Iterator[np.ndarray]:
@@ -73,13 +90,13 @@ def frames(pipe, *, texts: list[str], negative: str, weights: np.ndarray, motion
     with torch.inference_mode():
         pos, neg = pipe.encode_prompt(texts, negative_prompt=[negative or ""] * len(texts),
                                       do_classifier_free_guidance=cfg, max_sequence_length=msl, device=device)
-    # One global noise walk on the latent grid (native frames 0, 4, 8, ...), sliced per segment.
-    total = max(sg.start for sg in segs) + window + TEMPORAL
+    # One global noise walk over native frames; each latent frame takes its position at the last
+    # native frame of its group (see the module notes).
+    total = max(sg.start for sg in segs) + window
     travel = np.concatenate([motion, np.full(max(total - n, 0), schedule.CALM_STEP)])
-    lat_steps = np.add.reduceat(travel, np.arange(0, total, TEMPORAL))
-    lat_steps[0] = 0.0
+    travel[0] = 0.0
+    position = np.cumsum(travel)
     h, w = size[1] // pipe.vae_scale_factor_spatial, size[0] // pipe.vae_scale_factor_spatial
-    walk = schedule.noise_walk(lat_steps, (LATENT_CHANNELS, h, w), seed=seed)
     lat_len = (window - 1) // TEMPORAL + 1
     report(progress, "diffusion", 0, steps * len(segs))
 
@@ -92,8 +109,9 @@ def frames(pipe, *, texts: list[str], negative: str, weights: np.ndarray, motion
                                device=device)
         prompt_embeds = torch.einsum("k,ksd->sd", mean, pos.float())[None].to(dtype)
         negative_embeds = neg[:1].to(dtype) if cfg else None
-        m0 = sg.start // TEMPORAL
-        latents = torch.from_numpy(np.ascontiguousarray(walk[:, m0:m0 + lat_len]))[None].to(device, dtype)
+        walk = schedule.noise_at(position[sg.start + TEMPORAL * np.arange(lat_len)], (LATENT_CHANNELS, h, w),
+                                 seed=seed)
+        latents = torch.from_numpy(np.ascontiguousarray(walk))[None].to(device, dtype)
 
         def on_step(_pipe, step, _t, kwargs, i=i):
             report(progress, "diffusion", i * steps + step + 1, steps * len(segs))
