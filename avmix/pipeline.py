@@ -187,7 +187,9 @@ def generate(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, opt
     work, ours = _workdir(work_opts.workdir, out, inputs)
     started = time.perf_counter()
     try:
-        with sigterm_as_interrupt(), _locked(work):
+        from avmix.audio import io
+
+        with sigterm_as_interrupt(), _locked(work), io.reuse_decoded():  # analysis reads compose's decodes
             result = _run(inputs, out, work, composed=composed, opts=opts, chosen=chosen, why=why,
                           overwrite=overwrite, progress=progress, quiet=quiet, texts=texts)
     except BaseException:
@@ -335,7 +337,10 @@ def _compose(inputs: list[Path], work: Path, *, composed: bool, labels: list[str
             source.picture = pic  # the composed file's pictures, with any --image given now
         timeline.save(work / TIMELINE)
         return
-    files = [io.open_audio(p) for p in inputs]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=4) as pool:  # each decode is an ffmpeg of its own: side by side
+        files = list(pool.map(io.open_audio, inputs))
     planned = plan.plan(co.mode, files, settings=co.settings(labels), **co.mode_options())
     timeline = compose.render(planned, work / AUDIO, bit_depth=WORK_BIT_DEPTH, progress=progress, quiet=quiet)
     for source, h in zip(timeline.sources, hashes):  # hashed once already, for the manifest
