@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import ffmpeg as ffmpeg_python  # ffmpeg-python, only used to build the command line
@@ -97,10 +98,12 @@ def render(video: str | os.PathLike, audio: str | os.PathLike, output: str | os.
     video, audio = paths.check_input(video), paths.check_input(audio)
     out = paths.check_output(output, [video, audio], overwrite=overwrite)
 
-    vinfo = ffmpeg.probe(video)
-    if vinfo.video is None:
-        raise InputError("has no video stream", path=video, hint="give a video file as the first input")
-    ainfo = ffmpeg.probe(audio)
+    with ThreadPoolExecutor(max_workers=2) as pool:  # two ffmpeg starts side by side
+        probes = pool.submit(ffmpeg.probe, video), pool.submit(ffmpeg.probe, audio)
+        vinfo = probes[0].result()
+        if vinfo.video is None:
+            raise InputError("has no video stream", path=video, hint="give a video file as the first input")
+        ainfo = probes[1].result()
     if ainfo.audio is None:
         raise InputError("has no audio stream", path=audio)
     fps = vinfo.video.fps or DEFAULT_FPS

@@ -217,15 +217,17 @@ class Compositor:
             self.live.append(self.order[self.next_shot])
             self.next_shot += 1
         self.live = sorted(s for s in self.live if self.shots[s].end > k)  # list order is drawing order
-        Y, U, V = planes(self.buf)
-        Y[...], U[...], V[...] = (round(c) for c in self.bg)
+        apart = self._apart(self.live)
+        if not ((apart or len(self.live) == 1) and self._covered(self.live, k)):  # the background shows
+            Y, U, V = planes(self.buf)
+            Y[...], U[...], V[...] = (round(c) for c in self.bg)
         for s in self.live:  # a new picture's decoder starts now, beside the others
             shot = self.shots[s]
             if shot.start == k and self.tracks[shot.index].picture is not None:
                 x0, y0, x1, y1 = shot.box
                 reader, j = self._reader(self.tracks[shot.index], x1 - x0, y1 - y0, k)
                 reader.prepare(j)
-        if self._apart(self.live):  # tiles that touch no common pixel or decoder are drawn side by side
+        if apart:  # tiles that touch no common pixel or decoder are drawn side by side
             list(self.pool.map(lambda s: self._draw(self.shots[s], k), self.live))
         else:
             for s in self.live:
@@ -241,6 +243,17 @@ class Compositor:
         boxes = sorted(s.box for s in shots)
         return all(not (a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3])
                    for i, a in enumerate(boxes) for b in boxes[i + 1:])
+
+    def _covered(self, live: list[int], k: int) -> bool:
+        """Whether non-overlapping, opaque tiles cover the whole frame (as a full grid does)."""
+        area = 0
+        for s in live:
+            shot = self.shots[s]
+            if lay.fade_alpha(shot, k) < 1.0:
+                return False
+            x0, y0, x1, y1 = shot.box
+            area += (min(x1, self.width) - max(x0, 0)) * (min(y1, self.height) - max(y0, 0))
+        return area >= self.width * self.height
 
     def _draw(self, shot: lay.Shot, k: int) -> None:
         t = self.tracks[shot.index]
