@@ -227,6 +227,7 @@ def _run(inputs: list[Path], out: Path, work: Path, *, composed: bool, opts: Opt
     man.save()
 
     # -- compose: audio.wav + timeline.json
+    _import_soon("avmix.audio.analyze")  # scipy takes ~0.3 s of CPU to import: meanwhile ffmpeg decodes
     labels = list(co.labels)
     if tracks:  # a text track's label is its prompt unless --label gave one ("" = not given)
         labels = synth.labels_with_prompts(labels, tracks, len(inputs))
@@ -310,6 +311,21 @@ def _run(inputs: list[Path], out: Path, work: Path, *, composed: bool, opts: Opt
     return {"output": os.fspath(out), "duration": timeline.duration, "backend": chosen, "backend_reason": why,
             "workdir": os.fspath(work), "timings": dict(stages.timings), "reused": list(stages.reused),
             "preview": preview, "stems": stems, "video_copied": muxed["video_copied"]}
+
+
+def _import_soon(name: str) -> None:
+    """Import a later stage's module in a background thread, while this one mostly waits on ffmpeg.
+    A failure is left to the stage's own import, which reports it."""
+    import importlib
+    import threading
+
+    def load() -> None:
+        try:
+            importlib.import_module(name)
+        except Exception:
+            pass
+
+    threading.Thread(target=load, name="avmix-import", daemon=True).start()
 
 
 def _compose(inputs: list[Path], work: Path, *, composed: bool, labels: list[str], co: ComposeOptions,
