@@ -187,7 +187,9 @@ def generate(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, opt
     work, ours = _workdir(work_opts.workdir, out, inputs)
     started = time.perf_counter()
     try:
-        with sigterm_as_interrupt(), _locked(work):
+        from avmix.audio import io
+
+        with sigterm_as_interrupt(), _locked(work), io.reuse_decoded():  # analysis reads compose's decodes
             result = _run(inputs, out, work, composed=composed, opts=opts, chosen=chosen, why=why,
                           overwrite=overwrite, progress=progress, quiet=quiet, texts=texts)
     except BaseException:
@@ -225,6 +227,7 @@ def _run(inputs: list[Path], out: Path, work: Path, *, composed: bool, opts: Opt
     man.save()
 
     # -- compose: audio.wav + timeline.json
+    _import_soon("avmix.audio.analyze")  # scipy takes ~0.3 s of CPU to import: meanwhile ffmpeg decodes
     labels = list(co.labels)
     if tracks:  # a text track's label is its prompt unless --label gave one ("" = not given)
         labels = synth.labels_with_prompts(labels, tracks, len(inputs))
@@ -315,6 +318,21 @@ def _run(inputs: list[Path], out: Path, work: Path, *, composed: bool, opts: Opt
             "preview": preview, "stems": stems, "video_copied": muxed["video_copied"]}
 
 
+def _import_soon(name: str) -> None:
+    """Import a later stage's module in a background thread, while this one mostly waits on ffmpeg.
+    A failure is left to the stage's own import, which reports it."""
+    import importlib
+    import threading
+
+    def load() -> None:
+        try:
+            importlib.import_module(name)
+        except Exception:
+            pass
+
+    threading.Thread(target=load, name="avmix-import", daemon=True).start()
+
+
 def _compose(inputs: list[Path], work: Path, *, composed: bool, labels: list[str], co: ComposeOptions,
              hashes: list[str], progress: ProgressFn, quiet: bool, origins: dict[int, dict] | None = None) -> None:
     from avmix.audio import compose, io, plan, writer
@@ -340,7 +358,10 @@ def _compose(inputs: list[Path], work: Path, *, composed: bool, labels: list[str
             source.picture = pic  # the composed file's pictures, with any --image given now
         timeline.save(work / TIMELINE)
         return
-    files = [io.open_audio(p) for p in inputs]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=4) as pool:  # each decode is an ffmpeg of its own: side by side
+        files = list(pool.map(io.open_audio, inputs))
     planned = plan.plan(co.mode, files, settings=co.settings(labels), **co.mode_options())
     timeline = compose.render(planned, work / AUDIO, bit_depth=WORK_BIT_DEPTH, progress=progress, quiet=quiet)
     for source, h in zip(timeline.sources, hashes):  # hashed once already, for the manifest

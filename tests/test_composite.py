@@ -477,3 +477,16 @@ def test_bad_image_stops_generate_before_any_work(tmp_path, clips, run_cli, kind
     assert r.code == 1 and "face.png" in r.err and "Traceback" not in r.err
     assert len([ln for ln in r.err.splitlines() if ln.startswith("avmix: error")]) == 1
     assert not out.exists() and not list(tmp_path.glob(".out.mp4*"))
+
+
+def test_pair_table_maps_two_pixels_as_the_table_maps_one():
+    rng = np.random.default_rng(3)
+    lut = rng.integers(0, 256, 256).astype(np.uint8)
+    src = rng.integers(0, 256, (20, 38), np.uint8)
+    for x0 in (0, 1, 2, 3):  # an odd column offset, as a chroma plane's tile may have
+        frame = np.zeros((30, 50), np.uint8)
+        out = frame[4:24, x0:x0 + 38]
+        np.take(composite.pair_table(lut), src.view(np.uint16), out=out.view(np.uint16), mode="wrap")
+        assert np.array_equal(out, lut[src])
+        frame[4:24, x0:x0 + 38] = 0
+        assert not frame.any()  # nothing written outside the tile

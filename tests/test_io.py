@@ -523,3 +523,48 @@ def test_wav_header_becomes_rf64_past_4_gib():
     riff, data, frames = struct.unpack("<QQQ", h[20:44])
     assert (riff, data, frames) == (72 + big, big, big // 6)
     assert h[72:76] == b"data" and h[76:80] == b"\xff\xff\xff\xff"
+
+
+def test_reuse_decoded_decodes_an_unchanged_file_once(tmp_path, monkeypatch):
+    sr = 48000
+    src = write_wav(tmp_path / "src.wav", tones(1.0, sr, 2), sr)
+    path = ffmpeg_convert(src, tmp_path / "v.mp4", "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac",
+                          video=True)
+    calls = []
+    real = io._decode
+    monkeypatch.setattr(io, "_decode", lambda *a: calls.append(a[0]) or real(*a))
+    with io.reuse_decoded():
+        first = io.open_audio(path)
+        monkeypatch.chdir(tmp_path)
+        again = io.open_audio("v.mp4")  # another spelling of the same file
+        assert len(calls) == 1 and again.path == "v.mp4"
+        assert np.array_equal(first.read(), again.read())
+        del first  # the copy keeps the decoded samples alive
+        assert again.read().shape == (again.frames, 2)
+        ffmpeg_convert(src, tmp_path / "v.mp4", "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac",
+                       "-b:a", "96k", video=True)
+        io.open_audio(path)  # changed: decoded again
+        assert len(calls) == 2
+    io.open_audio(path)
+    io.open_audio(path)
+    assert len(calls) == 4  # outside the block every open decodes
+
+
+def test_probe_takes_what_the_picture_probe_printed(tmp_path, monkeypatch):
+    from avmix.video import pictures
+
+    sr = 48000
+    src = write_wav(tmp_path / "src.wav", tones(1.0, sr, 2), sr)
+    path = ffmpeg_convert(src, tmp_path / "v.mkv", "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "flac",
+                          video=True)
+    own = ffmpeg.probe(path)
+    pictures.find(path)
+
+    def no_ffmpeg(*a, **k):
+        raise AssertionError("ffmpeg started")
+
+    monkeypatch.setattr(ffmpeg, "run_command", no_ffmpeg)
+    known = ffmpeg.probe(path)
+    assert (known.format, known.duration, known.audio, known.video) == (own.format, own.duration, own.audio,
+                                                                       own.video)
+    assert known.streams == own.streams  # the null output's streams are not taken for the input's

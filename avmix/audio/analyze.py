@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import math
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable
 
 import numpy as np
@@ -272,34 +274,46 @@ def onsets(x: np.ndarray, sample_rate: int) -> np.ndarray:
     return np.asarray(analyze_array(x, sample_rate, fps=30).onsets)
 
 
-def _stream(blocks: Iterable[np.ndarray], fs: FeatureStream, progress: ProgressFn, done: int, total: int) -> int:
-    for block in blocks:
-        fs.feed(block)
-        done += len(block)
-        report(progress, "analyze", done, total)
-    return done
-
-
 def analyze(timeline: Timeline, audio_path: str | os.PathLike, *, fps: float, progress: ProgressFn = None) -> Analysis:
     """Envelopes (per video frame), onsets, tempo and beats of every source and of the mix.
 
     Sources are read with ``compose.source_blocks(timeline, i)`` (i = position in ``timeline.sources``);
     the mix is read from ``audio_path`` at the timeline's rate, exactly ``timeline.frames`` long.
+    The tracks are analysed side by side (numpy and the FFT release the GIL for most of the work).
     """
     from avmix.audio import compose, io  # late: analysis of arrays needs neither
 
     sr = timeline.sample_rate
     n = n_video_frames(timeline.frames, sr, fps)
     total = (len(timeline.sources) + 1) * timeline.frames
-    done = 0
-    tracks = []
-    for i, src in enumerate(timeline.sources):
+    lock, done = threading.Lock(), [0]
+
+    def stream(blocks: Iterable[np.ndarray]) -> FeatureStream:
         fs = FeatureStream(sr, fps, n)
-        done = _stream(compose.source_blocks(timeline, i), fs, progress, done, total)
-        tracks.append(fs.result(label=src.label, index=src.index, start=src.start_sample / sr,
-                                end=src.end_sample / sr))
-    fs = FeatureStream(sr, fps, n)
-    audio = io.open_audio(audio_path)
-    _stream(audio.blocks(sample_rate=sr, channels=timeline.channels, frames=timeline.frames), fs, progress, done, total)
-    mix = fs.result(label="mix", index=-1, start=0.0, end=timeline.duration)
-    return Analysis(fps=float(fps), frames=n, duration=timeline.duration, tracks=tracks, mix=mix, mode=timeline.mode)
+        for block in blocks:
+            fs.feed(block)
+            with lock:  # one count for all tracks, reported in order
+                done[0] += len(block)
+                report(progress, "analyze", done[0], total)
+        return fs
+
+    def source(i: int) -> TrackAnalysis:
+        src = timeline.sources[i]
+        return stream(compose.source_blocks(timeline, i)).result(label=src.label, index=src.index,
+                                                                 start=src.start_sample / sr, end=src.end_sample / sr)
+
+    def mix() -> TrackAnalysis:
+        audio = io.open_audio(audio_path)
+        blocks = audio.blocks(sample_rate=sr, channels=timeline.channels, frames=timeline.frames)
+        return stream(blocks).result(label="mix", index=-1, start=0.0, end=timeline.duration)
+
+    if timeline.sources and getattr(timeline, "_files", None) is None:
+        # the files compose's engine keeps on the timeline, opened (decoded) once, side by side, rather
+        # than by each thread below
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            timeline._files = list(pool.map(lambda s: io.open_audio(s.path), timeline.sources))
+    with ThreadPoolExecutor(max_workers=min(4, len(timeline.sources) + 1)) as pool:
+        jobs = [pool.submit(source, i) for i in range(len(timeline.sources))] + [pool.submit(mix)]
+        results = [j.result() for j in jobs]
+    return Analysis(fps=float(fps), frames=n, duration=timeline.duration, tracks=results[:-1], mix=results[-1],
+                    mode=timeline.mode)

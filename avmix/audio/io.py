@@ -28,6 +28,8 @@ otherwise poison every loudness and peak measurement of the mix.
 from __future__ import annotations
 
 import atexit
+import contextlib
+import copy
 import math
 import os
 import shutil
@@ -544,6 +546,40 @@ def _open_ffmpeg(name: str, local: str, family: str | None) -> AudioFile:
                      subtype=info.audio.codec, raw_path=raw, floats=True)
 
 
+_decoded: dict[tuple[str, int, int], AudioFile] | None = None  # while reuse_decoded() is active
+
+
+@contextlib.contextmanager
+def reuse_decoded() -> Iterator[None]:
+    """Within the block, opening an unchanged file that ffmpeg already decoded reuses that decode
+    (``generate`` reads each input in its compose and again in its analysis stage). The decoded
+    temp files are removed once nothing uses them."""
+    global _decoded
+    outer, _decoded = _decoded, ({} if _decoded is None else _decoded)
+    try:
+        yield
+    finally:
+        _decoded = outer
+
+
+def _reused(name: str) -> tuple[tuple[str, int, int] | None, AudioFile | None]:
+    if _decoded is None:
+        return None, None
+    try:
+        st = os.stat(name)
+    except OSError:
+        return None, None
+    if not stat.S_ISREG(st.st_mode):
+        return None, None
+    key = (os.path.abspath(name), st.st_mtime_ns, st.st_size)
+    got = _decoded.get(key)
+    if got is None:
+        return key, None
+    clone = copy.copy(got)  # named as asked this time; it keeps the first (owner of the temp file) alive
+    clone.path, clone._owner = name, got
+    return key, clone
+
+
 def open_audio(path: str | os.PathLike) -> AudioFile:
     """Open an audio file (or the audio stream of a video) for block reading; ``-`` reads stdin.
 
@@ -563,7 +599,17 @@ def open_audio(path: str | os.PathLike) -> AudioFile:
             local = _copy_stream(stream, name)
     else:
         paths.check_input(name)
-        local = name
+        key, known = _reused(name)
+        if known is not None:
+            return known
+        af = _open(name, name)
+        if key is not None and af._raw is not None and _decoded is not None:
+            _decoded[key] = af
+        return af
+    return _open(name, local)
+
+
+def _open(name: str, local: str) -> AudioFile:
     try:
         family = _sniff(local)
         return (family and _open_sndfile(name, local, family)) or _open_ffmpeg(name, local, family)

@@ -115,6 +115,7 @@ def _probe(path: str) -> Picture | None:
     if "Input #0" not in err:
         raise InputError("not an image or video ffmpeg can read", path=path)
     info = ffmpeg.parse_info(path, err)
+    ffmpeg.remember_info(path, err)  # the audio stage's probe of this file reads it from here
     if info.video is None:
         return None
     v = info.video
