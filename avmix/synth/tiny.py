@@ -124,13 +124,6 @@ def audioldm2(*, seed: int = 0):
 def write(directory: str | os.PathLike, *, family: str = "stable-audio", seed: int = 0) -> Path:
     """Build a tiny text-to-audio pipeline of ``family`` and ``save_pretrained`` it (safetensors) into
     ``directory``; returns the directory."""
-    from avmix.video.diffusion.loading import quiet_libraries
+    from avmix.video.diffusion.tiny import save
 
-    builders = {"stable-audio": stable_audio, "audioldm2": audioldm2}
-    if family not in builders:
-        raise ValueError(f"unknown tiny family {family!r}; choose from {', '.join(builders)}")
-    out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
-    with quiet_libraries():
-        builders[family](seed=seed).save_pretrained(out, safe_serialization=True)
-    return out
+    return save({"stable-audio": stable_audio, "audioldm2": audioldm2}, family, directory, seed=seed)

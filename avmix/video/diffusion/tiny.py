@@ -124,10 +124,15 @@ def wan(*, seed: int = 0):
 def write(directory: str | os.PathLike, *, family: str = "animatediff", seed: int = 0) -> Path:
     """Build a tiny pipeline of ``family`` ("animatediff", "animatediff-lightning", "wan" or "sd15") and
     ``save_pretrained`` it (safetensors) into ``directory``; returns the directory."""
-    from avmix.video.diffusion.loading import quiet_libraries
-
     builders = {"animatediff": animatediff, "wan": wan, "sd15": sd15,
                 "animatediff-lightning": lambda seed: animatediff(lightning=True, seed=seed)}
+    return save(builders, family, directory, seed=seed)
+
+
+def save(builders: dict, family: str, directory: str | os.PathLike, *, seed: int = 0) -> Path:
+    """Build ``builders[family](seed=seed)`` and ``save_pretrained`` it (safetensors) into ``directory``."""
+    from avmix.video.diffusion.loading import quiet_libraries
+
     if family not in builders:
         raise ValueError(f"unknown tiny family {family!r}; choose from {', '.join(builders)}")
     out = Path(directory)
