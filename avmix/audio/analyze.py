@@ -21,11 +21,12 @@ Definitions (what ``analysis.json`` means):
   here in numpy): log-power mel spectral flux (128 mels up to 11025 Hz, 93 ms window, 23 ms hop,
   80 dB below the loudest cell clipped), scaled to 0..1 and peak-picked with a 30 ms max window, a
   100 ms mean window each side, delta 0.07 and a 30 ms wait. A coarse onset is kept when the fine
-  detector has one within ``AGREE_S``, or when it rises ``STRONG_DELTA`` above its mean window on its
-  own: vibrato and tremolo give weak coarse peaks that the fine detector does not confirm. Times in
-  seconds on the coarse 23 ms frames, within about 30 ms of a hit. The fine detector's own times are
-  about 5 ms accurate, but AV-Align scores against the coarse frames: placed on those, the picture's
-  hits matched the scored onsets far better on real recordings (0.88 against 0.65 IoU).
+  detector has one within ``AGREE_S``, or when it rises ``STRONG_DELTA`` above its mean window and
+  ``COARSE_NOISE`` local spreads on its own: vibrato, tremolo and steady noise give coarse peaks that
+  the fine detector does not confirm. Times in seconds on the coarse 23 ms frames, within about 30 ms
+  of a hit. The fine detector's own times are about 5 ms accurate, but AV-Align scores against the
+  coarse frames: placed on those, the picture's hits matched the scored onsets far better on real
+  recordings (0.88 against 0.65 IoU, with a looser confirmation).
 * Tempo: the autocorrelation of the onset-strength curve, weighted towards 120 BPM, in 40-240 BPM;
   beats: dynamic-programming beat tracking at that period. Both are approximate (good for visuals, not
   for beat-accurate editing).
@@ -50,9 +51,9 @@ HOP_SECONDS = 0.005  # onset analysis hop
 LOG_GAIN = 1000.0  # log-magnitude compression: log1p(LOG_GAIN * |X| / sum(window))
 BAND_LO_HZ, BAND_HI_HZ, BANDS_PER_OCTAVE = 30.0, 16000.0, 6
 MIN_ONSET_GAP = 0.05  # s
-ONSET_DELTA = 0.05  # fine threshold above the local median, as a fraction of the strongest peaks' height (low:
+ONSET_DELTA = 0.15  # fine threshold above the local median, as a fraction of the strongest peaks' height (low:
 # fine onsets only confirm coarse ones)
-ONSET_NOISE = 2.5  # ... and in robust standard deviations of the onset-strength curve
+ONSET_NOISE = 5.0  # ... and in robust standard deviations of the onset-strength curve
 ONSET_ABS_MIN = 0.02  # absolute minimum flux (mean over bins) for an onset
 # coarse (published-method) onset detector, in seconds so that any sample rate gives the same frames
 MEL_WIN_S, MEL_HOP_S = 2048 / 22050, 512 / 22050
@@ -62,6 +63,7 @@ MEL_TOP_DB = 80.0  # cells more than this below the loudest are clipped there
 MEL_FLOORS_DB = np.arange(-100.0, -19.0, 10.0)
 PICK_DELTA, STRONG_DELTA = 0.07, 0.12
 PICK_MAX_S, PICK_AVG_S, PICK_WAIT_S = 0.03, 0.10, 0.03
+COARSE_NOISE, COARSE_NOISE_S = 5.0, 1.0  # an unconfirmed strong onset also clears this many local spreads
 AGREE_S = 0.07  # a coarse onset this close to a fine one is confirmed
 MIN_BPM, MAX_BPM, PRIOR_BPM = 40.0, 240.0, 120.0
 MIN_ONSETS_FOR_TEMPO = 4
@@ -150,7 +152,7 @@ class FeatureStream:
         fine = pick_onsets(flux, hop_s)
         strength, mel_hop_s = self.mel.envelope()
         onset_times = combine_onsets(pick_coarse(strength, mel_hop_s, PICK_DELTA) * mel_hop_s,
-                                     pick_coarse(strength, mel_hop_s, STRONG_DELTA) * mel_hop_s, fine)
+                                     pick_coarse(strength, mel_hop_s, STRONG_DELTA, COARSE_NOISE) * mel_hop_s, fine)
         # frames reaching past the last sample see the audio stop against zero padding: not an onset
         onset_times = onset_times[onset_times <= (self.pos - self.n_fft // 2) / self.sr]
         tempo, beats = None, []
@@ -234,7 +236,7 @@ def mel_bank(sample_rate: int, n_fft: int) -> np.ndarray:
     return (tri * (2.0 / (hi - lo))).T.astype(np.float32)
 
 
-def pick_coarse(env: np.ndarray, hop_s: float, delta: float) -> np.ndarray:
+def pick_coarse(env: np.ndarray, hop_s: float, delta: float, spread_k: float = 0.0) -> np.ndarray:
     """Peak indices of the coarse onset strength scaled to 0..1: the largest within ``PICK_MAX_S``
     before, at least ``delta`` above the mean of ``PICK_AVG_S`` each side, ``PICK_WAIT_S`` apart."""
     if env.size < 3 or not np.any(env > env.min()):
@@ -251,8 +253,15 @@ def pick_coarse(env: np.ndarray, hop_s: float, delta: float) -> np.ndarray:
     cs = np.concatenate(([0.0], np.cumsum(e)))
     lo, hi = np.maximum(0, idx - pre_avg), np.minimum(n, idx + post_avg)
     mean = (cs[hi] - cs[lo]) / (hi - lo)
+    need = np.full(n, delta)
+    if spread_k > 0:
+        # steady noise: every flux peak is about as tall as the next, so a peak must also stand out
+        # from the local spread (median absolute deviation over ``COARSE_NOISE_S``)
+        med = median_filter(e, size=max(3, int(COARSE_NOISE_S / hop_s)) | 1, mode="reflect")
+        spread = 1.4826 * median_filter(np.abs(e - med), size=max(3, int(COARSE_NOISE_S / hop_s)) | 1, mode="reflect")
+        need = np.maximum(need, spread_k * spread)
     kept: list[int] = []
-    for i in np.flatnonzero((e >= local_max) & (e >= mean + delta)):
+    for i in np.flatnonzero((e >= local_max) & (e >= mean + need)):
         if not kept or i - kept[-1] > wait:
             kept.append(int(i))
     return np.asarray(kept, np.int64)
