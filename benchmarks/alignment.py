@@ -110,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
             vals = [r["av_align"] for r in rows if r["kind"] == kind and r["tool"] == tool]
             if vals:
                 means[f"{kind} / {tool}"] = round(float(np.mean(vals)), 3)
-                print(f"mean AV-Align, {kind} ({len(vals)}), {tool}: {np.mean(vals):.3f}")
+                print(f"mean AV-Align, {kind} ({len(vals)}), {tool}: {np.mean(vals):.3f} "
+                      f"(median {np.median(vals):.3f})")
     common.save(Path(__file__).resolve().parent / "results-alignment.json",
                 {"date": time.strftime("%Y-%m-%d %H:%M", time.localtime(started)), "environment": env,
                  "size": size, "fps": FPS, "flow": "full size (avmix score default)", "means": means,

@@ -53,11 +53,18 @@ def test_frame_count_is_ceil_of_duration_times_fps():
     assert len(ta.envelope) == an.n_video_frames(SR // 10 * 25 + 7, SR, 24)
 
 
-def test_click_onsets_within_10_ms():
+# Onsets sit on the published method's 23 ms frames (what AV-Align scores against), so they are within
+# 30 ms of a hit (about one such frame; librosa's trail hits by 8-39 ms), not the 5 ms of the fine
+# detector's times: on the frame the score expects, the picture's hits agree far better with it (0.88
+# against 0.65 over the real recordings, measured with a looser confirmation than the one kept).
+ONSET_TOL = 0.030
+
+
+def test_click_onsets_within_30_ms():
     times = [0.5, 1.234, 2.0071, 3.3333, 4.9, 5.61]
     found = an.onsets(clicks(times, 6.0), SR)
     assert len(found) == len(times)
-    assert np.max(np.abs(found - times)) < 0.010
+    assert np.max(np.abs(found - times)) < ONSET_TOL
 
 
 def test_onsets_of_tone_bursts_over_noise_at_44100():
@@ -67,13 +74,14 @@ def test_onsets_of_tone_bursts_over_noise_at_44100():
     times = [0.6, 1.45, 2.8, 3.9]
     n = int(0.3 * sr)
     burst = (0.5 * np.sin(2 * np.pi * 660 * np.arange(n) / sr) * np.exp(-np.arange(n) / sr / 0.1)).astype(np.float32)
+    burst[-int(0.01 * sr):] *= np.linspace(1, 0, int(0.01 * sr), dtype=np.float32)  # cut off, it ended in a click
     for t in times:
         i = int(t * sr)
         x[i:i + n] += burst
     found = an.onsets(x, sr)
     found = found[found > 0.1]  # the noise itself starts at 0
     assert len(found) == len(times)
-    assert np.max(np.abs(found - times)) < 0.010
+    assert np.max(np.abs(found - times)) < ONSET_TOL
 
 
 def test_kick_drums_count_as_much_as_bright_hits():
@@ -94,7 +102,77 @@ def test_kick_drums_count_as_much_as_bright_hits():
         x[i:i + len(hit)] += hit
     found = an.onsets(x.astype(np.float32), SR)
     assert len(found) == len(times), found
-    assert np.max(np.abs(found - times)) < 0.010
+    assert np.max(np.abs(found - times)) < ONSET_TOL
+
+
+def held_notes(starts, seconds, sr=SR):
+    """Notes of five harmonics with 5.5 Hz vibrato (+-1.2%) and a 4.3 Hz tremolo (+-25%), each held
+    until just before the next: their wobble must not count as onsets."""
+    t = np.arange(int(seconds * sr)) / sr
+    x = np.zeros_like(t)
+    ends = [s - 0.1 for s in starts[1:]] + [seconds - 0.3]
+    for s, e, f0 in zip(starts, ends, [220.0, 262.0, 196.0, 247.0]):
+        m = (t >= s) & (t < e)
+        tt = t[m] - s
+        phase = 2 * np.pi * f0 * np.cumsum(1 + 0.012 * np.sin(2 * np.pi * 5.5 * tt)) / sr
+        env = np.minimum(tt / 0.03, 1) * np.minimum((e - s - tt) / 0.15, 1) * (1 + 0.25 * np.sin(2 * np.pi * 4.3 * tt + 1))
+        x[m] += 0.3 * env * sum(np.sin(k * phase) / k for k in range(1, 6))
+    return x.astype(np.float32)
+
+
+def test_vibrato_and_tremolo_make_no_onsets_between_notes():
+    """The published method's peak picker alone finds 5 onsets here (two inside the last note); the
+    fine detector does not confirm those, and they are too weak to stand on their own."""
+    starts = [0.5, 2.5, 4.2]
+    found = an.onsets(held_notes(starts, 6.0), SR)
+    assert len(found) == len(starts), found
+    assert np.max(np.abs(found - starts)) < 0.015
+
+
+def test_coarse_strength_is_the_published_onset_strength():
+    """On real recordings at librosa's rate, the coarse onset strength and its peaks are librosa's
+    ``onset_strength`` and ``onset_detect`` with their defaults (the clip level interpolated)."""
+    librosa = pytest.importorskip("librosa")
+    import soundfile as sf
+
+    from avmix import score
+    from tests import real
+    for name in ("music_electronic.flac", "speech_instruct.flac", "field_birds.flac"):
+        x, sr = sf.read(real.path(name), dtype="float32")
+        y = librosa.resample(x, orig_sr=sr, target_sr=22050)
+        ref = librosa.onset.onset_strength(y=y, sr=22050)
+        mel = an.MelFlux(22050)
+        mel.feed(y)
+        mel.finish()
+        ours, hop_s = mel.envelope()
+        assert len(ours) == len(ref) and hop_s == pytest.approx(512 / 22050)
+        assert np.mean(np.abs(ours - ref)) < 0.005 * ref.max(), name
+        peaks = an.pick_coarse(ours, hop_s, an.PICK_DELTA) * hop_s
+        theirs = librosa.onset.onset_detect(onset_envelope=ref, sr=22050, units="time")
+        assert score.av_align(theirs, peaks, 1000.0)["av_align"] >= 0.97, name  # same frames, nearly all
+
+
+def test_onsets_agree_with_the_scored_onsets_on_real_recordings():
+    """The onsets the picture moves on against the ones AV-Align scores it by (librosa's), matched
+    within one frame at 30 fps, on the frames the picture shows them (procedural.hit_frames), over the
+    real recordings: 0.66 mean when written (0.94 for the published method's own picks, which also find
+    onsets in vibrato and steady noise); the fine detector alone gave 0.41."""
+    pytest.importorskip("librosa")
+    import soundfile as sf
+
+    from avmix import score
+    from avmix.video.procedural import hit_frames
+    from tests import real
+    fps, scores = 30, []
+    for path, _ in real.all_recordings():
+        x, sr = sf.read(path, dtype="float32", always_2d=True)
+        ta = an.analyze_array(x, sr, fps=fps)
+        ours = hit_frames(ta.onsets, fps, len(ta.envelope)) / fps
+        import librosa
+        theirs = score.audio_onsets(librosa.resample(x.mean(axis=1), orig_sr=sr, target_sr=score.AUDIO_RATE),
+                                    score.AUDIO_RATE)
+        scores.append(score.av_align(theirs, ours, fps)["av_align"])
+    assert np.mean(scores) >= 0.6, np.round(scores, 2)
 
 
 def test_tempo_and_beats_of_120_bpm_click_track():
@@ -141,7 +219,7 @@ def test_analyze_timeline_reads_sources_and_mix(tmp_path):
     tone, clk = res.tracks
     assert tone.label == "tone" and clk.label == "clicks"
     assert np.all(np.asarray(tone.envelope[13:]) == 0) and min(tone.envelope[:12]) > 0.5
-    assert np.max(np.abs(np.asarray(clk.onsets) - [0.2, 0.9, 1.5])) < 0.01
+    assert np.max(np.abs(np.asarray(clk.onsets) - [0.2, 0.9, 1.5])) < ONSET_TOL
     assert len(res.mix.envelope) == 50
     back = Analysis.load(_save(res, tmp_path / "analysis.json"))
     assert back.tracks[1].onsets == clk.onsets

@@ -193,8 +193,8 @@ def test_real_piano_notes_move_the_picture_once_each(tmp_path):
     out = tmp_path / "v.mp4"
     procedural.render(an, out, width=W, height=H)
     peaks, whole = flow_peak_frames(out)
-    # the first note starts at 15 ms: AV-Align's flow repeats its first value, so frame 1 cannot peak
-    assert hits[0] <= 1 and peaks.tolist() == hits[1:].tolist(), (hits, peaks)
+    # AV-Align's flow repeats its first value, so a hit on frame 0 or 1 cannot peak
+    assert peaks.tolist() == [k for k in hits.tolist() if k > 1], (hits, peaks)
 
 
 def test_band_pages_turn_on_hits():
