@@ -155,8 +155,9 @@ def test_coarse_strength_is_the_published_onset_strength():
 def test_onsets_agree_with_the_scored_onsets_on_real_recordings():
     """The onsets the picture moves on against the ones AV-Align scores it by (librosa's), matched
     within one frame at 30 fps, on the frames the picture shows them (procedural.hit_frames), over the
-    real recordings: 0.66 mean when written (0.94 for the published method's own picks, which also find
-    onsets in vibrato and steady noise); the fine detector alone gave 0.41."""
+    real recordings: 0.51 mean with the fine detector's times for confirmed onsets (0.66 on the coarse
+    frames, which can put a change before its hit; 0.94 for the published method's own picks, which also
+    find onsets in vibrato and steady noise); the fine detector alone gave 0.41."""
     pytest.importorskip("librosa")
     import soundfile as sf
 
@@ -172,7 +173,7 @@ def test_onsets_agree_with_the_scored_onsets_on_real_recordings():
         theirs = score.audio_onsets(librosa.resample(x.mean(axis=1), orig_sr=sr, target_sr=score.AUDIO_RATE),
                                     score.AUDIO_RATE)
         scores.append(score.av_align(theirs, ours, fps)["av_align"])
-    assert np.mean(scores) >= 0.6, np.round(scores, 2)
+    assert np.mean(scores) >= 0.48, np.round(scores, 2)  # the fine detector alone: 0.41
 
 
 def test_tempo_and_beats_of_120_bpm_click_track():
