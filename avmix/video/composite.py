@@ -146,25 +146,6 @@ class ElementTile:
         return self.out
 
 
-def _text_mask(text: str, size: int) -> np.ndarray | None:
-    """Anti-aliased text as a float32 alpha mask (Pillow's built-in font)."""
-    try:
-        from PIL import Image, ImageDraw, ImageFont
-    except ImportError:
-        raise UsageError("captions need Pillow", hint="pip install pillow") from None
-    text = text.strip()[:48]
-    if not text:
-        return None
-    try:
-        font = ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1
-        font = ImageFont.load_default()
-    x0, y0, x1, y1 = font.getbbox(text)
-    img = Image.new("L", (x1 - x0 + 2, y1 - y0 + 2), 0)
-    ImageDraw.Draw(img).text((1 - x0, 1 - y0), text, fill=255, font=font)
-    return np.asarray(img, np.float32) / 255.0
-
-
 # ---------------------------------------------------------------------------------------- frames
 
 class Compositor:
@@ -313,6 +294,8 @@ class Compositor:
         size = max(9, min(h // 10, 28))
         key = (t.index, size)
         if key not in self.captions:
+            from avmix.video.procedural import _text_mask  # one caption look for both renderers
+
             self.captions[key] = _text_mask(t.label, size)
         m = self.captions[key]
         if m is None:
