@@ -179,10 +179,6 @@ def _plural(n: int) -> str:
 class _Group:
     """Shared by the option groups: construction from flat keywords and a flat dict for the manifest."""
 
-    @classmethod
-    def names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
-
     def flat(self) -> dict[str, Any]:
         return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
 
@@ -512,8 +508,3 @@ class Options:
         for g in GROUPS:
             out.update(getattr(self, g).flat())
         return out
-
-    def input_paths(self) -> dict[str, Any]:
-        """The options that name input files, by name (what batch resolves against the jobs file)."""
-        return {name: getattr(getattr(self, g), name) for name, (g, f) in self.by_name().items()
-                if (flag_of(f) and flag_of(f).path == "input")}

@@ -30,7 +30,6 @@ AUDIO, TIMELINE, ANALYSIS, VIDEO = "audio.wav", "timeline.json", "analysis.json"
 TRACKS = "tracks.json"  # the synth stage's list of text tracks (their audio is in the track cache)
 WORK_FILES = (TRACKS, AUDIO, TIMELINE, ANALYSIS, VIDEO, MANIFEST)
 WORK_BIT_DEPTH = 32  # float: the work audio is exact, stems sum to it
-MODES = tuple(m.value for m in Mode)
 BACKENDS = tuple(b.value for b in Backend)
 
 

@@ -5,6 +5,7 @@ Parsing only: the options and their checks are :class:`avmix.options.ComposeOpti
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import List
 
@@ -41,9 +42,7 @@ def _run(inputs: list[str], output: str, opts: Options, *, at_least: int, bit_de
     from avmix.audio import compose
 
     s = co.settings()
-    settings = {k: getattr(s, k) for k in ("sample_rate", "channels", "gains", "normalize", "target", "limit",
-                                           "ceiling", "fade_in", "fade_out", "labels", "reference",
-                                           "reference_strength", "reference_balance")}
+    settings = {f.name: getattr(s, f.name) for f in dataclasses.fields(s)}  # every Settings field, as keywords
     mode = co.mode_options()
     if co.mode == "overlay":  # compose.overlay names it duck
         mode["duck"] = mode.pop("duck_db")

@@ -16,13 +16,12 @@ from typing import Any, Callable, List, Optional
 import typer
 from typing_extensions import Annotated
 
-from avmix.options import GROUPS, Options, flag_of
+from avmix.options import AUDIO_COMMANDS, GROUPS, Options, flag_of
 
 # field type (as written in avmix/options.py) -> command-line type
 _CLI_TYPES = {"bool": bool, "int": int, "float": float, "str": str, "int | None": Optional[int],
               "float | None": Optional[float], "str | None": Optional[str], "list[float]": Optional[List[float]],
               "list[str]": Optional[List[str]], "tuple[int, int]": str}
-_MODES = ("mix", "concat", "overlay")
 
 
 def _cli_type(f: dataclasses.Field, choices: type[Enum] | None) -> Any:
@@ -43,7 +42,7 @@ def _cli_default(f: dataclasses.Field, choices: type[Enum] | None) -> Any:
 
 def _help(flag, command: str) -> str:
     # generate takes the options of every mode: say which mode an option is for
-    modes = [c for c in flag.commands if c in _MODES]
+    modes = [c for c in flag.commands if c in AUDIO_COMMANDS]
     if command == "generate" and len(modes) == 1 and flag.help:
         return f"{modes[0]}: {flag.help}"
     return flag.help
