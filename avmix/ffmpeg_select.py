@@ -79,11 +79,9 @@ _builds: dict[tuple[str, int, int], Build] = {}  # (path, size, mtime_ns) -> Bui
 
 
 def cache_dir() -> Path:
-    """The user cache directory: $AVMIX_CACHE, else $XDG_CACHE_HOME/avmix, else ~/.cache/avmix."""
-    if os.environ.get("AVMIX_CACHE"):
-        return Path(os.environ["AVMIX_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "avmix"
+    from avmix.paths import cache_root
+
+    return cache_root()
 
 
 def inspect(path: str) -> Build:

@@ -104,8 +104,9 @@ class FeatureStream:
         if len(x) == 0:
             return
         self._envelope(np.mean(np.square(x, dtype=np.float64), axis=1))
-        self._spectral(x.mean(axis=1))
-        self.mel.feed(x.mean(axis=1))
+        mono = x.mean(axis=1)
+        self._spectral(mono)
+        self.mel.feed(mono)
 
     def _envelope(self, power: np.ndarray) -> None:
         start, stop = self.pos, self.pos + len(power)

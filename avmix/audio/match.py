@@ -34,7 +34,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from avmix.audio.loudness import k_weighting_sos, loudness_range
-from avmix.audio.reference import BAND_EDGES_HZ, DYNAMICS_SECONDS, HOP, Measurement, crest_db, gated
+from avmix.audio.reference import BAND_EDGES_HZ, DYNAMICS_SECONDS, HOP, Measurement, crest_db, gated, mid_side
 
 MAX_DB = 12.0  # bound of every boost, and of the width and dynamics gains both ways
 MAX_CUT_DB = 24.0  # the spectral curves may cut this far
@@ -418,10 +418,7 @@ class Corrector:
         self._flushed = False
 
     def _split(self, block: np.ndarray) -> np.ndarray:
-        if self.stereo:
-            return np.stack([(block[:, 0] + block[:, 1]) * np.float32(0.5),
-                             (block[:, 0] - block[:, 1]) * np.float32(0.5)], axis=1)
-        return block
+        return mid_side(block) if self.stereo else block
 
     def _join(self, y: np.ndarray) -> np.ndarray:
         if self.stereo:

@@ -95,10 +95,6 @@ class Measurement:
         m = float(self.mid[sel].sum())
         return float(self.side[sel].sum()) / m if m > 0 else None
 
-    def band_side_mid(self) -> list[float | None]:
-        edges = (0.0,) + BAND_EDGES_HZ + (math.inf,)
-        return [self.side_mid(a, b) for a, b in zip(edges[:-1], edges[1:])]
-
     def spectral(self) -> dict[str, float | None]:
         """Centroid, bandwidth, roll-off (Hz) and flatness (0..1) of the loud parts' spectrum."""
         p = self.total[1:].astype(np.float64)  # without DC
@@ -276,16 +272,3 @@ def crest_db(hop_ms: np.ndarray, hop_peak: np.ndarray, sample_rate: int) -> floa
         if not keep.any():
             return math.nan
         return float(np.mean(20.0 * np.log10(pk[keep]) - lvl[keep]))
-
-
-def measure(blocks, sample_rate: int, channels: int, progress=None, total: int = 0) -> Measurement:
-    """Measure an iterable of blocks."""
-    from avmix.progress import report
-
-    a = Analyzer(sample_rate, channels)
-    done = 0
-    for b in blocks:
-        a.add(b)
-        done += len(b)
-        report(progress, "measure", done, total or done)
-    return a.result()

@@ -100,15 +100,11 @@ def _audio_model(model: Optional[str]):
     import sys
 
     from avmix.synth import model as audio
-    from avmix.video.diffusion import loading
 
     video_error = sys.exc_info()[1]
     if not model:
         raise video_error
-    try:
-        path, _ = loading.fetch(model, "model_index.json")
-        if loading._class_name(path) not in audio.FAMILIES:
-            raise video_error
-    except (FileNotFoundError, ModelError):
+    try:  # identify reads model_index.json and checks the family itself
+        return audio.identify(model)
+    except ModelError:
         raise video_error from None
-    return audio.identify(model)

@@ -18,7 +18,7 @@ import soundfile as sf
 
 from avmix.audio.writer import write_audio
 from avmix.errors import OutputError
-from avmix.paths import write_text_atomic
+from avmix.paths import cache_root, write_text_atomic
 
 ENV_CACHE = "AVMIX_CACHE"
 FORMAT = 1  # bump when the synthesis of the same key would give other samples
@@ -26,13 +26,7 @@ FORMAT = 1  # bump when the synthesis of the same key would give other samples
 
 def root(cache_dir: str | os.PathLike | None = None) -> Path:
     """The cache directory (not created)."""
-    if cache_dir:
-        return Path(cache_dir).expanduser()
-    if os.environ.get(ENV_CACHE):
-        return Path(os.environ[ENV_CACHE]).expanduser()
-    if os.environ.get("XDG_CACHE_HOME"):
-        return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "avmix"
-    return Path.home() / ".cache" / "avmix"
+    return Path(cache_dir).expanduser() if cache_dir else cache_root()
 
 
 def key(parts: dict[str, Any]) -> str:

@@ -29,12 +29,12 @@ from avmix.video.writer import VideoWriter, check_size
 
 DIM = 0.5  # picture brightness of a silent tile (1.0 at full loudness)
 PULSE = 0.35  # extra brightness of an onset's flash
-FLASH_S = 0.12  # the flash's decay time constant (the procedural renderer's)
+FLASH_S = 0.12  # the flash's decay time constant
 RELEASE_S = 0.18  # loudness release time constant (the procedural renderer's)
 BORDER = 0.012  # border width, of the tile's shorter side
 DUCK_SHOWN = 0.6  # share of the ducking gain shown as the base's dimming (all of it would go near black)
 PREVIEW_PIXELS = 320 * 180  # procedural tiles are drawn at about this size and scaled up
-BG_RGB = (0.043, 0.055, 0.102)  # pictures.BACKGROUND
+BG_RGB = tuple(int(pictures.BACKGROUND[i:i + 2], 16) / 255 for i in (2, 4, 6))
 
 
 def yuv(rgb: tuple[float, float, float]) -> tuple[float, float, float]:
@@ -71,16 +71,11 @@ def lighting(envelope: list[float], onsets: list[float], fps: float, frames: int
     for k in range(frames):
         cur = max(float(env[k]), cur * rel)
         level[k] = cur
-    flash = np.zeros(frames, np.float32)
-    hit = np.floor(np.asarray(onsets, np.float64) * fps + 1e-6).astype(np.int64)
-    hit = hit[(hit >= 0) & (hit < frames)]
-    if hit.size:
-        last = np.full(frames, -1, np.int64)
-        last[hit] = hit
-        last = np.maximum.accumulate(last)
-        age = np.arange(frames) - last
-        flash = np.where(last >= 0, np.exp(-age / (FLASH_S * fps)), 0.0).astype(np.float32)
-        flash[flash < 0.02] = 0.0
+    from avmix.video.procedural import frames_since_hit, hit_frames  # the same hit placement as that renderer
+
+    age = frames_since_hit(hit_frames(onsets, fps, frames), frames)  # huge before the first hit: exp gives 0
+    flash = np.exp(-age / (FLASH_S * fps)).astype(np.float32)
+    flash[flash < 0.02] = 0.0
     return level, flash
 
 

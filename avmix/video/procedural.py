@@ -244,7 +244,6 @@ class Painter:
         n = analysis.frames
         self.states = [_TrackState(t, self.fps, n, 0.0 if el.shape == "circle" else math.copysign(TURN, el.spin))
                        for t, el in zip(analysis.tracks, self.elements)]
-        self.mix = _TrackState(analysis.mix, self.fps, n)
         hit_list = [st.hits for st in self.states]
         self.hits = np.unique(np.concatenate(hit_list)) if hit_list else np.zeros(0, np.int64)
         self.layer_key = None
@@ -263,7 +262,8 @@ class Painter:
         self.band_half = bh / 2 - 1
         self.band_xs = np.arange(w, dtype=np.float32)
         self.band_page = -1
-        hits = np.concatenate([st.onset_times for st in self.states] + [self.mix.onset_times])
+        mix_hits = hit_frames(analysis.mix.onsets, self.fps, n) / self.fps  # the mix's own, on the frame grid
+        hits = np.concatenate([st.onset_times for st in self.states] + [mix_hits])
         self.page_starts = band_pages(np.unique(hits), analysis.frames / self.fps)
         self.envs = [np.asarray(t.envelope, np.float32) for t in analysis.tracks]
         self.grid = np.arange(analysis.frames, dtype=np.float32)
