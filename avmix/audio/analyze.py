@@ -155,8 +155,7 @@ class FeatureStream:
         hop_s = self.hop / self.sr
         fine = pick_onsets(flux, hop_s)
         strength, mel_hop_s = self.mel.envelope()
-        onset_times = combine_onsets(pick_coarse(strength, mel_hop_s, PICK_DELTA) * mel_hop_s,
-                                     pick_coarse(strength, mel_hop_s, STRONG_DELTA, COARSE_NOISE) * mel_hop_s, fine)
+        onset_times = combine_onsets(*pick_coarse(strength, mel_hop_s), fine, mel_hop_s)
         # frames reaching past the last sample see the audio stop against zero padding: not an onset
         onset_times = onset_times[onset_times <= (self.pos - self.n_fft // 2) / self.sr]
         tempo, beats = None, []
@@ -241,11 +240,12 @@ def mel_bank(sample_rate: int, n_fft: int) -> np.ndarray:
     return (tri * (2.0 / (hi - lo))).T.astype(np.float32)
 
 
-def pick_coarse(env: np.ndarray, hop_s: float, delta: float, spread_k: float = 0.0) -> np.ndarray:
-    """Peak indices of the coarse onset strength scaled to 0..1: the largest within ``PICK_MAX_S``
-    before, at least ``delta`` above the mean of ``PICK_AVG_S`` each side, ``PICK_WAIT_S`` apart."""
+def pick_coarse(env: np.ndarray, hop_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """Peak indices of the coarse onset strength scaled to 0..1, (weak, strong): the largest within
+    ``PICK_MAX_S`` before, at least ``PICK_DELTA`` above the mean of ``PICK_AVG_S`` each side, ``PICK_WAIT_S``
+    apart; strong ones rise ``STRONG_DELTA`` above that mean and ``COARSE_NOISE`` local spreads."""
     if env.size < 3 or not np.any(env > env.min()):
-        return np.zeros(0, np.int64)
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
     e = env.astype(np.float64) - env.min()
     e /= e.max()
     pre_max, pre_avg = int(PICK_MAX_S / hop_s), int(PICK_AVG_S / hop_s)
@@ -258,31 +258,34 @@ def pick_coarse(env: np.ndarray, hop_s: float, delta: float, spread_k: float = 0
     cs = np.concatenate(([0.0], np.cumsum(e)))
     lo, hi = np.maximum(0, idx - pre_avg), np.minimum(n, idx + post_avg)
     mean = (cs[hi] - cs[lo]) / (hi - lo)
-    need = np.full(n, delta)
-    if spread_k > 0:
-        # steady noise: every flux peak is about as tall as the next, so a peak must also stand out
-        # from the local spread (median absolute deviation over ``COARSE_NOISE_S``)
-        med = median_filter(e, size=max(3, int(COARSE_NOISE_S / hop_s)) | 1, mode="reflect")
-        spread = 1.4826 * median_filter(np.abs(e - med), size=max(3, int(COARSE_NOISE_S / hop_s)) | 1, mode="reflect")
-        need = np.maximum(need, spread_k * spread)
-    kept: list[int] = []
-    for i in np.flatnonzero((e >= local_max) & (e >= mean + need)):
-        if not kept or i - kept[-1] > wait:
-            kept.append(int(i))
-    return np.asarray(kept, np.int64)
+    # steady noise: every flux peak is about as tall as the next, so a strong peak must also stand out
+    # from the local spread (median absolute deviation over ``COARSE_NOISE_S``)
+    size = max(3, int(COARSE_NOISE_S / hop_s)) | 1
+    med = median_filter(e, size=size, mode="reflect")
+    spread = 1.4826 * median_filter(np.abs(e - med), size=size, mode="reflect")
+
+    def picks(need) -> np.ndarray:
+        kept: list[int] = []
+        for i in np.flatnonzero((e >= local_max) & (e >= mean + need)):
+            if not kept or i - kept[-1] > wait:
+                kept.append(int(i))
+        return np.asarray(kept, np.int64)
+
+    return picks(np.full(n, PICK_DELTA)), picks(np.maximum(np.full(n, STRONG_DELTA), COARSE_NOISE * spread))
 
 
-def combine_onsets(weak: np.ndarray, strong: np.ndarray, fine: np.ndarray) -> np.ndarray:
-    """Coarse onset times (s) in ``weak`` that a fine onset confirms within ``AGREE_S`` or that are also in
-    ``strong``. A confirmed onset takes the fine detector's time (about 5 ms accurate): a coarse 23 ms
-    frame can start before the hit, and a picture must not change before its sound."""
-    strong_set = set(np.round(strong, 6).tolist())
+def combine_onsets(weak: np.ndarray, strong: np.ndarray, fine: np.ndarray, hop_s: float) -> np.ndarray:
+    """Onset times (s): the coarse peaks in ``weak`` (indices, ``hop_s`` apart) that a fine onset (s) confirms
+    within ``AGREE_S`` or that are also in ``strong``. A confirmed onset takes the fine detector's time (about
+    5 ms accurate): a coarse 23 ms frame can start before the hit, and a picture must not change before its sound."""
+    strong_set = set(strong.tolist())
     keep = []
-    for t in (float(t) for t in weak):
+    for i in weak.tolist():
+        t = float(i * hop_s)
         near = float(fine[np.argmin(np.abs(fine - t))]) if fine.size else math.inf
         if abs(near - t) <= AGREE_S:
             keep.append(near)
-        elif round(t, 6) in strong_set:
+        elif i in strong_set:
             keep.append(t)
     return np.unique(np.asarray(keep, np.float64))
 
