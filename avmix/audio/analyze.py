@@ -455,11 +455,7 @@ def analyze(timeline: Timeline, audio_path: str | os.PathLike, *, fps: float, pr
         blocks = audio.blocks(sample_rate=sr, channels=timeline.channels, frames=timeline.frames)
         return stream(blocks).result(label="mix", index=-1, start=0.0, end=timeline.duration)
 
-    if timeline.sources and getattr(timeline, "_files", None) is None:
-        # the files compose's engine keeps on the timeline, opened (decoded) once, side by side, rather
-        # than by each thread below
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            timeline._files = list(pool.map(lambda s: io.open_audio(s.path), timeline.sources))
+    compose.source_files(timeline, workers=4)  # opened (decoded) once, side by side, not by each thread below
     with ThreadPoolExecutor(max_workers=min(4, len(timeline.sources) + 1)) as pool:
         jobs = [pool.submit(source, i) for i in range(len(timeline.sources))] + [pool.submit(mix)]
         results = [j.result() for j in jobs]

@@ -133,16 +133,9 @@ def _prefetch(it: Iterator[np.ndarray], depth: int = 2) -> Iterator[np.ndarray]:
 class _Engine:
     """Produces the output (or selected sources' contributions) block by block, before the limiter."""
 
-    def __init__(self, tl: Timeline, files: Sequence[AudioFile] | None = None):
+    def __init__(self, tl: Timeline):
         self.tl = tl
-        if files is None:
-            files = getattr(tl, "_files", None)
-        if files is None or len(files) != len(tl.sources):
-            # kept on the timeline: source_blocks makes one engine per source, and a compressed input
-            # is decoded when opened, so N sources must not mean N x N decodes
-            files = [open_audio(s.path) for s in tl.sources]
-            tl._files = files
-        self.files = list(files)
+        self.files = list(source_files(tl))
         sr = tl.sample_rate
         self.fades = [(int(round(s.fade_in * sr)), int(round(s.fade_out * sr))) for s in tl.sources]
         self.master_fades = (int(round(tl.fade_in * sr)), int(round(tl.fade_out * sr)))
@@ -213,6 +206,21 @@ class _Engine:
         finally:
             for r in readers.values():
                 r.close()
+
+
+def source_files(tl: Timeline, *, workers: int = 1) -> list[AudioFile]:
+    """The timeline's inputs, opened (``workers`` side by side) the first time and then kept on it:
+    source_blocks makes one engine per source, and a compressed input is decoded when opened, so N
+    sources must not mean N x N decodes."""
+    files = getattr(tl, "_files", None)
+    if files is None or len(files) != len(tl.sources):
+        if workers > 1:
+            with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+                files = list(pool.map(lambda s: open_audio(s.path), tl.sources))
+        else:
+            files = [open_audio(s.path) for s in tl.sources]
+        tl._files = files
+    return files
 
 
 def source_blocks(timeline: Timeline, index: int, *, blocksize: int = BLOCK) -> Iterator[np.ndarray]:
