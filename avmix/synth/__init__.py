@@ -81,9 +81,12 @@ def synthesize(inputs: Sequence[str | os.PathLike], settings: Settings = Setting
         return {}
     settings.check()
     from avmix.synth import cache, engine, model
+    from avmix.video.diffusion import loading
 
     audio_model = model.identify(settings.model)
-    device, dtype = _device(settings.device)
+    # resolved once, without loading the model: the dtype is part of the cache key
+    device, torch_dtype = loading.resolve_device(settings.device)
+    dtype = model.dtype_name(torch_dtype)
     steps_default, guidance_default = model.DEFAULTS[audio_model.family]
     steps = settings.steps or steps_default
     guidance = float(settings.guidance if settings.guidance is not None else guidance_default)
@@ -103,7 +106,7 @@ def synthesize(inputs: Sequence[str | os.PathLike], settings: Settings = Setting
         cached = record is not None
         if record is None:
             if pipe is None:
-                pipe, device, _ = model.load(audio_model, settings.device)
+                pipe = model.load(audio_model, device, torch_dtype)[0]
             rate = engine.sample_rate(pipe)
             frames = round(seconds * rate)
             started = time.perf_counter()
@@ -165,14 +168,6 @@ def note_track(track: Track, *, quiet: bool = False) -> None:
     how = "cached" if track.cached else f"synthesised in {o.get('seconds_taken', 0):.1f} s"
     note(f"text track {track.index + 1} ({track.spec.prompt!r}, {o['seconds']:g} s): {how}: {track.path}",
          quiet=quiet)
-
-
-def _device(device: str) -> tuple[str, str]:
-    """(device, dtype name) as the model will run, without loading it (the dtype is part of the cache key)."""
-    from avmix.video.diffusion import loading
-
-    name, dtype = loading.resolve_device(device)
-    return name, str(dtype).replace("torch.", "")
 
 
 def resolve(inputs: Sequence[str | os.PathLike], settings: Settings = Settings(), **kw: Any

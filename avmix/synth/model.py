@@ -99,9 +99,15 @@ def keep_loaded() -> Iterator[None]:
         _kept = outer
 
 
-def load(model: AudioModel, device: str = "auto") -> tuple[Any, str, str]:
-    """(pipeline, device, dtype name) loaded through loading.load on ``device`` (fp16 on CUDA/MPS)."""
-    name, dtype = loading.resolve_device(device)
+def dtype_name(dtype: Any) -> str:
+    """The name the cache key and the origin record give a torch dtype ("float32")."""
+    return str(dtype).replace("torch.", "")
+
+
+def load(model: AudioModel, device: str = "auto", dtype: Any = None) -> tuple[Any, str, str]:
+    """(pipeline, device, dtype name) loaded through loading.load on ``device`` (fp16 on CUDA/MPS). A
+    ``dtype`` given means ``device`` is already resolved (``loading.resolve_device``) and is not again."""
+    name, dtype = (device, dtype) if dtype is not None else loading.resolve_device(device)
     memo = (model.fingerprint, name, str(dtype))
     if _kept is not None and memo in _kept:
         return _kept[memo]
@@ -111,7 +117,7 @@ def load(model: AudioModel, device: str = "auto") -> tuple[Any, str, str]:
     if hasattr(vae, "disable_tiling"):  # loading.load tiles VAEs on accelerators; mel tiles would seam
         vae.disable_tiling()
     _upgrade_language_model(pipe)
-    result = pipe, name, str(dtype).replace("torch.", "")
+    result = pipe, name, dtype_name(dtype)
     if _kept is not None:
         _kept.clear()
         _kept[memo] = result
