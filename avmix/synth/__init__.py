@@ -109,12 +109,13 @@ def synthesize(inputs: Sequence[str | os.PathLike], settings: Settings = Setting
                 pipe = model.load(audio_model, device, torch_dtype)[0]
             rate = engine.sample_rate(pipe)
             frames = round(seconds * rate)
+            plan = engine.window_plan(pipe, frames)
             started = time.perf_counter()
             progress = None if on_step is None else (lambda i, n, index=index: on_step(index, i, n))
-            audio = engine.render(pipe, engine.Call(spec.prompt, frames, seed, steps, guidance, negative),
+            audio = engine.render(pipe, engine.Call(spec.prompt, frames, seed, steps, guidance, negative), plan=plan,
                                   on_step=progress)
             record = dict(kind="text", key=key, **recipe, run_seed=settings.seed, index=index, frames=frames,
-                          sample_rate=rate, channels=audio.shape[1], windows=len(engine.window_plan(pipe, frames)),
+                          sample_rate=rate, channels=audio.shape[1], windows=len(plan),
                           device=device, seconds_taken=round(time.perf_counter() - started, 3))
             cache.store(key, audio, rate, record, settings.cache_dir)
         origin = {**record, "path": str(wav), "index": index, "run_seed": settings.seed}

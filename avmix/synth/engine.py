@@ -65,12 +65,13 @@ def window_plan(pipe: Any, frames: int) -> list[tuple[int, int]]:
     return windows.plan(frames, most, seam)
 
 
-def render(pipe: Any, call: Call, *, on_step: Callable[[int, int], None] | None = None) -> np.ndarray:
-    """The track as float32 (frames, channels) at the model's rate, exactly ``call.frames`` long."""
+def render(pipe: Any, call: Call, *, plan: list[tuple[int, int]],
+           on_step: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """The track as float32 (frames, channels) at the model's rate, exactly ``call.frames`` long, made in
+    the windows ``plan`` (``window_plan(pipe, call.frames)``)."""
     import torch
 
     rate = sample_rate(pipe)
-    plan = window_plan(pipe, call.frames)
     total = len(plan) * call.steps
     parts = []
     for w, (_, length) in enumerate(plan):
