@@ -98,10 +98,11 @@ def inspect(path: str) -> Build:
     key = (path, st.st_size, st.st_mtime_ns)
     if key in _builds:
         return _builds[key]
-    build = _from_disk(key)
+    on_disk = _read_cache()
+    build = _from_disk(key, on_disk)
     if build is None:
         build = _run_probes(path)
-        _to_disk(key, build)
+        _to_disk(key, build, on_disk)
     _builds[key] = build
     return build
 
@@ -158,8 +159,8 @@ def _read_cache() -> dict:
     return data["builds"]
 
 
-def _from_disk(key: tuple[str, int, int]) -> Build | None:
-    entry = _read_cache().get(key[0])
+def _from_disk(key: tuple[str, int, int], builds: dict) -> Build | None:
+    entry = builds.get(key[0])
     if not isinstance(entry, dict) or [entry.get("size"), entry.get("mtime_ns")] != [key[1], key[2]]:
         return None
     try:
@@ -171,11 +172,11 @@ def _from_disk(key: tuple[str, int, int]) -> Build | None:
         return None
 
 
-def _to_disk(key: tuple[str, int, int], build: Build) -> None:
-    """Remember ``build``; a cache that cannot be written only costs the next job a probe."""
+def _to_disk(key: tuple[str, int, int], build: Build, builds: dict) -> None:
+    """Remember ``build`` among the cached ``builds``; a cache that cannot be written only costs the next
+    job a probe."""
     from avmix.paths import write_text_atomic
 
-    builds = _read_cache()
     builds.pop(key[0], None)
     builds[key[0]] = {"size": key[1], "mtime_ns": key[2], "version": build.version, "release": build.release,
                       "lavf": build.lavf, "identity": build.identity, "encoders": sorted(build.encoders),
