@@ -125,16 +125,11 @@ def cut_points(times: list[float], *, fps: float, frames: int, native_fps: float
     """
     allowed = np.arange(1, n) if allowed is None else np.asarray(sorted(allowed), dtype=np.int64)
     allowed = allowed[(allowed >= 1) & (allowed < n)]
-    out: list[tuple[int, int]] = []
     if allowed.size == 0:
-        return out
-    for j in sorted({int(x) for x in onset_frame(np.asarray(times, dtype=np.float64), fps)}):
-        if not 0 < j < frames:
-            continue
-        c = int(allowed[np.argmin(np.abs(allowed / native_fps - j / fps))])
-        if not out or (j > out[-1][0] and c > out[-1][1]):
-            out.append((j, c))
-    return out
+        return []
+    js = {int(x) for x in onset_frame(np.asarray(times, dtype=np.float64), fps)}
+    return merge_cuts([(j, int(allowed[np.argmin(np.abs(allowed / native_fps - j / fps))])) for j in js
+                       if 0 < j < frames])
 
 
 def merge_cuts(*groups: list[tuple[int, int]]) -> list[tuple[int, int]]:
