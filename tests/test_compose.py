@@ -240,6 +240,16 @@ def test_silent_mix_note_respects_quiet(run_cli, tmp_path, wav):
     assert r.code == 0 and r.err == ""
 
 
+def test_align_auto_names_a_silent_first_track(run_cli, tmp_path, wav):
+    """The fault is the silent first track's (nothing matches it), not the next track's."""
+    s = wav("silent.wav", np.zeros((3 * SR, 2), np.float32))
+    n = wav("noise.wav", noise(3.0))
+    r = run_cli("mix", s, n, "--align", "auto", "-o", out(tmp_path))
+    lines = r.err.strip().splitlines()
+    assert r.code == 1 and len(lines) == 1 and "is silent" in lines[0] and str(s) in lines[0], r.err
+    assert not (tmp_path / "out.wav").exists()
+
+
 @pytest.mark.parametrize("args,shown", [
     (["--target", "-0.3"], "--normalize peak --target -0.3 dBFS is above the limiter's --ceiling -1 dBTP"),
     (["--ceiling", "-3"], "--normalize peak --target -1 dBFS (the default) is above the limiter's --ceiling -3"),

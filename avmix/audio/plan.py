@@ -194,13 +194,14 @@ def _aligned(files: list[AudioFile]):
     from avmix.align import align_files
 
     matches = align_files(files)
+    # first: against a silent first track no other track matches, and the fault is the first one's
+    if matches[0].offset is None:
+        raise InputError("is silent; --align auto has nothing to line the other tracks up with",
+                         path=matches[0].path)
     for m in matches[1:]:
         if m.offset is None:
             raise InputError(f"no reliable match with {matches[0].path} (confidence {m.confidence:.2f}); "
                              "--align auto cannot place it", path=m.path)
-    if matches[0].offset is None:
-        raise InputError("is silent; --align auto has nothing to line the other tracks up with",
-                         path=matches[0].path)
     return matches
 
 
