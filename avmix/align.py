@@ -44,7 +44,7 @@ REGULARISE = 0.1  # of the mean power, added as well: bands where neither take h
 AGREE = 0.4  # the GCC-PHAT at the direct sound must reach this fraction of its highest peak
 MIN_SECONDS = 0.25  # a take shorter than this has too little to match
 MIN_OVERLAP = 2.0  # seconds the takes must share (or half the shorter take, when that is less)
-SIDE_LOBE = 0.02  # seconds around the best peak that belong to it (reflections, the peak's own width)
+SIDE_LOBE = DIRECT_SPAN  # seconds around the best peak that belong to it (reflections, the peak's own width)
 THRESHOLD = 0.3  # default: confidence below this is "no reliable match"
 SILENT_RMS = 1e-5  # about -100 dBFS: nothing to correlate
 
