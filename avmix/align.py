@@ -77,6 +77,14 @@ def fast_len(n: int) -> int:
     return best
 
 
+def _rfft(x: np.ndarray, n: int) -> np.ndarray:
+    """The spectrum of real x zero-padded to n, divided by n (nothing here depends on the scale).
+
+    norm="forward" makes numpy pass its scale as a float32 for float32 input: with the default (the
+    int 1) it computes in float64, taking twice the time and 4 extra bytes per input sample x 4."""
+    return fft.rfft(x, n, norm="forward")
+
+
 def gcc_phat(a: np.ndarray, b: np.ndarray, n: int | None = None) -> np.ndarray:
     """Circular GCC-PHAT of two 1-D signals, length ``n`` (default: long enough for no wrap-around).
 
@@ -84,11 +92,11 @@ def gcc_phat(a: np.ndarray, b: np.ndarray, n: int | None = None) -> np.ndarray:
     it up with a.
     """
     n = n or fast_len(len(a) + len(b) - 1)
-    return _gcc_phat(fft.rfft(a, n), b, n)
+    return _gcc_phat(_rfft(a, n), b, n)
 
 
 def _gcc_phat(spec_a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
-    cross = fft.rfft(b, n)
+    cross = _rfft(b, n)
     np.conjugate(cross, out=cross)  # in place: for two 3-minute takes each array is 12 MB
     cross *= spec_a
     return fft.irfft(_phat(cross, out=cross), n)
@@ -153,7 +161,7 @@ def coarse_lag(a: np.ndarray, b: np.ndarray, rate: float, spec_a: np.ndarray | N
 
     ``spec_a``: a's spectrum at length fast_len(len(a) + len(b) - 1), when already computed."""
     n = fast_len(len(a) + len(b) - 1)
-    r = _gcc_phat(fft.rfft(a, n) if spec_a is None else spec_a, b, n)
+    r = _gcc_phat(_rfft(a, n) if spec_a is None else spec_a, b, n)
     min_overlap = int(min(MIN_OVERLAP * rate, 0.5 * min(len(a), len(b))))
     vals, first = _by_lag(r, len(a), len(b), max(min_overlap, 1))
     return peak_and_confidence(vals, first, rate)
@@ -200,7 +208,7 @@ def direct_lag(pairs: Sequence[tuple[np.ndarray, np.ndarray]], search: int, rate
     cross = power_a = power_b = None
     for a, b in pairs:
         taper = np.hanning(len(a)).astype(a.dtype)
-        sa, sb = fft.rfft(a * taper, n), fft.rfft(b * taper, n)
+        sa, sb = _rfft(a * taper, n), _rfft(b * taper, n)
         c, pa, pb = sa * np.conj(sb), np.square(np.abs(sa)), np.square(np.abs(sb))
         if cross is None:
             cross, power_a, power_b = c, pa, pb
@@ -255,7 +263,7 @@ class _Take:
     def spectrum(self, n: int) -> np.ndarray:
         """The coarse signal's spectrum at FFT length n (the reference's is reused for every take)."""
         if n not in self._spectra:
-            self._spectra = {n: fft.rfft(self.coarse, n)}
+            self._spectra = {n: _rfft(self.coarse, n)}
         return self._spectra[n]
 
 
