@@ -35,6 +35,7 @@ COARSE_RATE = 8000  # Hz: speech and music keep most of their structure below 4 
 FINE_RATE_MAX = 48000  # Hz: above this the fine stage gains nothing that matters at 1 ms
 FINE_WINDOW = 4.0  # seconds per fine window
 FINE_WINDOWS = 4  # windows spread over the overlap
+FINE_SEARCH = 3  # coarse samples either side of the coarse lag searched when no direct sound stands out
 DIRECT_SPAN = 0.05  # seconds either side of the coarse lag searched for the direct sound
 STRONG = 0.3  # an arrival at least this fraction of the strongest may be the direct sound
 ONSET_SPAN = 0.01  # seconds either side of an arrival compared to tell where the reflections lie
@@ -42,6 +43,7 @@ ONSET_GUARD = 0.0005  # seconds next to an arrival that belong to its own peak
 MIX_OTHER = 0.1  # of the other take's power added to one take's before dividing by it
 REGULARISE = 0.1  # of the mean power, added as well: bands where neither take has much are not raised
 AGREE = 0.4  # the GCC-PHAT at the direct sound must reach this fraction of its highest peak
+SHARP = 3.0  # and the reflections after it must hold this many times the energy of what comes before
 MIN_SECONDS = 0.25  # a take shorter than this has too little to match
 MIN_OVERLAP = 2.0  # seconds the takes must share (or half the shorter take, when that is less)
 SIDE_LOBE = DIRECT_SPAN  # seconds around the best peak that belong to it (reflections, the peak's own width)
@@ -198,9 +200,10 @@ def direct_lag(pairs: Sequence[tuple[np.ndarray, np.ndarray]], search: int, rate
 
     The cross-spectrum divided by a's power is the impulse response that makes b from a (reflections
     at smaller lags, when b is the reverberant take); divided by b's power, the one that makes a from b
-    (reflections at larger lags). The first strong arrival of the one that starts more sharply is taken,
-    if the GCC-PHAT has a strong peak there too (the inverse of a band-pass filter starts sharply as
-    well, but in slow lobes that PHAT does not share); else the GCC-PHAT's highest peak.
+    (reflections at larger lags). The one that starts more sharply tells which take is reverberant.
+    Its first strong arrival is taken if it starts sharply enough and the GCC-PHAT has a strong peak
+    there too (the inverse of a band-pass filter starts sharply as well, but in slow lobes that PHAT
+    does not share); else the GCC-PHAT's peak within FINE_SEARCH coarse samples of zero.
     """
     span = int(ONSET_SPAN * rate) + 1
     size = max(len(a) for a, _ in pairs)
@@ -231,12 +234,13 @@ def direct_lag(pairs: Sequence[tuple[np.ndarray, np.ndarray]], search: int, rate
         h = fft.irfft(cross / (own + MIX_OTHER * other + REGULARISE), n)[ks % n]
         i, sharp = _first_arrival(h, reach, search, rate, later)
         arrivals.append((sharp, i))
-    i = span + int(np.argmax(body))
-    for _, j in sorted(arrivals, reverse=True):
-        near = phat[j - 2:j + 3]
-        if float(near.max()) >= AGREE * float(body.max()):
-            i = j - 2 + int(np.argmax(near))
-            break
+    # no clear direct sound: the GCC-PHAT's peak at the coarse lag, to within a coarse sample or so
+    near = int(math.ceil(FINE_SEARCH * rate / COARSE_RATE))
+    i = reach - near + int(np.argmax(phat[reach - near:reach + near + 1]))
+    sharp, j = max(arrivals)
+    around = phat[j - 2:j + 3]
+    if sharp >= SHARP and float(around.max()) >= AGREE * float(body.max()):
+        i = j - 2 + int(np.argmax(around))
     return float(ks[i]) + parabolic(phat[i - 1], phat[i], phat[i + 1])
 
 
