@@ -125,6 +125,20 @@ def test_a_reverberant_take_lines_up_by_its_direct_sound(tmp_path, run_cli, name
     assert abs(_json(res)["tracks"][1]["offset"] - want) < TOLERANCE
 
 
+def test_a_band_passed_noisy_take_is_not_taken_for_a_reverberant_one(tmp_path, run_cli):
+    """A steep causal band-pass and noise as loud as the music: its impulse response starts sharply,
+    but it is not a room; the offset stays within the filter's own delay."""
+    x = _source("music_piano_notes.flac")
+    a = _take(x, 1.0, 16.0, seed=1, snr_db=20)
+    band = signal.butter(4, [150, 3500], "bandpass", fs=RATE, output="sos")
+    b = _take(signal.sosfilt(band, x), 1.0005, 15.5, seed=2, snr_db=0, gain_db=-15)
+    sf.write(str(tmp_path / "a.wav"), a, RATE)
+    sf.write(str(tmp_path / "b.wav"), b, RATE)
+    res = run_cli("align", tmp_path / "a.wav", tmp_path / "b.wav", "--json")
+    assert res.code == 0, res.err
+    assert abs(_json(res)["tracks"][1]["offset"] - 0.0005) < TOLERANCE
+
+
 def test_unrelated_audio_is_no_reliable_match(tmp_path, run_cli):
     ref = str(real.path("speech_instruct.flac"))
     same = tmp_path / "same.wav"
