@@ -242,7 +242,7 @@ def main() -> None:
               f"(avmix/peer wall {av['wall_s'] / peer_t['wall_s']:.2f})")
     print("\nconfidence, takes of one recording and unrelated recordings:")
     results["confidence"] = confidences()
-    print("\nreverberant take B:")
+    print("\nreverberant takes (the far one B, then A):")
     results["reverberation"] = reverberant()
     (HERE / "results-align.json").write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nwrote {HERE / 'results-align.json'}")
