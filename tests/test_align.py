@@ -11,7 +11,7 @@ import soxr
 from scipy import signal
 
 from avmix import ffmpeg
-from avmix.align import parabolic
+from avmix.align import gcc_phat, parabolic
 from tests import real
 
 RATE = 48000
@@ -76,29 +76,67 @@ def test_known_offsets_found_within_a_millisecond(tmp_path, run_cli, name):
         assert 0.3 <= t["confidence"] <= 1.0
 
 
-def _room(rt60: float, drr_db: float, seed: int) -> np.ndarray:
-    """A room impulse response: the direct sound, then exponentially decaying reflections from 2 ms on,
-    ``drr_db`` dB below the direct sound in total energy."""
+def _room(rt60: float, drr_db: float, seed: int, delay: float = 0.0) -> np.ndarray:
+    """A room impulse response: ``delay`` seconds of silence (the path to a far microphone), the direct
+    sound, then exponentially decaying reflections from 2 ms on, ``drr_db`` dB below the direct sound
+    in total energy (negative: the reflections are louder)."""
     rng = np.random.default_rng(seed)
     t = np.arange(int(rt60 * RATE)) / RATE
     h = rng.standard_normal(len(t)) * np.exp(-6.9 * t / rt60)
     h[:int(0.002 * RATE)] = 0
     h *= np.sqrt(10 ** (-drr_db / 10) / np.sum(h ** 2))
     h[0] = 1.0
-    return h
+    return np.concatenate([np.zeros(int(round(delay * RATE))), h])
 
 
-@pytest.mark.parametrize("rt60, drr_db", [(0.4, 0.0), (0.8, -12.0)])
-def test_a_reverberant_take_lines_up_by_its_direct_sound(tmp_path, run_cli, rt60, drr_db):
-    x = _source("music_morning_coffee.flac")
-    a = _take(x, 1.0, 14.0, seed=1, snr_db=25)
-    b = _take(x, 2.2345, 13.0, seed=2, snr_db=15, gain_db=-10)
-    b = signal.fftconvolve(b, _room(rt60, drr_db, seed=3))[:len(b)].astype(np.float32)
+def _strongest_lag(a: np.ndarray, b: np.ndarray) -> float:
+    """Seconds to delay b by at the highest full-rate GCC-PHAT peak: what the direct sound must beat."""
+    r = gcc_phat(a, b)
+    k = int(np.argmax(r))
+    return (k if k <= len(r) // 2 else k - len(r)) / RATE
+
+
+@pytest.mark.parametrize("name, rt60, drr_db, far, seed", [
+    ("music_morning_coffee.flac", 0.4, 0.0, "take", 3),
+    ("music_morning_coffee.flac", 0.8, -12.0, "take", 3),
+    # reflections 20 dB over the direct sound: the strongest peak is a reflection 6 ms off
+    ("speech_instruct.flac", 0.3, -20.0, "take", 4),
+    ("field_birds.flac", 0.3, -20.0, "reference", 4),
+])
+def test_a_reverberant_take_lines_up_by_its_direct_sound(tmp_path, run_cli, name, rt60, drr_db, far, seed):
+    """The far take hears everything 3 ms late, through a room; the offset is to its direct sound."""
+    x = _source(name)
+    length = min(len(x) / RATE - 2.0, 14.0)
+    a = _take(x, 0.5, length, seed=1, snr_db=25)
+    b = _take(x, 1.7345, length - 1.0, seed=2, snr_db=15, gain_db=-10)
+    h = _room(rt60, drr_db, seed, delay=0.003)
+    if far == "take":
+        b = signal.fftconvolve(b, h)[:len(b)].astype(np.float32)
+        want = 1.2345 - 0.003
+    else:
+        a = signal.fftconvolve(a, h)[:len(a)].astype(np.float32)
+        want = 1.2345 + 0.003
+    sf.write(str(tmp_path / "a.wav"), a, RATE)
+    sf.write(str(tmp_path / "b.wav"), b, RATE)
+    if drr_db <= -20:  # a case the strongest peak gets wrong
+        assert abs(_strongest_lag(a, b) - want) > 0.002
+    res = run_cli("align", tmp_path / "a.wav", tmp_path / "b.wav", "--json")
+    assert res.code == 0, res.err
+    assert abs(_json(res)["tracks"][1]["offset"] - want) < TOLERANCE
+
+
+def test_a_band_passed_noisy_take_is_not_taken_for_a_reverberant_one(tmp_path, run_cli):
+    """A steep causal band-pass and noise as loud as the music: its impulse response starts sharply,
+    but it is not a room; the offset stays within the filter's own delay."""
+    x = _source("music_piano_notes.flac")
+    a = _take(x, 1.0, 16.0, seed=1, snr_db=20)
+    band = signal.butter(4, [150, 3500], "bandpass", fs=RATE, output="sos")
+    b = _take(signal.sosfilt(band, x), 1.0005, 15.5, seed=2, snr_db=0, gain_db=-15)
     sf.write(str(tmp_path / "a.wav"), a, RATE)
     sf.write(str(tmp_path / "b.wav"), b, RATE)
     res = run_cli("align", tmp_path / "a.wav", tmp_path / "b.wav", "--json")
     assert res.code == 0, res.err
-    assert abs(_json(res)["tracks"][1]["offset"] - 1.2345) < TOLERANCE
+    assert abs(_json(res)["tracks"][1]["offset"] - 0.0005) < TOLERANCE
 
 
 def test_unrelated_audio_is_no_reliable_match(tmp_path, run_cli):
@@ -172,12 +210,12 @@ def test_parabola_finds_the_peak_between_samples():
 
 def test_fine_stage_places_the_peak_between_samples():
     """The fine stage alone: a 0.3-sample shift at 48 kHz is found to within 0.05 sample (1 us)."""
-    from avmix.align import fine_lag
+    from avmix.align import direct_lag
 
     x = _source("speech_instruct.flac")[RATE:RATE * 5]
     for shift in (0.3, -1.7):
         b = _delayed(x, -shift)  # b leads x by ``shift``: delaying b by ``shift`` lines it up
-        assert fine_lag([(x, b)], 4) == pytest.approx(shift, abs=0.05)
+        assert direct_lag([(x, b)], 4, RATE) == pytest.approx(shift, abs=0.05)
 
 
 # ------------------------------------------------------------------------------ --align auto

@@ -52,6 +52,13 @@ def channel_matrix(have: int, channels: int) -> np.ndarray:
     return m
 
 
+@functools.lru_cache(maxsize=None)
+def _ones(have: int) -> np.ndarray:
+    m = np.ones((have, 1), dtype=np.float32)
+    m.flags.writeable = False
+    return m
+
+
 def reconcile_channels(block: np.ndarray, channels: int) -> np.ndarray:
     """(n, c) -> (n, channels): mono duplicates, to-mono averages, otherwise :func:`channel_matrix`."""
     have = block.shape[1]
@@ -59,6 +66,6 @@ def reconcile_channels(block: np.ndarray, channels: int) -> np.ndarray:
         return block
     if have == 1:
         return np.repeat(block, channels, axis=1)
-    if channels == 1:
-        return block.mean(axis=1, keepdims=True, dtype=np.float32)
+    if channels == 1:  # a sum by matrix product: mean(axis=1) over so few columns is ~30x slower
+        return (block @ _ones(have)) / np.float32(have)
     return block @ channel_matrix(have, channels)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from avmix import ffmpeg
+from avmix import ffmpeg, progress
 from avmix.errors import FFmpegError, InputError
 
 IMAGE_FORMATS = ("png_pipe", "jpeg_pipe", "image2", "apng", "webp_pipe", "bmp_pipe")
@@ -33,6 +33,8 @@ READ_AHEAD = 6  # frames read ahead of the compositor, per picture
 PROBE_NEEDS = frozenset({"ashowinfo"})  # the filters these ffmpeg commands use (avmix.ffmpeg picks a build)
 DECODE_NEEDS = frozenset({"fps", "setpts", "scale", "crop", "setsar", "format", "color", "overlay"})
 BACKGROUND = "0x0b0e1a"  # behind alpha, and the tile colour where there is no picture (dark blue-grey)
+# WebM keeps VP8/VP9 alpha as a second layer (stream tag alpha_mode 1) that ffmpeg's own decoders drop
+ALPHA_DECODERS = {"vp8": "libvpx", "vp9": "libvpx-vp9"}
 
 
 @dataclass
@@ -53,6 +55,7 @@ class Picture:
     stored: tuple[int, int] = (0, 0)  # coded width and height, before rotation and SAR
     has_audio: bool = False
     audio_start: float = 0.0  # seconds from the container's start to the first audio sample
+    decoder: str = ""  # the video decoder to name before -i ("": ffmpeg's choice)
 
 
 def _alpha(pix_fmt: str) -> bool:
@@ -136,12 +139,34 @@ def _probe(path: str) -> Picture | None:
     if w < 2 or h < 2:
         raise InputError(f"picture of {v.width}x{v.height} is too small", path=path)
     m = re.search(r"Video: [^,]+, [a-z0-9_]+\(([^)]*)\)", line)
+    alpha, decoder = _alpha(v.pix_fmt), ""
+    if v.codec in ALPHA_DECODERS and _stream_tags(err, line).get("alpha_mode") == "1":
+        # a build with libvpx has its decoders as well as its encoders (the build lists only encoders)
+        if ALPHA_DECODERS[v.codec] in ffmpeg.build(DECODE_NEEDS).encoders:
+            alpha, decoder = True, ALPHA_DECODERS[v.codec]
+        else:
+            progress.note(f"{path}: this ffmpeg has no libvpx decoder, so the picture's transparency is dropped")
     pic = Picture(path=path, kind="image" if image else "video", width=w, height=h, fps=v.fps,
-                  duration=info.duration, rotation=rot, sar=sar, alpha=_alpha(v.pix_fmt), pix_fmt=v.pix_fmt,
-                  color=m.group(1) if m else "", stored=(v.width, v.height), has_audio=info.audio is not None)
+                  duration=info.duration, rotation=rot, sar=sar, alpha=alpha, pix_fmt=v.pix_fmt,
+                  color=m.group(1) if m else "", stored=(v.width, v.height), has_audio=info.audio is not None,
+                  decoder=decoder)
     if pic.has_audio and not image:
         pic.audio_start = _audio_start(err)
     return pic
+
+
+def _stream_tags(stderr: str, stream_line: str) -> dict[str, str]:
+    """The metadata ffmpeg prints under one stream's line, names in lower case."""
+    lines = stderr.splitlines()
+    at = next((i for i, s in enumerate(lines) if s.strip() == stream_line), len(lines))
+    tags = {}
+    for s in lines[at + 1:]:
+        if not s.startswith("    "):  # the next stream, input or output
+            break
+        m = re.match(r"\s+([^:]+?)\s*:\s(.*)$", s)
+        if m:
+            tags[m.group(1).lower()] = m.group(2).strip()
+    return tags
 
 
 def _audio_start(stderr: str) -> float:
@@ -232,9 +257,9 @@ class Reader:
         want = pic.audio_start + j / self.fps  # on the decoder's clock without a seek
         seek = 0.0 if pic.kind == "image" or want <= SEEK_MARGIN_S * 2 else want - SEEK_MARGIN_S
         graph = cover_filter(pic, self.width, self.height, self.fps, round(want - seek, 6))
-        args = (["-ss", f"{seek:.6f}"] if seek > 0 else []) + ["-i", ffmpeg.url(pic.path), "-filter_complex",
-                                                                graph, "-map", "[out]", "-an", "-sn",
-                                                                "-f", "rawvideo", "-pix_fmt", "yuv420p", "pipe:"]
+        args = (["-c:v", pic.decoder] if pic.decoder else []) + (["-ss", f"{seek:.6f}"] if seek > 0 else [])
+        args += ["-i", ffmpeg.url(pic.path), "-filter_complex", graph, "-map", "[out]", "-an", "-sn",
+                 "-f", "rawvideo", "-pix_fmt", "yuv420p", "pipe:"]
         self._proc = ffmpeg.popen(args, stdout=subprocess.PIPE, needs=DECODE_NEEDS)
         try:
             fcntl.fcntl(self._proc.stdout.fileno(), 1031, PIPE_BYTES)  # F_SETPIPE_SZ (Linux)
