@@ -260,6 +260,20 @@ def test_silent_tiles_dim_and_onsets_flash():
     assert flash[30] == 1.0 and flash[29] == 0.0 and np.all(np.diff(flash[30:]) <= 0)  # one pulse, then it settles
 
 
+def test_calm_lighting_shows_flashes_at_once_and_holds_small_changes():
+    fps, frames = 30.0, 120
+    env = [0.0] * 30 + [1.0] * 30 + [0.0] * 30 + [0.51 + 0.01 * (k % 2) for k in range(30)]  # then a wobble
+    level, flash = composite.lighting(env, [1.0], fps, frames)
+    gain = composite.DIM + (1 - composite.DIM) * level + composite.PULSE * flash
+    shown = gain[composite.calm(gain)]
+    assert shown[30] == gain[30] and shown[29] == gain[29]  # the onset's flash on its own frame
+    steps = np.abs(np.diff(shown))
+    assert np.all((steps == 0) | (steps >= composite.CALM_STEP))
+    assert np.abs(shown - gain).max() < composite.CALM_STEP  # never further off than one step
+    assert np.count_nonzero(steps[60:]) < np.count_nonzero(np.diff(gain[60:])) / 3  # the release in a few steps
+    assert np.all(steps[95:] == 0)  # a 1% wobble shows nothing
+
+
 def test_audio_only_track_gets_its_element_and_images_are_held(tmp_path, clips):
     from PIL import Image
 
