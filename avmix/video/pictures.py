@@ -232,9 +232,10 @@ class Reader:
         want = pic.audio_start + j / self.fps  # on the decoder's clock without a seek
         seek = 0.0 if pic.kind == "image" or want <= SEEK_MARGIN_S * 2 else want - SEEK_MARGIN_S
         graph = cover_filter(pic, self.width, self.height, self.fps, round(want - seek, 6))
-        args = (["-ss", f"{seek:.6f}"] if seek > 0 else []) + ["-i", ffmpeg.url(pic.path), "-filter_complex",
-                                                                graph, "-map", "[out]", "-an", "-sn",
-                                                                "-f", "rawvideo", "-pix_fmt", "yuv420p", "pipe:"]
+        # one decoding thread: ~0.3 s less CPU for 4 pictures, which keep ahead of the encoder anyway
+        args = ["-threads", "1"] + (["-ss", f"{seek:.6f}"] if seek > 0 else []) + [
+            "-i", ffmpeg.url(pic.path), "-filter_complex", graph, "-map", "[out]", "-an", "-sn",
+            "-f", "rawvideo", "-pix_fmt", "yuv420p", "pipe:"]
         self._proc = ffmpeg.popen(args, stdout=subprocess.PIPE, needs=DECODE_NEEDS)
         try:
             fcntl.fcntl(self._proc.stdout.fileno(), 1031, PIPE_BYTES)  # F_SETPIPE_SZ (Linux)
