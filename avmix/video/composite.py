@@ -32,7 +32,7 @@ PULSE = 0.35  # extra brightness of an onset's flash
 FLASH_S = 0.12  # the flash's decay time constant
 RELEASE_S = 0.18  # loudness release time constant (the procedural renderer's)
 BORDER = 0.012  # border width, of the tile's shorter side
-CALM_STEP = 0.03  # the lighting holds until the brightness it shows would change by this much (see calm)
+CALM_STEP = 0.05  # the lighting holds until the brightness it shows would change by this much (see calm)
 DUCK_SHOWN = 0.6  # share of the ducking gain shown as the base's dimming (all of it would go near black)
 PREVIEW_PIXELS = 320 * 180  # procedural tiles are drawn at about this size and scaled up
 BG_RGB = tuple(int(pictures.BACKGROUND[i:i + 2], 16) / 255 for i in (2, 4, 6))
@@ -84,7 +84,7 @@ def calm(gain: np.ndarray, step: float = CALM_STEP) -> np.ndarray:
     """Per frame, the index of the frame whose lighting is shown: the last one whose brightness differs
     from the one shown before it by ``step`` or more. A flash (+0.35) or a new sound shows at once; a
     release or a small wobble moves in steps. Frames between changes keep their tiles' brightness, so
-    x264 codes a still tile as skipped blocks instead of a new picture (~0.5 s of its 3 s here)."""
+    x264 codes a still tile as skipped blocks instead of a new picture (~0.7 s of its 3.2 s here)."""
     shown = np.empty(len(gain), np.int64)
     held, value = 0, float(gain[0]) if len(gain) else 0.0
     for k, g in enumerate(gain.tolist()):
