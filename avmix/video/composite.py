@@ -214,17 +214,27 @@ class Compositor:
             Y, U, V = planes(self.buf)
             Y[...], U[...], V[...] = (round(c) for c in self.bg)
         for s in self.live:  # a new picture's decoder starts now, beside the others
-            shot = self.shots[s]
-            if shot.start == k and self.tracks[shot.index].picture is not None:
-                x0, y0, x1, y1 = shot.box
-                reader, j = self._reader(self.tracks[shot.index], x1 - x0, y1 - y0, k)
-                reader.prepare(j)
+            if self.shots[s].start == k:
+                self._prepare(self.shots[s], k)
         if apart:  # tiles that touch no common pixel or decoder are drawn side by side
             list(self.pool.map(lambda s: self._draw(self.shots[s], k), self.live))
         else:
             for s in self.live:
                 self._draw(self.shots[s], k)
         return self.buf
+
+    def start(self) -> None:
+        """Start the decoders of the pictures shown from frame 0 without waiting for them: render calls
+        this before it starts the encoder, so they all start side by side."""
+        for shot in self.shots:
+            if shot.start == 0:
+                self._prepare(shot, 0)
+
+    def _prepare(self, shot: lay.Shot, k: int) -> None:
+        if self.tracks[shot.index].picture is not None:
+            x0, y0, x1, y1 = shot.box
+            reader, j = self._reader(self.tracks[shot.index], x1 - x0, y1 - y0, k)
+            reader.prepare(j)
 
     def _apart(self, live: list[int]) -> bool:
         if len(live) < 2:
@@ -436,6 +446,7 @@ def render(timeline: Timeline, analysis: Analysis, output: str | os.PathLike, *,
     comp = Compositor(timeline, analysis, tracks, shots, width=width, height=height, lit=only is None,
                       captions=captions and only is None, seed=seed)
     try:
+        comp.start()
         with VideoWriter(output, width=width, height=height, fps=fps, crf=crf, preset=preset, pix_fmt="yuv420p",
                          x264_params=X264_PARAMS if x264_params is None else x264_params) as writer:
             for k in range(frames):
