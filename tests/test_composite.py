@@ -502,6 +502,7 @@ def test_fixed_point_lighting_matches_the_formula_and_stays_in_its_tile():
             composite.scale_about(x, frame[2:10, 3:35], g, pivot, tmp)  # an odd column offset, as chroma may have
             exact = np.clip(pivot + (x.astype(np.float64) - pivot) * g, 0, 255)
             assert np.abs(frame[2:10, 3:35] - exact).max() <= (1.0 if g <= 1 else 1.5), (g, pivot)
-            assert frame[2:10, 3:35][exact >= 255].min(initial=255) == 255 and frame[2:10, 3:35][exact <= 0].max(initial=0) == 0
+            tile = frame[2:10, 3:35]
+            assert tile[exact >= 255].min(initial=255) == 255 and tile[exact <= 0].max(initial=0) == 0  # clipped
             frame[2:10, 3:35] = 0
             assert not frame.any()  # nothing written outside the tile
