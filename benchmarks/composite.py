@@ -1,4 +1,4 @@
-"""Composite backend benchmark: 4 videos into a lit 1280x720 grid, against two ffmpeg commands.
+"""Composite backend benchmark: 4 videos into a lit 1280x720 grid, against ffmpeg commands.
 
     .venv/bin/python benchmarks/composite.py            # 4 x 20 s inputs, 3 runs each; memory at 20 s and 10 min
     .venv/bin/python benchmarks/composite.py --quick    # 4 x 5 s inputs, one run; memory at 5 s and 40 s
@@ -13,7 +13,9 @@ backend's: preset, crf and x264-params read from avmix) and AAC 192k.
 * ffmpeg xstack + amix: the command a user would write, with no lighting;
 * ffmpeg lit graph: the same graph with per-tile lighting, ``eq`` brightness and a ``drawbox`` border per
   tile, both driven through ``sendcmd`` from avmix's own envelopes, on the frames where avmix's lighting
-  changes (``composite.calm``).
+  changes (``composite.calm``): the goal's peer, doing the same job;
+* ffmpeg lit graph, every frame: the same with a command on every frame, as avmix lit tiles before its
+  lighting held its steps (a row for reference, not a goal).
 
 Outputs are checked for equal length (within a frame of the audio). Peak memory sums the process
 tree. Writes benchmarks/results-composite.json.
