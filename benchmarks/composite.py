@@ -1,4 +1,4 @@
-"""Composite backend benchmark: 4 videos into a lit 1280x720 grid, against two ffmpeg commands.
+"""Composite backend benchmark: 4 videos into a lit 1280x720 grid, against ffmpeg commands.
 
     .venv/bin/python benchmarks/composite.py            # 4 x 20 s inputs, 3 runs each; memory at 20 s and 10 min
     .venv/bin/python benchmarks/composite.py --quick    # 4 x 5 s inputs, one run; memory at 5 s and 40 s
@@ -12,7 +12,10 @@ backend's: preset, crf and x264-params read from avmix) and AAC 192k.
   library calls in one Python process);
 * ffmpeg xstack + amix: the command a user would write, with no lighting;
 * ffmpeg lit graph: the same graph with per-tile lighting, ``eq`` brightness and a ``drawbox`` border per
-  tile, both driven frame by frame through ``sendcmd`` from avmix's own envelopes.
+  tile, both driven through ``sendcmd`` from avmix's own envelopes, on the frames where avmix's lighting
+  changes (``composite.calm``): the goal's peer, doing the same job;
+* ffmpeg lit graph, every frame: the same with a command on every frame, as avmix lit tiles before its
+  lighting held its steps (a row for reference, not a goal).
 
 Outputs are checked for equal length (within a frame of the audio). Peak memory sums the process
 tree. Writes benchmarks/results-composite.json.
@@ -111,8 +114,9 @@ def xstack(inputs: list[Path], out: Path, *, lit: Path | None = None) -> list[st
     return common.ffmpeg_cmd(*args, "-filter_complex", graph, "-map", "[v]", "-map", "[a]", *ENCODE, str(out))
 
 
-def sendcmd_file(inputs: list[Path], seconds: float, path: Path) -> Path:
-    """Per-frame eq brightness and drawbox colour per tile, from avmix's analysis of each input."""
+def sendcmd_file(inputs: list[Path], seconds: float, path: Path, *, calm: bool = True) -> Path:
+    """eq brightness and drawbox colour per tile, from avmix's analysis of each input: on the frames where
+    avmix's lighting changes (``calm``), else on every frame (avmix's lighting before it held its steps)."""
     from avmix.audio import analyze, io
     from avmix.video import composite
     from avmix.video.procedural import track_color
@@ -125,8 +129,12 @@ def sendcmd_file(inputs: list[Path], seconds: float, path: Path) -> Path:
         ta = analyze.analyze_array(x, 48000, fps=FPS, label=str(i), index=i)
         level, flash = composite.lighting(ta.envelope, ta.onsets, FPS, len(ta.envelope))
         gain = composite.DIM + (1 - composite.DIM) * level + composite.PULSE * flash
+        shown = composite.calm(gain) if calm else np.arange(len(gain))
+        level, flash, gain = level[shown], flash[shown], gain[shown]
         r, g, b = track_color(i)
         for k in range(len(level)):
+            if k > 0 and shown[k] == shown[k - 1]:
+                continue
             lit = min(1.0, 0.25 + 0.75 * float(level[k]) + 0.6 * float(flash[k]))
             col = "0x%02x%02x%02x" % tuple(int(255 * c * lit) for c in (r, g, b))
             lines.append(f"{k / FPS:.4f} [enter] eq@e{i} brightness {0.5 * (float(gain[k]) - 1):.3f}, "
@@ -171,15 +179,17 @@ def main(argv: list[str] | None = None) -> int:
     common.warm(*inputs)
     started, env = time.time(), common.environment()
     lit = sendcmd_file(inputs, seconds, out / f"composite_{seconds}.cmd")
-    o = {k: out / f"composite_{k}.mp4" for k in ("avmix", "xstack", "lit", "long")}
+    every = sendcmd_file(inputs, seconds, out / f"composite_{seconds}_every.cmd", calm=False)
+    o = {k: out / f"composite_{k}.mp4" for k in ("avmix", "xstack", "lit", "every", "long")}
     cmds = {"avmix composite": avmix(inputs, o["avmix"]),
             "ffmpeg xstack+amix": xstack(inputs, o["xstack"]),
-            "ffmpeg lit graph": xstack(inputs, o["lit"], lit=lit)}
+            "ffmpeg lit graph": xstack(inputs, o["lit"], lit=lit),
+            "ffmpeg lit graph, every frame": xstack(inputs, o["every"], lit=every)}
     print(f"composite: {N} x {seconds} s of 640x360 into {SIZE[0]}x{SIZE[1]} {FPS} fps (runs interleaved)",
           flush=True)
     res = common.run_side_by_side(cmds, runs)
     rows = []
-    for (tool, r), key in zip(res.items(), ("avmix", "xstack", "lit")):
+    for (tool, r), key in zip(res.items(), ("avmix", "xstack", "lit", "every")):
         rows.append({"job": f"grid {N}x{seconds} s", "tool": tool, **r, "check": check(o[key], seconds, r),
                      "cmd": " ".join(map(str, cmds[tool]))[:400]})
     if not args.no_long:
@@ -190,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"job": f"grid {N}x{long_seconds} s", "tool": tool, **r,
                      "check": check(o["long"], long_seconds, r), "cmd": ""})
     base = rows[0]["wall_s"]
-    for r in rows[:3]:
+    for r in rows[:4]:
         r["ratio"] = round(r["wall_s"] / base, 2)
     av, plain, litr = rows[:3]
     ok = all(not r["check"].startswith("FAIL") for r in rows)

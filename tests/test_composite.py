@@ -260,6 +260,20 @@ def test_silent_tiles_dim_and_onsets_flash():
     assert flash[30] == 1.0 and flash[29] == 0.0 and np.all(np.diff(flash[30:]) <= 0)  # one pulse, then it settles
 
 
+def test_calm_lighting_shows_flashes_at_once_and_holds_small_changes():
+    fps, frames = 30.0, 120
+    env = [0.0] * 30 + [1.0] * 30 + [0.0] * 30 + [0.51 + 0.01 * (k % 2) for k in range(30)]  # then a wobble
+    level, flash = composite.lighting(env, [1.0], fps, frames)
+    gain = composite.DIM + (1 - composite.DIM) * level + composite.PULSE * flash
+    shown = gain[composite.calm(gain)]
+    assert shown[30] == gain[30] and shown[29] == gain[29]  # the onset's flash on its own frame
+    steps = np.abs(np.diff(shown))
+    assert np.all((steps == 0) | (steps >= composite.CALM_STEP))
+    assert np.abs(shown - gain).max() < composite.CALM_STEP  # never further off than one step
+    assert np.count_nonzero(steps[60:]) < np.count_nonzero(np.diff(gain[60:])) / 3  # the release in a few steps
+    assert np.all(steps[95:] == 0)  # a 1% wobble shows nothing
+
+
 def test_audio_only_track_gets_its_element_and_images_are_held(tmp_path, clips):
     from PIL import Image
 
@@ -479,14 +493,16 @@ def test_bad_image_stops_generate_before_any_work(tmp_path, clips, run_cli, kind
     assert not out.exists() and not list(tmp_path.glob(".out.mp4*"))
 
 
-def test_pair_table_maps_two_pixels_as_the_table_maps_one():
-    rng = np.random.default_rng(3)
-    lut = rng.integers(0, 256, 256).astype(np.uint8)
-    src = rng.integers(0, 256, (20, 38), np.uint8)
-    for x0 in (0, 1, 2, 3):  # an odd column offset, as a chroma plane's tile may have
-        frame = np.zeros((30, 50), np.uint8)
-        out = frame[4:24, x0:x0 + 38]
-        np.take(composite.pair_table(lut), src.view(np.uint16), out=out.view(np.uint16), mode="wrap")
-        assert np.array_equal(out, lut[src])
-        frame[4:24, x0:x0 + 38] = 0
-        assert not frame.any()  # nothing written outside the tile
+def test_fixed_point_lighting_matches_the_formula_and_stays_in_its_tile():
+    x = np.arange(256, dtype=np.uint8).reshape(8, 32)
+    tmp = np.empty(x.shape, np.uint16)
+    for g in (0.0, 0.5, 0.73, 1.0, 1.2, 1.35, 1.6):
+        for pivot in (16, 128):
+            frame = np.zeros((12, 40), np.uint8)
+            composite.scale_about(x, frame[2:10, 3:35], g, pivot, tmp)  # an odd column offset, as chroma may have
+            exact = np.clip(pivot + (x.astype(np.float64) - pivot) * g, 0, 255)
+            assert np.abs(frame[2:10, 3:35] - exact).max() <= (1.0 if g <= 1 else 1.5), (g, pivot)
+            tile = frame[2:10, 3:35]
+            assert tile[exact >= 255].min(initial=255) == 255 and tile[exact <= 0].max(initial=0) == 0  # clipped
+            frame[2:10, 3:35] = 0
+            assert not frame.any()  # nothing written outside the tile
