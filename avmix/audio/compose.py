@@ -28,7 +28,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from avmix import paths
-from avmix.audio import dynamics, gainsearch, match
+from avmix.audio import dynamics, gainsearch, match, reference
 from avmix.audio.io import AudioFile, _rechunk, open_audio
 from avmix.audio.loudness import LoudnessMeter, peak_dbfs
 from avmix.audio.plan import BLOCK, DEFAULT_PEAK, Settings, _seconds, plan_concat, plan_mix, plan_overlay
@@ -296,27 +296,29 @@ def _finish(tl: Timeline, s: Settings, output, peak: float, *, bit_depth: int | 
     return tl
 
 
-def _measure_stream(blocks, tl: Timeline, progress: ProgressFn, stage: str = "measure") -> Measurement:
-    a = Analyzer(tl.sample_rate, tl.channels)
+def _measure_stream(blocks, tl: Timeline, progress: ProgressFn, stage: str = "measure", *, bands: bool = True,
+                    total: int | None = None) -> Measurement:
     done = 0
-    for block in blocks:
-        a.add(block)
-        done += len(block)
-        report(progress, stage, done, tl.frames)
-    return a.result()
+
+    def step(n: int) -> None:
+        nonlocal done
+        done += n
+        report(progress, stage, done, tl.frames if total is None else total)
+    return reference.measure(blocks, tl.sample_rate, tl.channels, bands=bands, on_block=step)
 
 
 def measure_reference(f: AudioFile, sample_rate: int, channels: int, *, progress: ProgressFn = None) -> Measurement:
     """The reference measured at the job's rate and channels (resampled and mixed as inputs are),
     except its loudness: that is the file's own (a stereo reference of a mono job would otherwise read
     3 LU low, a mono one of a stereo job 3 LU high), so the output measures what the reference does."""
-    a = Analyzer(sample_rate, channels)
-    total, done = f.target_frames(sample_rate), 0
-    for b in f.blocks(sample_rate=sample_rate, channels=channels, blocksize=BLOCK):
-        a.add(b)
-        done += len(b)
-        report(progress, "reference", done, total)
-    m = a.result()
+    done = 0
+
+    def step(n: int) -> None:
+        nonlocal done
+        done += n
+        report(progress, "reference", done, f.target_frames(sample_rate))
+    m = reference.measure(f.blocks(sample_rate=sample_rate, channels=channels, blocksize=BLOCK), sample_rate,
+                          channels, bands=False, on_block=step)
     if f.channels != channels:
         meter = LoudnessMeter(f.sample_rate, f.channels)
         for b in f.blocks(sample_rate=f.sample_rate, channels=f.channels, blocksize=BLOCK):
@@ -338,21 +340,26 @@ def open_reference(path: str | os.PathLike) -> AudioFile:
 def _render_matched(eng: _Engine, s: Settings, output, *, bit_depth: int | None, stems_dir, progress: ProgressFn,
                     quiet: bool) -> Timeline:
     """Reference matching: measure the reference and the mix, derive the correction, write with it
-    (measuring the output, and writing again when the limiter keeps it off the reference's loudness)."""
+    (measuring the output, and writing again when the limiter keeps it off the reference's loudness).
+    A short mix is held in memory: corrected once, its level under the limiter modelled
+    (:class:`match.LevelModel`) to choose the gain, and written from there."""
     tl = eng.tl
     ref_file = getattr(tl, "_reference_file", None) or open_reference(s.reference)
-    ref = measure_reference(ref_file, tl.sample_rate, tl.channels, progress=progress)
     notes: list[str] = []
     balance = None
-    if s.reference_balance and not ref.silent:
-        tracks = [_measure_stream(eng.blocks(only=i), tl, progress, "balance").spectrum_only()
-                  for i in range(len(tl.sources))]
-        balance = match.balance(ref, tracks)
-        for src, g in zip(tl.sources, balance):
-            src.gain_db = round(src.gain_db + g, 6)
-        eng = _Engine(tl)
-    tl.master = None
-    mix = _measure_stream(eng.blocks(), tl, progress)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:  # the reference beside the mix
+        ref_job = pool.submit(measure_reference, ref_file, tl.sample_rate, tl.channels, progress=progress)
+        if s.reference_balance and not ref_job.result().silent:
+            tracks = [_measure_stream(eng.blocks(only=i), tl, progress, "balance", bands=False).spectrum_only()
+                      for i in range(len(tl.sources))]
+            balance = match.balance(ref_job.result(), tracks)
+            for src, g in zip(tl.sources, balance):
+                src.gain_db = round(src.gain_db + g, 6)
+            eng = _Engine(tl)
+        tl.master = None
+        held = match.Held()
+        mix = _measure_stream(held.keep(eng.blocks()), tl, progress)
+        ref = ref_job.result()
     corr = match.derive(ref, mix, strength=s.reference_strength, ceiling_db=tl.limit_dbtp, notes=notes)
     before, target = mix.summary(), ref.summary()
     del mix, ref  # their per-hop and per-frame arrays (about 16 MB an hour) are not needed while writing
@@ -362,12 +369,22 @@ def _render_matched(eng: _Engine, s: Settings, output, *, bit_depth: int | None,
     for n in notes:
         note(n, quiet=quiet)
     tl.master = corr
+    model = None
+    if held.blocks is not None:
+        model = held.correct(corr, tl.sample_rate, tl.channels, tl.limit_dbtp)
+        eng = match.HeldEngine(tl, held.blocks)
     if corr["target_lufs"] is None:
         peak, _ = _write(eng, tl, output, bit_depth=bit_depth, lufs=False, progress=progress)
     else:
-        tl.master_gain_db = round(corr["target_lufs"] - corr["predicted_lufs"], 6)
+        start = round(corr["target_lufs"] - corr["predicted_lufs"], 6) - 3.0  # the lowest gain searched
+        tl.master_gain_db = start + 3.0
+        if model is not None and math.isfinite(model.lufs):
+            tl.master_gain_db = (round(corr["target_lufs"] - model.lufs, 6) if tl.limit_dbtp is None else
+                                 gainsearch.solve(model.level, corr["target_lufs"], start,
+                                                  start + gainsearch.MAX_BOOST_DB))
         peak, tl.lufs = _write_to_target(eng, tl, output, corr["target_lufs"], bit_depth=bit_depth,
-                                         progress=progress, quiet=quiet, start=tl.master_gain_db - 3.0)
+                                         progress=progress, quiet=quiet, start=start,
+                                         model=None if model is None else model.level)
     tl._reference_report = {"path": os.fspath(s.reference), "before": before,
                             "after": getattr(tl, "_after", None), "target": target}
     return _finish(tl, s, output, peak, bit_depth=bit_depth, stems_dir=stems_dir, quiet=quiet)
@@ -415,7 +432,7 @@ def _mix_into(eng: _Engine, sink: "_Measure", progress: ProgressFn) -> None:
     """One pass: mix at the timeline's master gain, limit, and hand every block to ``sink``."""
     tl = eng.tl
     limiter = _limiter(tl)
-    corr = _corrector(tl)
+    corr = None if getattr(eng, "corrected", False) else _corrector(tl)  # a held mix is corrected already
     done = 0
     for block in eng.blocks(master_gain_db=tl.master_gain_db):
         done += len(block)
@@ -474,7 +491,7 @@ def _try_gain(eng: _Engine, tl: Timeline, output: str | os.PathLike, retry, *, b
 
 def _write_to_target(eng: _Engine, tl: Timeline, output: str | os.PathLike, target: float, *,
                      bit_depth: int | None, progress: ProgressFn, quiet: bool,
-                     start: float | None = None) -> tuple[float, float]:
+                     start: float | None = None, model=None) -> tuple[float, float]:
     """Write with the limiter and measure the output; while the loudness the limiter took leaves it
     more than LUFS_TOLERANCE off ``target``, discard it and write again at the gain
     :func:`gainsearch.verdict` gives (the closest pass once the search ends). Returns (sample peak, LUFS)."""
@@ -483,7 +500,8 @@ def _write_to_target(eng: _Engine, tl: Timeline, output: str | os.PathLike, targ
 
     def retry(level: float) -> float | None:
         tries.append((tl.master_gain_db, level))
-        return gainsearch.verdict(tries, target, start, tolerance=LUFS_TOLERANCE, final=len(tries) >= MAX_WRITES)
+        return gainsearch.verdict(tries, target, start, tolerance=LUFS_TOLERANCE, final=len(tries) >= MAX_WRITES,
+                                  model=model)
 
     while True:  # ends: after MAX_WRITES passes the verdict is the closest pass, kept when written again
         try:

@@ -216,8 +216,10 @@ class TruePeakLimiter:
     SCAN_DB = 6.0  # only samples within this of the ceiling are oversampled
     MARGIN_DB = 0.1  # aim a little under the ceiling: interpolation and gain-ramp slack
 
+    RELEASE = 0.1  # seconds (the default)
+
     def __init__(self, sample_rate: int, channels: int, *, ceiling_db: float = -1.0, lookahead: float = 0.002,
-                 release: float = 0.1):
+                 release: float = RELEASE):
         self.channels = channels
         self.ceiling_db = ceiling_db - self.MARGIN_DB
         self.scan = self.untouched_peak(ceiling_db)
@@ -360,6 +362,43 @@ class TruePeakLimiter:
         self._x = x[n:]
         self._o = e
         return y[-o:] if o < 0 else y
+
+
+def hop_true_peaks(x: np.ndarray, hop: int, kernels: np.ndarray, left: np.ndarray | None = None) -> np.ndarray:
+    """Estimated true peak (linear) of each whole ``hop`` of (n, channels) ``x``: the larger of its sample
+    peak and the points ``kernels`` (:func:`true_peak_kernels`) read in the intervals either side of its
+    largest sample. ``left``: the samples just before ``x`` (zeros when not given, and after ``x``)."""
+    half = (len(kernels) - 1) // 2
+    k, ch = len(x) // hop, x.shape[1]
+    if k == 0:
+        return np.zeros(0)
+    a = np.abs(x[:k * hop]).reshape(k, hop * ch)
+    at = a.argmax(axis=1)
+    peak = a[np.arange(k), at].astype(np.float64)
+    pos, c = np.arange(k) * hop + at // ch, at % ch
+    pad = np.zeros((half + 1, ch), np.float32)
+    if left is not None and len(left):
+        tail = left[-(half + 1):]
+        pad[len(pad) - len(tail):] = tail
+    xp = np.concatenate([pad, x[:k * hop], np.zeros((half + 1, ch), np.float32)])
+    for start in (pos - 1, pos):  # the intervals [m-1, m] and [m, m+1] around the largest sample m
+        taps = (start + half + 1)[:, None] + np.arange(-half, half + 1)[None, :]
+        peak = np.maximum(peak, np.abs(xp[taps, c[:, None]] @ kernels).max(axis=1))
+    return peak
+
+
+def hop_reduction(peak_db: np.ndarray, ceiling_db: float, hop: int, sample_rate: int,
+                  release: float = TruePeakLimiter.RELEASE) -> np.ndarray:
+    """The :class:`TruePeakLimiter`'s gain reduction (dB, >= 0) per hop, modelled from each hop's true
+    peak (dB): what the hop needs to come under the ceiling (with the limiter's margin), released
+    exponentially in dB as the limiter releases. Its 2 ms lookahead is left out."""
+    need = np.maximum(peak_db - (ceiling_db - TruePeakLimiter.MARGIN_DB), 0.0)
+    if not len(need):
+        return need
+    ck = np.arange(len(need)) * (hop / (release * sample_rate))
+    with np.errstate(divide="ignore"):
+        v = np.log(need) + ck
+    return np.exp(np.maximum.accumulate(v) - ck)
 
 
 def true_peak(x: np.ndarray) -> float:

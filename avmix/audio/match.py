@@ -523,3 +523,142 @@ def balance(ref: Measurement, tracks: list[Measurement], *, rounds: int = 8) -> 
             break
     g -= np.median(g[live])  # the level is the loudness match's job: keep the gains centred
     return [round(float(v), 3) for v in np.clip(g, -MAX_DB, MAX_DB)]
+
+
+# ------------------------------------------------------------------------------------------ level
+
+HOLD_BYTES = 32 << 20  # a mix up to this size (3 minutes of 48 kHz stereo) is held in memory: it is
+# corrected once, its level with the limiter is modelled before writing, and rewrites skip mixing
+
+
+class Held:
+    """The mix's blocks, kept while they pass (:meth:`keep`) as long as they total under ``limit`` bytes."""
+
+    def __init__(self, limit: int = HOLD_BYTES):
+        self.limit = limit
+        self.blocks: list[np.ndarray] | None = []  # None: too long, not kept
+
+    def keep(self, blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        size = 0
+        for b in blocks:
+            if self.blocks is not None:
+                size += b.nbytes
+                if size > self.limit:
+                    self.blocks = None
+                else:
+                    self.blocks.append(b)  # the engine makes a new array per block: no copy
+            yield b
+
+    def correct(self, corr: dict, sample_rate: int, channels: int, ceiling_db: float | None) -> "LevelModel":
+        """Replace the kept blocks by the corrected mix (at master gain 0) and model its level."""
+        model = LevelModel(sample_rate, channels, ceiling_db)
+        c = Corrector(corr, sample_rate, channels) if corr.get("eq") or corr.get("dynamics") else None
+        out = []
+        for b in (c.run(self.blocks) if c is not None else self.blocks):
+            model.add(b)
+            out.append(b)
+        self.blocks = out
+        return model
+
+
+class HeldEngine:
+    """Blocks of a held, corrected mix at a master gain, in place of the compose engine's (whose
+    :meth:`blocks` they mirror); ``corrected`` tells the writer not to correct them again."""
+
+    corrected = True
+
+    def __init__(self, tl, blocks: list[np.ndarray]):
+        self.tl, self._blocks = tl, blocks
+
+    def blocks(self, *, master_gain_db: float = 0.0) -> Iterator[np.ndarray]:
+        g = np.float32(10.0 ** (master_gain_db / 20.0))
+        for b in self._blocks:
+            yield b * g
+
+
+class LevelModel:
+    """The output's integrated loudness as a function of the master gain, from the corrected mix at
+    gain 0: its loudness (measured, so exact without a limiter) less what the true-peak limiter takes.
+    That is modelled per ``HOP``: each hop's K-weighted mean square and true peak
+    (:func:`dynamics.hop_true_peaks`), the limiter's reduction from those (:func:`dynamics.hop_reduction`),
+    and BS.1770 gating over 400 ms of hops. On the benchmark's pairs the model is within 0.15 LU of
+    the written output where the limiter takes up to 3 LU."""
+
+    def __init__(self, sample_rate: int, channels: int, ceiling_db: float | None):
+        from avmix.audio import dynamics
+        from avmix.audio.loudness import IIRFilter, LoudnessMeter, channel_weights
+        self.sr, self.ceiling_db = sample_rate, ceiling_db
+        self._meter = LoudnessMeter(sample_rate, channels)
+        self._lufs: float | None = None
+        self._filter = IIRFilter(k_weighting_sos(sample_rate), channels)
+        self._w = channel_weights(channels).astype(np.float32)
+        self._kernels = dynamics.true_peak_kernels(sample_rate).astype(np.float32)
+        self._rest = np.zeros((0, channels), np.float32)
+        self._zrest = np.zeros(0, np.float32)
+        self._ms: list[np.ndarray] = []
+        self._tp: list[np.ndarray] = []
+        self._left = None
+
+    def add(self, block: np.ndarray) -> None:
+        from avmix.audio import dynamics
+        self._meter.add(block)
+        if self.ceiling_db is None:
+            return
+        y = self._filter(block)  # (channels, n)
+        np.square(y, out=y)
+        z = np.concatenate([self._zrest, self._w @ y])
+        k = len(z) // HOP
+        self._ms.append(z[:k * HOP].reshape(k, HOP).mean(axis=1, dtype=np.float64))
+        self._zrest = z[k * HOP:]
+        x = np.concatenate([self._rest, block]) if len(self._rest) else block
+        self._tp.append(dynamics.hop_true_peaks(x, HOP, self._kernels, self._left))
+        self._left = x[k * HOP - 32:k * HOP] if k else self._left
+        self._rest = x[k * HOP:]
+
+    def _arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        if not isinstance(self._ms, np.ndarray):  # once every block is in
+            self._ms = np.concatenate(self._ms) if self._ms else np.zeros(0)
+            with np.errstate(divide="ignore"):
+                self._tp = 20.0 * np.log10(np.concatenate(self._tp)) if self._tp else np.zeros(0)
+        return self._ms, self._tp
+
+    @property
+    def lufs(self) -> float:
+        """The corrected mix's loudness at gain 0, without the limiter."""
+        if self._lufs is None:
+            self._lufs = self._meter.integrated()
+        return self._lufs
+
+    def level(self, gain_db: float) -> float:
+        """The output's LUFS at master gain ``gain_db`` (-inf when silent)."""
+        if self.ceiling_db is None or not math.isfinite(self.lufs):
+            return self.lufs + gain_db
+        from avmix.audio import dynamics
+        ms, tp_db = self._arrays()
+        p = ms * 10.0 ** (gain_db / 10.0)
+        taken = _gated_lufs(p, self.sr) - _gated_lufs(
+            p * 10.0 ** (-dynamics.hop_reduction(tp_db + gain_db, self.ceiling_db, HOP, self.sr) / 10.0), self.sr)
+        return self.lufs + gain_db - (taken if math.isfinite(taken) else 0.0)
+
+
+def _gated_lufs(hop_power: np.ndarray, sample_rate: int) -> float:
+    """BS.1770 integrated loudness of K-weighted per-hop mean squares: 100 ms steps of whole hops,
+    400 ms blocks, the absolute and relative gates (a whole-hop version of LoudnessMeter's)."""
+    from avmix.audio.loudness import ABS_GATE, BLOCK_S, OFFSET, REL_GATE, STEP_S
+    per = STEP_S * sample_rate / HOP
+    k = int(len(hop_power) // per)
+    if k < int(round(BLOCK_S / STEP_S)):
+        m = float(hop_power.mean()) if len(hop_power) else 0.0
+        return OFFSET + 10.0 * math.log10(m) if m > 0 and OFFSET + 10.0 * math.log10(m) > ABS_GATE else -math.inf
+    edges = np.round(np.arange(k + 1) * per).astype(np.int64)
+    c = np.concatenate([[0.0], np.cumsum(hop_power)])
+    steps = (c[edges[1:]] - c[edges[:-1]]) / np.diff(edges)
+    n = int(round(BLOCK_S / STEP_S))
+    z = np.convolve(steps, np.ones(n) / n, mode="valid")
+    with np.errstate(divide="ignore"):
+        lk = OFFSET + 10.0 * np.log10(z)
+    z, lk = z[lk > ABS_GATE], lk[lk > ABS_GATE]
+    if not len(z):
+        return -math.inf
+    z = z[lk > OFFSET + 10.0 * math.log10(z.mean()) + REL_GATE]
+    return OFFSET + 10.0 * math.log10(z.mean())

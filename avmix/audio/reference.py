@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from typing import Callable, Iterable
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -190,7 +191,7 @@ class Analyzer:
                 self._fb.append(fb / np.float32(self._w2))
             lvl = 10.0 * np.log10(np.maximum(total.astype(np.float64), 1e-30))
             b = np.clip(np.floor(lvl).astype(np.int64), LEVELS[0], LEVELS[-1]) - LEVELS[0]
-            for j in np.unique(b):  # a few level bins per block
+            for j in np.flatnonzero(np.bincount(b)):  # a few level bins per block (np.unique imports numpy.ma)
                 sel = b == j
                 for c, spec in enumerate(specs):
                     self._spec[j, c] += spec[sel].sum(axis=0, dtype=np.float64)
@@ -241,6 +242,17 @@ class Analyzer:
         if not loud.any():
             loud = ok
         return self._spec[loud].sum(axis=0) / self._count[loud].sum()
+
+
+def measure(blocks: Iterable[np.ndarray], sample_rate: int, channels: int, *, bands: bool = True,
+            on_block: Callable[[int], None] | None = None) -> Measurement:
+    """A whole stream of (n, channels) blocks measured (``on_block(n)`` after each, for progress)."""
+    a = Analyzer(sample_rate, channels, bands=bands)
+    for b in blocks:
+        a.add(b)
+        if on_block is not None:
+            on_block(len(b))
+    return a.result()
 
 
 def gated(levels_db: np.ndarray, rel_db: float = -20.0) -> np.ndarray:
