@@ -34,7 +34,8 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from avmix.audio.loudness import k_weighting_sos, loudness_range
-from avmix.audio.reference import BAND_EDGES_HZ, DYNAMICS_SECONDS, HOP, Measurement, crest_db, gated, mid_side
+from avmix.audio.reference import (BAND_EDGES_HZ, DYNAMICS_SECONDS, HOP, OCTAVES_HZ, Measurement, crest_db, gated,
+                                   mid_side)
 
 MAX_DB = 12.0  # bound of every boost, and of the width and dynamics gains both ways
 MAX_CUT_DB = 24.0  # the spectral curves may cut this far
@@ -67,16 +68,15 @@ def _bands(freqs: np.ndarray, psd: np.ndarray, points: np.ndarray, width_oct: fl
     return out
 
 
-def _diff_db(ref_b: np.ndarray, ref_total: float, mix_b: np.ndarray, mix_total: float, *,
-             bound: bool = True) -> np.ndarray:
+def _diff_db(ref_b: np.ndarray, ref_total: float, mix_b: np.ndarray, mix_total: float) -> np.ndarray:
     tiny = 1e-30
     d = 10.0 * np.log10((ref_b + tiny) / ref_total) - 10.0 * np.log10((mix_b + tiny) / mix_total)
     return np.convolve(np.pad(d, 1, mode="edge"), np.ones(3) / 3, mode="valid")  # a little smoother
 
 
-def _bounded(d: np.ndarray, mix: Measurement, pts: np.ndarray, psd: np.ndarray, width: float) -> np.ndarray:
-    """``d`` within -MAX_CUT_DB..+MAX_DB, and not above 0 dB where the mix has next to nothing."""
-    b = _bands(mix.freqs, psd, pts, width)
+def _bounded(d: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``d`` within -MAX_CUT_DB..+MAX_DB, and not above 0 dB where the mix's band powers ``b`` have next
+    to nothing."""
     low = b < b.max() * 10.0 ** (FLOOR_DB / 10.0)
     d = np.clip(d, -MAX_CUT_DB, MAX_DB)
     d[low] = np.minimum(d[low], 0.0)
@@ -140,19 +140,18 @@ def derive(ref: Measurement, mix: Measurement, *, strength: float = 1.0, ceiling
     ref_tot, mix_tot = float(ref.total.sum()), float(mix.total.sum())
     # both spectra relative to their file's power, then shifted to a mean of 0 dB over log frequency:
     # the bounds are spent on the shape both ways, the level is the loudness gain's job
-    raw_mid = _diff_db(_bands(ref.freqs, ref.mid, pts, MID_SMOOTH), ref_tot,
-                       _bands(mix.freqs, mix.mid, pts, MID_SMOOTH), mix_tot, bound=False)
-    raw_side = None
-    if _has_side(mix) and _has_side(ref):
-        raw_side = _diff_db(_bands(ref.freqs, ref.side, pts, SIDE_SMOOTH), ref_tot,
-                            _bands(mix.freqs, mix.side, pts, SIDE_SMOOTH), mix_tot, bound=False)
     mb = _bands(mix.freqs, mix.mid, pts, MID_SMOOTH)
+    raw_mid = _diff_db(_bands(ref.freqs, ref.mid, pts, MID_SMOOTH), ref_tot, mb, mix_tot)
+    raw_side = sb = None
+    if _has_side(mix) and _has_side(ref):
+        sb = _bands(mix.freqs, mix.side, pts, SIDE_SMOOTH)
+        raw_side = _diff_db(_bands(ref.freqs, ref.side, pts, SIDE_SMOOTH), ref_tot, sb, mix_tot)
     heard = mb >= mb.max() * 10.0 ** (FLOOR_DB / 10.0)
     shift = -float(np.median(raw_mid[heard]))
     over = float((raw_mid + shift)[heard].max()) - MAX_DB
     if over > 0:  # boosts would clip: move down into the cutting room left
         shift -= min(over, max(float((raw_mid + shift)[heard].min()) + MAX_CUT_DB, 0.0))
-    mid_db = s * _bounded(raw_mid + shift, mix, pts, mix.mid, MID_SMOOTH)
+    mid_db = s * _bounded(raw_mid + shift, mb)
     side_db = mid_db.copy()
     width = None
     if mix.side is not None:
@@ -161,7 +160,7 @@ def derive(ref: Measurement, mix: Measurement, *, strength: float = 1.0, ceiling
         elif not _has_side(ref):
             notes.append("the reference has no side signal (mono); the mix's width is kept")
         else:
-            side_db = s * _bounded(raw_side + shift, mix, pts, mix.side, SIDE_SMOOTH)
+            side_db = s * _bounded(raw_side + shift, sb)
             side_db, width = _width(ref, mix, pts, mid_db, side_db, s)
     corr["eq"] = {"freqs_hz": [round(float(f), 2) for f in pts], "mid_db": [round(float(v), 3) for v in mid_db],
                   "side_db": [round(float(v), 3) for v in side_db], "taps": taps}
@@ -296,7 +295,6 @@ class _Shape:
 
 def _band_weights(mix: Measurement) -> np.ndarray:
     """(k, octave bands): mean K-weighting power gain of each band, over the mix's spectrum."""
-    from avmix.audio.reference import OCTAVES_HZ
     w = np.abs(_sos_response(k_weighting_sos(mix.sample_rate), mix.freqs, mix.sample_rate)) ** 2
     band = np.searchsorted(OCTAVES_HZ, mix.freqs, side="right")
     nb = len(OCTAVES_HZ) + 1
@@ -311,7 +309,6 @@ def _band_weights(mix: Measurement) -> np.ndarray:
 
 def _eq_band_gains(mix: Measurement, pts: np.ndarray, mid_db: np.ndarray, side_db: np.ndarray) -> np.ndarray:
     """(k, octave bands) power gain the curves give each octave band of mid (and side)."""
-    from avmix.audio.reference import OCTAVES_HZ
     band = np.searchsorted(OCTAVES_HZ, mix.freqs, side="right")
     nb = len(OCTAVES_HZ) + 1
     parts = [(mix.mid, mid_db)] + ([(mix.side, side_db)] if mix.side is not None else [])
@@ -412,7 +409,9 @@ class Corrector:
             self._skip = self.delay  # outputs still to drop (the delay)
             self._fed = 0
         dyn = corr.get("dynamics")
-        self.gain = None if dyn is None else unpack_curve(dyn).astype(np.float32)
+        # linear gain per hop, interpolated linearly between hops (in dB it would take a power per sample;
+        # between neighbouring hops the two differ by under 0.01 dB)
+        self.gain = None if dyn is None else (10.0 ** (unpack_curve(dyn) / 20.0)).astype(np.float32)
         self.hop = HOP if dyn is None else int(dyn["hop"])
         self.pos = 0  # absolute output position (for the gain curve)
         self._flushed = False
@@ -455,8 +454,7 @@ class Corrector:
         n = len(y)
         if self.gain is not None and n:
             t = (np.arange(self.pos, self.pos + n, dtype=np.float64) + 0.5) / self.hop - 0.5
-            g = np.interp(t, np.arange(len(self.gain)), self.gain)
-            y = y * (10.0 ** (g / 20.0)).astype(np.float32)[:, None]
+            y = y * np.interp(t, np.arange(len(self.gain)), self.gain).astype(np.float32)[:, None]
         self.pos += n
         return y
 
