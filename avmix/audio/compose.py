@@ -361,6 +361,11 @@ def _render_matched(eng: _Engine, s: Settings, output, *, bit_depth: int | None,
         mix = _measure_stream(held.keep(eng.blocks()), tl, progress)
         ref = ref_job.result()
     corr = match.derive(ref, mix, strength=s.reference_strength, ceiling_db=tl.limit_dbtp, notes=notes)
+    model = None
+    if held.blocks is not None:
+        model = held.correct(corr, tl.sample_rate, tl.channels, tl.limit_dbtp)
+        match.refine_dynamics(corr, ref, mix, held, model, strength=s.reference_strength)
+        eng = match.HeldEngine(tl, held.blocks)
     before, target = mix.summary(), ref.summary()
     del mix, ref  # their per-hop and per-frame arrays (about 16 MB an hour) are not needed while writing
     corr["reference"] = os.fspath(s.reference)
@@ -369,10 +374,6 @@ def _render_matched(eng: _Engine, s: Settings, output, *, bit_depth: int | None,
     for n in notes:
         note(n, quiet=quiet)
     tl.master = corr
-    model = None
-    if held.blocks is not None:
-        model = held.correct(corr, tl.sample_rate, tl.channels, tl.limit_dbtp)
-        eng = match.HeldEngine(tl, held.blocks)
     if corr["target_lufs"] is None:
         peak, _ = _write(eng, tl, output, bit_depth=bit_depth, lufs=False, progress=progress)
     else:

@@ -364,17 +364,20 @@ class TruePeakLimiter:
         return y[-o:] if o < 0 else y
 
 
-def hop_true_peaks(x: np.ndarray, hop: int, kernels: np.ndarray, left: np.ndarray | None = None) -> np.ndarray:
-    """Estimated true peak (linear) of each whole ``hop`` of (n, channels) ``x``: the larger of its sample
-    peak and the points ``kernels`` (:func:`true_peak_kernels`) read in the intervals either side of its
-    largest sample. ``left``: the samples just before ``x`` (zeros when not given, and after ``x``)."""
+def hop_true_peaks(x: np.ndarray, hop: int, kernels: np.ndarray,
+                   left: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(estimated true peak, sample peak), linear, of each whole ``hop`` of (n, channels) ``x``. The
+    estimate is the larger of the sample peak and the points ``kernels`` (:func:`true_peak_kernels`)
+    read in the intervals either side of the largest sample. ``left``: the samples just before ``x``
+    (zeros when not given, and after ``x``)."""
     half = (len(kernels) - 1) // 2
     k, ch = len(x) // hop, x.shape[1]
     if k == 0:
-        return np.zeros(0)
+        return np.zeros(0), np.zeros(0)
     a = np.abs(x[:k * hop]).reshape(k, hop * ch)
     at = a.argmax(axis=1)
-    peak = a[np.arange(k), at].astype(np.float64)
+    sample = a[np.arange(k), at]
+    peak = sample.astype(np.float64)
     pos, c = np.arange(k) * hop + at // ch, at % ch
     pad = np.zeros((half + 1, ch), np.float32)
     if left is not None and len(left):
@@ -384,7 +387,7 @@ def hop_true_peaks(x: np.ndarray, hop: int, kernels: np.ndarray, left: np.ndarra
     for start in (pos - 1, pos):  # the intervals [m-1, m] and [m, m+1] around the largest sample m
         taps = (start + half + 1)[:, None] + np.arange(-half, half + 1)[None, :]
         peak = np.maximum(peak, np.abs(xp[taps, c[:, None]] @ kernels).max(axis=1))
-    return peak
+    return peak, sample
 
 
 def hop_reduction(peak_db: np.ndarray, ceiling_db: float, hop: int, sample_rate: int,

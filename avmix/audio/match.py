@@ -373,6 +373,13 @@ def unpack_curve(dyn: dict) -> np.ndarray:
         return np.asarray(dyn["gain_db"], np.float64)
     return np.frombuffer(base64.b64decode(dyn["gain_cdb"]), "<i2").astype(np.float64) / 100.0
 
+def ramp(gain: np.ndarray, pos: int, n: int, hop: int) -> np.ndarray:
+    """float32 per-sample gains of samples pos .. pos+n from linear gains per hop (each at its hop's
+    centre, interpolated linearly between them and held beyond the ends)."""
+    t = (np.arange(pos, pos + n, dtype=np.float64) + 0.5) / hop - 0.5
+    return np.interp(t, np.arange(len(gain)), gain).astype(np.float32)
+
+
 def fir(points: np.ndarray, db: np.ndarray, sample_rate: int, taps: int) -> np.ndarray:
     """Linear-phase FIR (``taps`` long, delay taps // 2) with the point curve as its magnitude."""
     f = np.fft.rfftfreq(taps, 1.0 / sample_rate)
@@ -453,8 +460,7 @@ class Corrector:
     def _apply_gain(self, y: np.ndarray) -> np.ndarray:
         n = len(y)
         if self.gain is not None and n:
-            t = (np.arange(self.pos, self.pos + n, dtype=np.float64) + 0.5) / self.hop - 0.5
-            y = y * np.interp(t, np.arange(len(self.gain)), self.gain).astype(np.float32)[:, None]
+            y = y * ramp(self.gain, self.pos, n, self.hop)[:, None]
         self.pos += n
         return y
 
@@ -532,8 +538,8 @@ HOLD_BYTES = 32 << 20  # a mix up to this size (3 minutes of 48 kHz stereo) is h
 class Held:
     """The mix's blocks, kept while they pass (:meth:`keep`) as long as they total under ``limit`` bytes."""
 
-    def __init__(self, limit: int = HOLD_BYTES):
-        self.limit = limit
+    def __init__(self, limit: int | None = None):
+        self.limit = HOLD_BYTES if limit is None else limit
         self.blocks: list[np.ndarray] | None = []  # None: too long, not kept
 
     def keep(self, blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
@@ -557,6 +563,14 @@ class Held:
             out.append(b)
         self.blocks = out
         return model
+
+    def regain(self, change_db: np.ndarray) -> None:
+        """Multiply the held mix by a gain per ``HOP`` (dB), interpolated as the corrector's curve is."""
+        lin = (10.0 ** (np.asarray(change_db, np.float64) / 20.0)).astype(np.float32)
+        pos = 0
+        for i, b in enumerate(self.blocks):
+            self.blocks[i] = b * ramp(lin, pos, len(b), HOP)[:, None]
+            pos += len(b)
 
 
 class HeldEngine:
@@ -593,8 +607,10 @@ class LevelModel:
         self._kernels = dynamics.true_peak_kernels(sample_rate).astype(np.float32)
         self._rest = np.zeros((0, channels), np.float32)
         self._zrest = np.zeros(0, np.float32)
-        self._ms: list[np.ndarray] = []
-        self._tp: list[np.ndarray] = []
+        self._ms: list[np.ndarray] = []  # K-weighted mean square per hop
+        self._tp: list[np.ndarray] = []  # true peak per hop (dB once all are in)
+        self._ums: list[np.ndarray] = []  # plain mean square and sample peak per hop (for the crest factor)
+        self._pk: list[np.ndarray] = []
         self._left = None
 
     def add(self, block: np.ndarray) -> None:
@@ -609,15 +625,20 @@ class LevelModel:
         self._ms.append(z[:k * HOP].reshape(k, HOP).mean(axis=1, dtype=np.float64))
         self._zrest = z[k * HOP:]
         x = np.concatenate([self._rest, block]) if len(self._rest) else block
-        self._tp.append(dynamics.hop_true_peaks(x, HOP, self._kernels, self._left))
+        tp, pk = dynamics.hop_true_peaks(x, HOP, self._kernels, self._left)
+        self._tp.append(tp)
+        self._pk.append(pk.astype(np.float32))
+        h = x[:k * HOP].reshape(k, -1)
+        self._ums.append(np.einsum("ij,ij->i", h, h, dtype=np.float64) / h.shape[1])
         self._left = x[k * HOP - 32:k * HOP] if k else self._left
         self._rest = x[k * HOP:]
 
     def _arrays(self) -> tuple[np.ndarray, np.ndarray]:
         if not isinstance(self._ms, np.ndarray):  # once every block is in
-            self._ms = np.concatenate(self._ms) if self._ms else np.zeros(0)
+            cat = (lambda parts: np.concatenate(parts) if parts else np.zeros(0))
+            self._ms, self._ums, self._pk = cat(self._ms), cat(self._ums), cat(self._pk)
             with np.errstate(divide="ignore"):
-                self._tp = 20.0 * np.log10(np.concatenate(self._tp)) if self._tp else np.zeros(0)
+                self._tp = 20.0 * np.log10(cat(self._tp))
         return self._ms, self._tp
 
     @property
@@ -627,16 +648,47 @@ class LevelModel:
             self._lufs = self._meter.integrated()
         return self._lufs
 
-    def level(self, gain_db: float) -> float:
-        """The output's LUFS at master gain ``gain_db`` (-inf when silent)."""
-        if self.ceiling_db is None or not math.isfinite(self.lufs):
-            return self.lufs + gain_db
+    def shift(self, change_db: np.ndarray) -> None:
+        """The mix was given a further gain per hop (dB, :meth:`Held.regain`): follow it."""
+        ms, tp = self._arrays()
+        d = np.asarray(change_db, np.float64)[:len(ms)]
+        if len(d) < len(ms):
+            d = np.pad(d, (0, len(ms) - len(d)), mode="edge")
+        before = _gated_lufs(ms, self.sr)
+        self._ms, self._ums = ms * 10.0 ** (d / 10.0), self._ums * 10.0 ** (d / 10.0)
+        self._tp, self._pk = tp + d, self._pk * 10.0 ** (d / 20.0)
+        if math.isfinite(before):
+            self._lufs = self.lufs + _gated_lufs(self._ms, self.sr) - before
+
+    def _limited(self, gain_db: float, change: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """(K-weighted power, total gain in dB) per hop after a further ``change`` and the limiter."""
         from avmix.audio import dynamics
         ms, tp_db = self._arrays()
-        p = ms * 10.0 ** (gain_db / 10.0)
-        taken = _gated_lufs(p, self.sr) - _gated_lufs(
-            p * 10.0 ** (-dynamics.hop_reduction(tp_db + gain_db, self.ceiling_db, HOP, self.sr) / 10.0), self.sr)
-        return self.lufs + gain_db - (taken if math.isfinite(taken) else 0.0)
+        g = gain_db if change is None else gain_db + change
+        total = g - dynamics.hop_reduction(tp_db + g, self.ceiling_db, HOP, self.sr)
+        return ms * 10.0 ** (total / 10.0), total
+
+    def level(self, gain_db: float, change: np.ndarray | None = None) -> float:
+        """The output's LUFS at master gain ``gain_db`` (-inf when silent), after a further gain per hop
+        ``change`` (dB, as long as the model's hops) if given."""
+        if self.ceiling_db is None or not math.isfinite(self.lufs):
+            return self.lufs + gain_db
+        ms, _ = self._arrays()
+        moved = _gated_lufs(self._limited(gain_db, change)[0], self.sr) - _gated_lufs(ms, self.sr)
+        return self.lufs + (moved if math.isfinite(moved) else gain_db)
+
+    def dynamics(self, gain_db: float, change: np.ndarray | None = None) -> tuple[float, float]:
+        """(loudness range, crest factor in dB) of the output modelled at ``gain_db`` and ``change``."""
+        from avmix.audio.loudness import OFFSET
+        p, total = self._limited(gain_db, change)
+        per = max(1, int(round(3.0 * self.sr / HOP)))  # short-term loudness: 3 s windows
+        lra = 0.0
+        if len(p) >= per:
+            st = np.convolve(p, np.ones(per) / per, mode="valid")[::max(1, per // 30)]
+            lra = loudness_range(OFFSET + 10.0 * np.log10(np.maximum(st, 1e-20)))
+        crest = crest_db((self._ums * 10.0 ** (total / 10.0)).astype(np.float32),
+                         (self._pk * 10.0 ** (total / 20.0)).astype(np.float32), self.sr)
+        return lra, crest
 
 
 def _gated_lufs(hop_power: np.ndarray, sample_rate: int) -> float:
@@ -660,3 +712,93 @@ def _gated_lufs(hop_power: np.ndarray, sample_rate: int) -> float:
         return -math.inf
     z = z[lk > OFFSET + 10.0 * math.log10(z.mean()) + REL_GATE]
     return OFFSET + 10.0 * math.log10(z.mean())
+
+
+# ------------------------------------------------------------------------------------------ dynamics after the limiter
+
+LRA_SLACK = 0.5  # LU: a modelled loudness range after the limiter this close to the wanted one is kept
+CREST_SLACK = 0.5  # dB: likewise the crest factor
+
+
+def refine_dynamics(corr: dict, ref: Measurement, mix: Measurement, held: Held, model: LevelModel, *,
+                    strength: float = 1.0) -> bool:
+    """A second look at the dynamics ratios with the limiter in the loop (a held mix only).
+
+    At a loud target the limiter takes more from sections with strong peaks than from the rest, so the
+    loudness range that the ratios were chosen for comes back (a -9 LUFS reference: 1.3 LU before the
+    limiter, 3.5 after). Here both ratios are chosen again on the :class:`LevelModel` of the corrected
+    mix, the master gain following the target: the fast one for the crest factor after the limiter
+    (compressing only), then the slow one for the loudness range after it, and where that is not
+    enough the fast one for the loudness range too. When the first choice is
+    already within LRA_SLACK and CREST_SLACK nothing changes. Updates ``corr``, ``held`` and ``model``;
+    returns whether it changed anything."""
+    if (model.ceiling_db is None or corr.get("eq") is None or corr.get("target_lufs") is None
+            or min(ref.duration, mix.duration) < DYNAMICS_SECONDS
+            or not (math.isfinite(ref.crest_db) and math.isfinite(mix.crest_db))):
+        return False
+    from avmix.audio import gainsearch
+    s = float(strength)
+    want_lra = mix.lra + s * (ref.lra - mix.lra)
+    want_crest = mix.crest_db + s * (ref.crest_db - mix.crest_db)
+    eq = corr["eq"]
+    pts = np.asarray(eq["freqs_hz"])
+    shape = _Shape(mix, _eq_band_gains(mix, pts, np.asarray(eq["mid_db"]), np.asarray(eq["side_db"])))
+    dyn = corr["dynamics"]
+    slow, fast = (dyn["slow_ratio"], dyn["fast_ratio"]) if dyn else (1.0, 1.0)
+    g0 = unpack_curve(dyn) if dyn else np.zeros(len(mix.hop_ms))
+    hops = len(model._arrays()[0])
+    target = corr["target_lufs"]
+    gain = [gainsearch.solve(model.level, target, target - model.lufs - 6.0, target - model.lufs + 18.0)]
+
+    def outcome(sr: float, fr: float) -> tuple[float, float, np.ndarray]:
+        d = (shape.curve(sr, fr) - g0)[:hops]
+        d = np.pad(d, (0, hops - len(d)), mode="edge") if len(d) < hops else d
+        gain[0] = _secant(lambda g: model.level(g, d), target, gain[0])
+        lra, crest = model.dynamics(gain[0], d)
+        return lra, crest, d
+
+    lra0, crest0, _ = outcome(slow, fast)
+    if abs(lra0 - want_lra) <= LRA_SLACK and abs(crest0 - want_crest) <= CREST_SLACK:
+        return False
+    if crest0 > want_crest + CREST_SLACK and fast < FAST_RANGE[1]:
+        fast = _bisect(lambda r: outcome(slow, r)[1], want_crest, fast, FAST_RANGE[1])
+    lra1 = outcome(slow, fast)[0]
+    if abs(lra1 - want_lra) > LRA_SLACK:
+        slow = _bisect(lambda r: outcome(r, fast)[0], want_lra, *RATIO_RANGE)
+        if outcome(slow, fast)[0] > want_lra + LRA_SLACK and fast < FAST_RANGE[1]:
+            # the slow stage at its most cannot even the sections out: take the peaks the limiter
+            # would take from the loud ones with the fast stage instead
+            fast = _bisect(lambda r: outcome(slow, r)[0], want_lra, fast, FAST_RANGE[1])
+    curve = shape.curve(slow, fast).astype(np.float32)
+    change = curve.astype(np.float64) - g0
+    held.regain(change)
+    model.shift(change)
+    corr["dynamics"] = {"hop": HOP, "slow_ratio": round(slow, 4), "fast_ratio": round(fast, 4),
+                        "gain_cdb": pack_curve(curve)}
+    return True
+
+
+def _bisect(fn, want: float, lo: float, hi: float, steps: int = 6) -> float:
+    """The ratio in [lo, hi] (log scale) where the falling ``fn`` meets ``want`` (an end if it does not)."""
+    a, b = math.log(lo), math.log(hi)
+    for _ in range(steps):
+        m = (a + b) / 2
+        if fn(math.exp(m)) > want:
+            a = m
+        else:
+            b = m
+    return math.exp((a + b) / 2)
+
+
+def _secant(level, target: float, g: float, steps: int = 5) -> float:
+    """The gain near ``g`` where ``level`` (rising, about a LU per dB) meets ``target``."""
+    lv = level(g)
+    g2 = g + (target - lv)
+    for _ in range(steps):
+        if not math.isfinite(lv) or abs(lv - target) < 0.01:
+            break
+        lv2 = level(g2)
+        slope = (lv2 - lv) / (g2 - g) if g2 != g else 1.0
+        g, lv = g2, lv2
+        g2 = g + (target - lv) / max(slope, 0.1)
+    return g
