@@ -769,6 +769,9 @@ def refine_dynamics(corr: dict, ref: Measurement, mix: Measurement, held: Held, 
             # the slow stage at its most cannot even the sections out: take the peaks the limiter
             # would take from the loud ones with the fast stage instead
             fast = _bisect(lambda r: outcome(slow, r)[0], want_lra, fast, FAST_RANGE[1])
+    lra2, crest2, _ = outcome(slow, fast)
+    if abs(lra2 - want_lra) > abs(lra0 - want_lra) - 0.1 and abs(crest2 - want_crest) >= abs(crest0 - want_crest):
+        return False  # no better: keep the first choice
     curve = shape.curve(slow, fast).astype(np.float32)
     change = curve.astype(np.float64) - g0
     held.regain(change)
@@ -780,6 +783,8 @@ def refine_dynamics(corr: dict, ref: Measurement, mix: Measurement, held: Held, 
 
 def _bisect(fn, want: float, lo: float, hi: float, steps: int = 6) -> float:
     """The ratio in [lo, hi] (log scale) where the falling ``fn`` meets ``want`` (an end if it does not)."""
+    if fn(hi) >= want:
+        return hi
     a, b = math.log(lo), math.log(hi)
     for _ in range(steps):
         m = (a + b) / 2
