@@ -555,14 +555,25 @@ class Held:
 
     def correct(self, corr: dict, sample_rate: int, channels: int, ceiling_db: float | None) -> "LevelModel":
         """Replace the kept blocks by the corrected mix (at master gain 0) and model its level."""
+        from concurrent.futures import ThreadPoolExecutor
         model = LevelModel(sample_rate, channels, ceiling_db)
         c = Corrector(corr, sample_rate, channels) if corr.get("eq") or corr.get("dynamics") else None
-        out = []
-        for b in (c.run(self.blocks) if c is not None else self.blocks):
-            model.add(b)
-            out.append(b)
+        out, jobs = [], []
+        with ThreadPoolExecutor(max_workers=1) as pool:  # the model beside the correction (one worker: in order)
+            for b in (c.run(self._drain()) if c is not None else self._drain()):
+                jobs.append(pool.submit(model.add, b))
+                out.append(b)
+        for j in jobs:
+            j.result()  # re-raises
         self.blocks = out
         return model
+
+    def _drain(self) -> Iterator[np.ndarray]:
+        """The held blocks, each let go as it is taken (so the mix is not held twice while corrected)."""
+        blocks, self.blocks = self.blocks, None
+        blocks.reverse()
+        while blocks:
+            yield blocks.pop()
 
     def regain(self, change_db: np.ndarray) -> None:
         """Multiply the held mix by a gain per ``HOP`` (dB), interpolated as the corrector's curve is."""
