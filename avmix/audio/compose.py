@@ -296,14 +296,14 @@ def _finish(tl: Timeline, s: Settings, output, peak: float, *, bit_depth: int | 
     return tl
 
 
-def _measure_stream(blocks, tl: Timeline, progress: ProgressFn, stage: str = "measure", *, bands: bool = True,
-                    total: int | None = None) -> Measurement:
+def _measure_stream(blocks, tl: Timeline, progress: ProgressFn, stage: str = "measure", *,
+                    bands: bool = True) -> Measurement:
     done = 0
 
     def step(n: int) -> None:
         nonlocal done
         done += n
-        report(progress, stage, done, tl.frames if total is None else total)
+        report(progress, stage, done, tl.frames)
     return reference.measure(blocks, tl.sample_rate, tl.channels, bands=bands, on_block=step)
 
 
@@ -311,12 +311,12 @@ def measure_reference(f: AudioFile, sample_rate: int, channels: int, *, progress
     """The reference measured at the job's rate and channels (resampled and mixed as inputs are),
     except its loudness: that is the file's own (a stereo reference of a mono job would otherwise read
     3 LU low, a mono one of a stereo job 3 LU high), so the output measures what the reference does."""
-    done = 0
+    done, total = 0, f.target_frames(sample_rate)
 
     def step(n: int) -> None:
         nonlocal done
         done += n
-        report(progress, "reference", done, f.target_frames(sample_rate))
+        report(progress, "reference", done, total)
     m = reference.measure(f.blocks(sample_rate=sample_rate, channels=channels, blocksize=BLOCK), sample_rate,
                           channels, bands=False, on_block=step)
     if f.channels != channels:
@@ -377,12 +377,15 @@ def _render_matched(eng: _Engine, s: Settings, output, *, bit_depth: int | None,
     if corr["target_lufs"] is None:
         peak, _ = _write(eng, tl, output, bit_depth=bit_depth, lufs=False, progress=progress)
     else:
-        start = round(corr["target_lufs"] - corr["predicted_lufs"], 6) - 3.0  # the lowest gain searched
-        tl.master_gain_db = start + 3.0
+        want = corr["target_lufs"]
         if model is not None and math.isfinite(model.lufs):
-            tl.master_gain_db = (round(corr["target_lufs"] - model.lufs, 6) if tl.limit_dbtp is None else
-                                 gainsearch.solve(model.level, corr["target_lufs"], start,
-                                                  start + gainsearch.MAX_BOOST_DB))
+            start = round(want - model.lufs, 6)  # the limiter only takes loudness: no lower gain can do
+            tl.master_gain_db = (start if tl.limit_dbtp is None else
+                                 gainsearch.solve(model.level, want, start, start + gainsearch.MAX_BOOST_DB))
+        else:
+            model = None
+            tl.master_gain_db = round(want - corr["predicted_lufs"], 6)
+            start = tl.master_gain_db - 3.0  # predicted from spectra: leave room under it
         peak, tl.lufs = _write_to_target(eng, tl, output, corr["target_lufs"], bit_depth=bit_depth,
                                          progress=progress, quiet=quiet, start=start,
                                          model=None if model is None else model.level)
