@@ -20,9 +20,13 @@
   the integrated level (loudness range) and a fast one on each hop's peak over the 0.4 s level (crest
   factor). Each ratio is found by bisection, simulating the curve on the mix's measurements: the
   slow one on half-octave band powers per spectrum frame put through the EQ (K-weighted), the fast
-  one on hop peaks and mean squares with the limiter's ceiling. The curve is computed on the mix and recorded, so stems get the same.
-- **Loudness**: the reference's integrated loudness, predicted through the curves; the caller writes
-  and measures (the limiter may take some) and corrects the gain as for ``--normalize lufs``.
+  one on hop peaks and mean squares with the limiter's ceiling. The curve is computed on the mix and
+  recorded, so stems get the same. For a mix held in memory (:class:`Held`) :func:`refine_dynamics`
+  chooses both ratios again with the limiter in the loop (:class:`LevelModel`).
+- **Loudness**: the reference's integrated loudness. For a held mix the master gain comes from
+  :class:`LevelModel` (the corrected mix's loudness less what the limiter is modelled to take), so one
+  write normally suffices; otherwise it is predicted through the curves. Either way the caller writes
+  and measures, and corrects the gain as for ``--normalize lufs`` when the output misses.
 - ``strength`` scales every dB curve, moves the loudness and dynamics targets part of the way, and
   so blends from untouched (0) to matched (1).
 """
