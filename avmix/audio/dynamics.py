@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -25,6 +26,8 @@ def single_thread_blas():
 
 
 _HELPERS: list = []
+if hasattr(os, "register_at_fork"):  # a forked child has the pool but not its thread: start a new one
+    os.register_at_fork(after_in_child=_HELPERS.clear)
 
 
 def _helper():
