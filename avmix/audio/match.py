@@ -37,6 +37,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from avmix.audio import dynamics
 from avmix.audio.loudness import k_weighting_sos, loudness_range
 from avmix.audio.reference import (BAND_EDGES_HZ, DYNAMICS_SECONDS, HOP, OCTAVES_HZ, Measurement, crest_db, gated,
                                    mid_side)
@@ -441,12 +442,17 @@ class Corrector:
         taps1 = len(self._tail)
         for a in range(0, len(x), self.seg):
             part = x[a:a + self.seg]
-            X = np.fft.rfft(part, self.nfft, axis=0)
-            if self.stereo:
-                X *= self.h.T
-            else:
-                X *= self.h[0][:, None]
-            y = np.fft.irfft(X, self.nfft, axis=0)[:len(part) + taps1].astype(np.float32, copy=False)
+            y = np.empty((len(part) + taps1, x.shape[1]), np.float32)
+
+            def channel(c: int) -> None:  # one filter per channel (mid and side), or the one for all
+                h = self.h[c] if self.stereo else self.h[0]
+                y[:, c] = np.fft.irfft(np.fft.rfft(part[:, c], self.nfft) * h, self.nfft)[:len(y)]
+
+            # the other channels on the limiter's helper thread (the FFTs release the GIL)
+            others = [dynamics._helper().submit(channel, c) for c in range(1, x.shape[1])]
+            channel(0)
+            for f in others:
+                f.result()
             y[:taps1] += self._tail
             outs.append(y[:len(part)])
             self._tail = np.ascontiguousarray(y[len(part):len(part) + taps1])
@@ -612,7 +618,6 @@ class LevelModel:
     the written output where the limiter takes up to 3 LU."""
 
     def __init__(self, sample_rate: int, channels: int, ceiling_db: float | None):
-        from avmix.audio import dynamics
         from avmix.audio.loudness import IIRFilter, LoudnessMeter, channel_weights
         self.sr, self.ceiling_db = sample_rate, ceiling_db
         self._meter = LoudnessMeter(sample_rate, channels)
@@ -629,7 +634,6 @@ class LevelModel:
         self._left = None
 
     def add(self, block: np.ndarray) -> None:
-        from avmix.audio import dynamics
         self._meter.add(block)
         if self.ceiling_db is None:
             return
@@ -677,7 +681,6 @@ class LevelModel:
 
     def _limited(self, gain_db: float, change: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """(K-weighted power, total gain in dB) per hop after a further ``change`` and the limiter."""
-        from avmix.audio import dynamics
         ms, tp_db = self._arrays()
         g = gain_db if change is None else gain_db + change
         total = g - dynamics.hop_reduction(tp_db + g, self.ceiling_db, HOP, self.sr)
