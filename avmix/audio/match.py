@@ -750,7 +750,7 @@ def refine_dynamics(corr: dict, ref: Measurement, mix: Measurement, held: Held, 
     enough the fast one for the loudness range too. When the first choice is
     already within LRA_SLACK and CREST_SLACK nothing changes. Updates ``corr``, ``held`` and ``model``;
     returns whether it changed anything."""
-    if (model.ceiling_db is None or corr.get("eq") is None or corr.get("target_lufs") is None
+    if (model.ceiling_db is None or strength <= 0 or corr.get("eq") is None or corr.get("target_lufs") is None
             or min(ref.duration, mix.duration) < DYNAMICS_SECONDS
             or not (math.isfinite(ref.crest_db) and math.isfinite(mix.crest_db))):
         return False
