@@ -250,9 +250,9 @@ class _Shape:
         slow_f = 10.0 * np.log10(_smooth(self.k_after, per) + tiny)
         integ = _level(self.k_after) if len(self.k_after) else 0.0
         slow_f = np.maximum(slow_f, integ - 20.0) - integ  # LU around the integrated level
-        # frame j covers [j*frame_hop, j*frame_hop + 2*frame_hop): its centre is (j + 1) * frame_hop
+        # frame j starts at j*frame_hop and is 2*(bins-1) long
         hop_t = (np.arange(len(ms)) + 0.5) * HOP
-        frame_t = (np.arange(len(slow_f)) + 1.0) * mix.frame_hop
+        frame_t = np.arange(len(slow_f)) * float(mix.frame_hop) + (len(mix.freqs) - 1)
         # per-hop arrays in float32: an hour has 340 000 hops, and these live through the ratio search
         self.slow = (np.interp(hop_t, frame_t, slow_f) if len(slow_f) else np.zeros(len(ms))).astype(np.float32)
         self._frame_t = frame_t
