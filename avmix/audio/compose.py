@@ -365,6 +365,8 @@ def _render_matched(eng: _Engine, s: Settings, output, *, bit_depth: int | None,
     if held.blocks is not None:
         model = held.correct(corr, tl.sample_rate, tl.channels, tl.limit_dbtp)
         match.refine_dynamics(corr, ref, mix, held, model, strength=s.reference_strength)
+        if corr["predicted_lufs"] is not None and math.isfinite(model.lufs):
+            corr["predicted_lufs"] = round(model.lufs, 4)  # measured on the corrected mix, not predicted
         eng = match.HeldEngine(tl, held.blocks)
     before, target = mix.summary(), ref.summary()
     del mix, ref  # their per-hop and per-frame arrays (about 16 MB an hour) are not needed while writing
