@@ -17,6 +17,7 @@ gain (a few passes at most). When the first pass shows the limiter will not act,
 from __future__ import annotations
 
 import concurrent.futures
+import itertools
 import math
 import os
 import queue
@@ -307,18 +308,22 @@ def _measure_stream(blocks, tl: Timeline, progress: ProgressFn, stage: str = "me
     return reference.measure(blocks, tl.sample_rate, tl.channels, bands=bands, on_block=step)
 
 
-def measure_reference(f: AudioFile, sample_rate: int, channels: int, *, progress: ProgressFn = None) -> Measurement:
+def measure_reference(f: AudioFile, sample_rate: int, channels: int, *, progress: ProgressFn = None,
+                      stop: threading.Event | None = None) -> Measurement:
     """The reference measured at the job's rate and channels (resampled and mixed as inputs are),
     except its loudness: that is the file's own (a stereo reference of a mono job would otherwise read
-    3 LU low, a mono one of a stereo job 3 LU high), so the output measures what the reference does."""
+    3 LU low, a mono one of a stereo job 3 LU high), so the output measures what the reference does.
+    ``stop`` set: give up early (the job failed or was interrupted; the result is then meaningless)."""
     done, total = 0, f.target_frames(sample_rate)
 
     def step(n: int) -> None:
         nonlocal done
         done += n
         report(progress, "reference", done, total)
-    m = reference.measure(f.blocks(sample_rate=sample_rate, channels=channels, blocksize=BLOCK), sample_rate,
-                          channels, bands=False, on_block=step)
+    blocks = f.blocks(sample_rate=sample_rate, channels=channels, blocksize=BLOCK)
+    if stop is not None:
+        blocks = itertools.takewhile(lambda _: not stop.is_set(), blocks)
+    m = reference.measure(blocks, sample_rate, channels, bands=False, on_block=step)
     if f.channels != channels:
         meter = LoudnessMeter(f.sample_rate, f.channels)
         for b in f.blocks(sample_rate=f.sample_rate, channels=f.channels, blocksize=BLOCK):
@@ -347,19 +352,24 @@ def _render_matched(eng: _Engine, s: Settings, output, *, bit_depth: int | None,
     ref_file = getattr(tl, "_reference_file", None) or open_reference(s.reference)
     notes: list[str] = []
     balance = None
+    stop = threading.Event()  # on an error or Ctrl-C, do not wait for the whole reference
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:  # the reference beside the mix
-        ref_job = pool.submit(measure_reference, ref_file, tl.sample_rate, tl.channels, progress=progress)
-        if s.reference_balance and not ref_job.result().silent:
-            tracks = [_measure_stream(eng.blocks(only=i), tl, progress, "balance", bands=False).spectrum_only()
-                      for i in range(len(tl.sources))]
-            balance = match.balance(ref_job.result(), tracks)
-            for src, g in zip(tl.sources, balance):
-                src.gain_db = round(src.gain_db + g, 6)
-            eng = _Engine(tl)
-        tl.master = None
-        held = match.Held()
-        mix = _measure_stream(held.keep(eng.blocks()), tl, progress)
-        ref = ref_job.result()
+        ref_job = pool.submit(measure_reference, ref_file, tl.sample_rate, tl.channels, progress=progress,
+                              stop=stop)
+        try:
+            if s.reference_balance and not ref_job.result().silent:
+                tracks = [_measure_stream(eng.blocks(only=i), tl, progress, "balance", bands=False).spectrum_only()
+                          for i in range(len(tl.sources))]
+                balance = match.balance(ref_job.result(), tracks)
+                for src, g in zip(tl.sources, balance):
+                    src.gain_db = round(src.gain_db + g, 6)
+                eng = _Engine(tl)
+            tl.master = None
+            held = match.Held()
+            mix = _measure_stream(held.keep(eng.blocks()), tl, progress)
+            ref = ref_job.result()
+        finally:
+            stop.set()
     corr = match.derive(ref, mix, strength=s.reference_strength, ceiling_db=tl.limit_dbtp, notes=notes)
     model = None
     if held.blocks is not None:
