@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from avmix.audio import compose, dynamics, match
+from avmix.audio import compose, dynamics, held, match
 from avmix.audio.loudness import integrated_loudness
 from avmix.audio.reference import HOP
 
@@ -45,8 +45,8 @@ def _limited(x: np.ndarray, gain_db: float) -> float:
 def test_level_model_predicts_what_the_limiter_takes():
     a, b = tracks(seconds=10.0)
     x = a + b
-    model = match.LevelModel(SR, 2, -1.0)
-    plain = match.LevelModel(SR, 2, None)
+    model = held.LevelModel(SR, 2, -1.0)
+    plain = held.LevelModel(SR, 2, None)
     for i in range(0, len(x), 100_000):  # blocks that are not whole hops
         model.add(x[i:i + 100_000])
         plain.add(x[i:i + 100_000])
@@ -78,8 +78,8 @@ def test_a_short_mix_is_written_once_though_the_limiter_takes_loudness(tmp_path,
 
 def test_a_mix_too_long_to_hold_is_streamed_to_the_same_result(tmp_path, pair, monkeypatch):
     ref = _loud_ref(pair[2])
-    tl_held, held = mix_to(tmp_path, pair, ref, name="held.wav")
-    monkeypatch.setattr(match, "HOLD_BYTES", 0)
+    tl_held, _ = mix_to(tmp_path, pair, ref, name="held.wav")
+    monkeypatch.setattr(held, "HOLD_BYTES", 0)
     tl, streamed = mix_to(tmp_path, pair, ref, name="streamed.wav")
     want = integrated_loudness(ref, SR)
     assert abs(integrated_loudness(streamed, SR) - want) < 0.2
@@ -122,7 +122,7 @@ def test_loudness_range_is_matched_after_the_limiter(tmp_path, monkeypatch):
     got = {}
     for refine in (False, True):
         if not refine:
-            monkeypatch.setattr(match, "refine_dynamics", lambda *a, **k: False)
+            monkeypatch.setattr(held, "refine_dynamics", lambda *a, **k: False)
         else:
             monkeypatch.undo()
         tl = compose.mix(names, tmp_path / "out.wav", overwrite=True, reference=str(tmp_path / "ref.wav"),

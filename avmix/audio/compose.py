@@ -29,7 +29,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from avmix import paths
-from avmix.audio import dynamics, gainsearch, match, reference
+from avmix.audio import dynamics, gainsearch, held, match, reference
 from avmix.audio.io import AudioFile, _rechunk, open_audio
 from avmix.audio.loudness import LoudnessMeter, peak_dbfs
 from avmix.audio.plan import BLOCK, DEFAULT_PEAK, Settings, _seconds, plan_concat, plan_mix, plan_overlay
@@ -347,7 +347,7 @@ def _render_matched(eng: _Engine, s: Settings, output, *, bit_depth: int | None,
     """Reference matching: measure the reference and the mix, derive the correction, write with it
     (measuring the output, and writing again when the limiter keeps it off the reference's loudness).
     A short mix is held in memory: corrected once, its level under the limiter modelled
-    (:class:`match.LevelModel`) to choose the gain, and written from there."""
+    (:class:`avmix.audio.held.LevelModel`) to choose the gain, and written from there."""
     tl = eng.tl
     ref_file = getattr(tl, "_reference_file", None) or open_reference(s.reference)
     notes: list[str] = []
@@ -365,19 +365,19 @@ def _render_matched(eng: _Engine, s: Settings, output, *, bit_depth: int | None,
                     src.gain_db = round(src.gain_db + g, 6)
                 eng = _Engine(tl)
             tl.master = None
-            held = match.Held()
-            mix = _measure_stream(held.keep(eng.blocks()), tl, progress)
+            kept = held.Held()
+            mix = _measure_stream(kept.keep(eng.blocks()), tl, progress)
             ref = ref_job.result()
         finally:
             stop.set()
     corr = match.derive(ref, mix, strength=s.reference_strength, ceiling_db=tl.limit_dbtp, notes=notes)
     model = None
-    if held.blocks is not None:
-        model = held.correct(corr, tl.sample_rate, tl.channels, tl.limit_dbtp)
-        match.refine_dynamics(corr, ref, mix, held, model, strength=s.reference_strength)
+    if kept.blocks is not None:
+        model = kept.correct(corr, tl.sample_rate, tl.channels, tl.limit_dbtp)
+        held.refine_dynamics(corr, ref, mix, kept, model, strength=s.reference_strength)
         if corr["predicted_lufs"] is not None and math.isfinite(model.lufs):
             corr["predicted_lufs"] = round(model.lufs, 4)  # measured on the corrected mix, not predicted
-        eng = match.HeldEngine(tl, held.blocks)
+        eng = held.HeldEngine(tl, kept.blocks)
     before, target = mix.summary(), ref.summary()
     del mix, ref  # their per-hop and per-frame arrays (about 16 MB an hour) are not needed while writing
     corr["reference"] = os.fspath(s.reference)

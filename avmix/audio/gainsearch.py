@@ -24,7 +24,7 @@ def next_gain(tries: list[tuple[float, float]], target: float, start: float,
     its ends, or its middle where that fails. BS.1770 gating can make loudness jump, so nothing here
     relies on the curve being smooth.
 
-    With a ``model`` (predicted loudness per gain, e.g. :class:`avmix.audio.match.LevelModel`), the
+    With a ``model`` (predicted loudness per gain, e.g. :class:`avmix.audio.held.LevelModel`), the
     gain where the model, shifted by its miss on the last pass, meets the target; inside a bracket."""
     below = sorted(t for t in tries if t[1] < target)
     above = sorted(t for t in tries if t[1] >= target)
