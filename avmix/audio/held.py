@@ -101,6 +101,7 @@ class LevelModel:
         self.sr, self.ceiling_db = sample_rate, ceiling_db
         self._meter = LoudnessMeter(sample_rate, channels)
         self._lufs: float | None = None
+        self._base: float | None = None  # the hops' own gated loudness (the model's zero)
         self._filter = IIRFilter(k_weighting_sos(sample_rate), channels)
         self._w = channel_weights(channels).astype(np.float32)
         self._kernels = dynamics.true_peak_kernels(sample_rate).astype(np.float32)
@@ -155,8 +156,9 @@ class LevelModel:
         before = _gated_lufs(ms, self.sr)
         self._ms, self._ums = ms * 10.0 ** (d / 10.0), self._ums * 10.0 ** (d / 10.0)
         self._tp, self._pk = tp + d, self._pk * 10.0 ** (d / 20.0)
+        self._base = _gated_lufs(self._ms, self.sr)
         if math.isfinite(before):
-            self._lufs = self.lufs + _gated_lufs(self._ms, self.sr) - before
+            self._lufs = self.lufs + self._base - before
 
     def _limited(self, gain_db: float, change: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """(K-weighted power, total gain in dB) per hop after a further ``change`` and the limiter."""
@@ -171,7 +173,9 @@ class LevelModel:
         if self.ceiling_db is None or not math.isfinite(self.lufs):
             return self.lufs + gain_db
         ms, _ = self._arrays()
-        moved = _gated_lufs(self._limited(gain_db, change)[0], self.sr) - _gated_lufs(ms, self.sr)
+        if self._base is None:
+            self._base = _gated_lufs(ms, self.sr)
+        moved = _gated_lufs(self._limited(gain_db, change)[0], self.sr) - self._base
         return self.lufs + (moved if math.isfinite(moved) else gain_db)
 
     def dynamics(self, gain_db: float, change: np.ndarray | None = None) -> tuple[float, float]:
