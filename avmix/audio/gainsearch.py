@@ -59,14 +59,31 @@ def _calibrated(model: Callable[[float], float], last: tuple[float, float], targ
     return solve(model, target - miss, lo, hi) if math.isfinite(miss) else None
 
 
-def solve(level: Callable[[float], float], target: float, lo: float, hi: float) -> float:
-    """The gain in [lo, hi] where ``level`` (rising with the gain) reaches ``target``, by bisection."""
-    for _ in range(30):
-        m = (lo + hi) / 2
-        if level(m) < target:
-            lo = m
+def solve(level: Callable[[float], float], target: float, lo: float, hi: float, *,
+          tolerance: float = 0.002) -> float:
+    """The gain in [lo, hi] where ``level`` (rising with the gain) reaches ``target`` (an end when it
+    does not): regula falsi with the Illinois step, a few evaluations for a loudness curve."""
+    f_lo, f_hi = level(lo) - target, level(hi) - target
+    if not (math.isfinite(f_lo) and math.isfinite(f_hi)) or f_lo >= 0:
+        return round(lo, 6)
+    if f_hi <= 0:
+        return round(hi, 6)
+    side = 0
+    for _ in range(40):
+        m = lo - f_lo * (hi - lo) / (f_hi - f_lo)
+        f = level(m) - target
+        if abs(f) <= tolerance or hi - lo < 1e-6:
+            return round(m, 6)
+        if f < 0:
+            lo, f_lo = m, f
+            if side == -1:
+                f_hi /= 2  # the same end kept twice: halve the other's weight
+            side = -1
         else:
-            hi = m
+            hi, f_hi = m, f
+            if side == 1:
+                f_lo /= 2
+            side = 1
     return round((lo + hi) / 2, 6)
 
 
