@@ -379,10 +379,22 @@ def unpack_curve(dyn: dict) -> np.ndarray:
     return np.frombuffer(base64.b64decode(dyn["gain_cdb"]), "<i2").astype(np.float64) / 100.0
 
 def ramp(gain: np.ndarray, pos: int, n: int, hop: int) -> np.ndarray:
-    """float32 per-sample gains of samples pos .. pos+n from linear gains per hop (each at its hop's
-    centre, interpolated linearly between them and held beyond the ends)."""
-    t = (np.arange(pos, pos + n, dtype=np.float64) + 0.5) / hop - 0.5
-    return np.interp(t, np.arange(len(gain)), gain).astype(np.float32)
+    """float32 per-sample gains of samples pos .. pos+n from gains per hop (each at its hop's centre,
+    interpolated linearly between centres and held beyond the ends): whole hops at a time, as a
+    (hops, hop) table of float32 steps rather than a float64 search per sample."""
+    if n <= 0:
+        return np.zeros(0, np.float32)
+    half = hop // 2  # sample i lies at (i - half + 0.5) / hop hops past centre k = (i - half) // hop
+    j0 = pos - half
+    k0, k1 = j0 // hop, (j0 + n - 1) // hop
+    k = np.arange(k0, k1 + 1)
+    last = len(gain) - 1
+    a = gain[np.clip(k, 0, last)].astype(np.float32)
+    b = gain[np.clip(k + 1, 0, last)].astype(np.float32)
+    frac = ((np.arange(hop) + (0.5 if hop % 2 == 0 else 0.0)) / hop).astype(np.float32)
+    table = a[:, None] + (b - a)[:, None] * frac[None, :]
+    start = j0 - k0 * hop
+    return table.reshape(-1)[start:start + n]
 
 
 def fir(points: np.ndarray, db: np.ndarray, sample_rate: int, taps: int) -> np.ndarray:
