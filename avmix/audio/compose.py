@@ -17,6 +17,7 @@ gain (a few passes at most). When the first pass shows the limiter will not act,
 from __future__ import annotations
 
 import concurrent.futures
+import itertools
 import math
 import os
 import queue
@@ -28,7 +29,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from avmix import paths
-from avmix.audio import dynamics, gainsearch, match
+from avmix.audio import dynamics, gainsearch, held, match, reference
 from avmix.audio.io import AudioFile, _rechunk, open_audio
 from avmix.audio.loudness import LoudnessMeter, peak_dbfs
 from avmix.audio.plan import BLOCK, DEFAULT_PEAK, Settings, _seconds, plan_concat, plan_mix, plan_overlay
@@ -304,27 +305,33 @@ def _finish(tl: Timeline, s: Settings, output, peak: float, *, bit_depth: int | 
     return tl
 
 
-def _measure_stream(blocks, tl: Timeline, progress: ProgressFn, stage: str = "measure") -> Measurement:
-    a = Analyzer(tl.sample_rate, tl.channels)
+def _measure_stream(blocks, tl: Timeline, progress: ProgressFn, stage: str = "measure", *,
+                    bands: bool = True) -> Measurement:
     done = 0
-    for block in blocks:
-        a.add(block)
-        done += len(block)
+
+    def step(n: int) -> None:
+        nonlocal done
+        done += n
         report(progress, stage, done, tl.frames)
-    return a.result()
+    return reference.measure(blocks, tl.sample_rate, tl.channels, bands=bands, on_block=step)
 
 
-def measure_reference(f: AudioFile, sample_rate: int, channels: int, *, progress: ProgressFn = None) -> Measurement:
+def measure_reference(f: AudioFile, sample_rate: int, channels: int, *, progress: ProgressFn = None,
+                      stop: threading.Event | None = None) -> Measurement:
     """The reference measured at the job's rate and channels (resampled and mixed as inputs are),
     except its loudness: that is the file's own (a stereo reference of a mono job would otherwise read
-    3 LU low, a mono one of a stereo job 3 LU high), so the output measures what the reference does."""
-    a = Analyzer(sample_rate, channels)
-    total, done = f.target_frames(sample_rate), 0
-    for b in f.blocks(sample_rate=sample_rate, channels=channels, blocksize=BLOCK):
-        a.add(b)
-        done += len(b)
+    3 LU low, a mono one of a stereo job 3 LU high), so the output measures what the reference does.
+    ``stop`` set: give up early (the job failed or was interrupted; the result is then meaningless)."""
+    done, total = 0, f.target_frames(sample_rate)
+
+    def step(n: int) -> None:
+        nonlocal done
+        done += n
         report(progress, "reference", done, total)
-    m = a.result()
+    blocks = f.blocks(sample_rate=sample_rate, channels=channels, blocksize=BLOCK)
+    if stop is not None:
+        blocks = itertools.takewhile(lambda _: not stop.is_set(), blocks)
+    m = reference.measure(blocks, sample_rate, channels, bands=False, on_block=step)
     if f.channels != channels:
         meter = LoudnessMeter(f.sample_rate, f.channels)
         for b in f.blocks(sample_rate=f.sample_rate, channels=f.channels, blocksize=BLOCK):
@@ -346,22 +353,39 @@ def open_reference(path: str | os.PathLike) -> AudioFile:
 def _render_matched(eng: _Engine, s: Settings, output, *, bit_depth: int | None, stems_dir, progress: ProgressFn,
                     quiet: bool) -> Timeline:
     """Reference matching: measure the reference and the mix, derive the correction, write with it
-    (measuring the output, and writing again when the limiter keeps it off the reference's loudness)."""
+    (measuring the output, and writing again when the limiter keeps it off the reference's loudness).
+    A short mix is held in memory: corrected once, its level under the limiter modelled
+    (:class:`avmix.audio.held.LevelModel`) to choose the gain, and written from there."""
     tl = eng.tl
     ref_file = getattr(tl, "_reference_file", None) or open_reference(s.reference)
-    ref = measure_reference(ref_file, tl.sample_rate, tl.channels, progress=progress)
     notes: list[str] = []
     balance = None
-    if s.reference_balance and not ref.silent:
-        tracks = [_measure_stream(eng.blocks(only=i), tl, progress, "balance").spectrum_only()
-                  for i in range(len(tl.sources))]
-        balance = match.balance(ref, tracks)
-        for src, g in zip(tl.sources, balance):
-            src.gain_db = round(src.gain_db + g, 6)
-        eng = _Engine(tl)
-    tl.master = None
-    mix = _measure_stream(eng.blocks(), tl, progress)
+    stop = threading.Event()  # on an error or Ctrl-C, do not wait for the whole reference
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:  # the reference beside the mix
+        ref_job = pool.submit(measure_reference, ref_file, tl.sample_rate, tl.channels, progress=progress,
+                              stop=stop)
+        try:
+            if s.reference_balance and not ref_job.result().silent:
+                tracks = [_measure_stream(eng.blocks(only=i), tl, progress, "balance", bands=False).spectrum_only()
+                          for i in range(len(tl.sources))]
+                balance = match.balance(ref_job.result(), tracks)
+                for src, g in zip(tl.sources, balance):
+                    src.gain_db = round(src.gain_db + g, 6)
+                eng = _Engine(tl)
+            tl.master = None
+            kept = held.Held()
+            mix = _measure_stream(kept.keep(eng.blocks()), tl, progress)
+            ref = ref_job.result()
+        finally:
+            stop.set()
     corr = match.derive(ref, mix, strength=s.reference_strength, ceiling_db=tl.limit_dbtp, notes=notes)
+    model = None
+    if kept.blocks is not None:
+        model = kept.correct(corr, tl.sample_rate, tl.channels, tl.limit_dbtp)
+        held.refine_dynamics(corr, ref, mix, kept, model, strength=s.reference_strength)
+        if corr["predicted_lufs"] is not None and math.isfinite(model.lufs):
+            corr["predicted_lufs"] = round(model.lufs, 4)  # measured on the corrected mix, not predicted
+        eng = held.HeldEngine(tl, kept.blocks)
     before, target = mix.summary(), ref.summary()
     del mix, ref  # their per-hop and per-frame arrays (about 16 MB an hour) are not needed while writing
     corr["reference"] = os.fspath(s.reference)
@@ -373,9 +397,18 @@ def _render_matched(eng: _Engine, s: Settings, output, *, bit_depth: int | None,
     if corr["target_lufs"] is None:
         peak, _ = _write(eng, tl, output, bit_depth=bit_depth, lufs=False, progress=progress)
     else:
-        tl.master_gain_db = round(corr["target_lufs"] - corr["predicted_lufs"], 6)
+        want = corr["target_lufs"]
+        if model is not None and math.isfinite(model.lufs):
+            start = round(want - model.lufs, 6)  # the limiter only takes loudness: no lower gain can do
+            tl.master_gain_db = (start if tl.limit_dbtp is None else
+                                 gainsearch.solve(model.level, want, start, start + gainsearch.MAX_BOOST_DB))
+        else:
+            model = None
+            tl.master_gain_db = round(want - corr["predicted_lufs"], 6)
+            start = tl.master_gain_db - 3.0  # predicted from spectra: leave room under it
         peak, tl.lufs = _write_to_target(eng, tl, output, corr["target_lufs"], bit_depth=bit_depth,
-                                         progress=progress, quiet=quiet, start=tl.master_gain_db - 3.0)
+                                         progress=progress, quiet=quiet, start=start,
+                                         model=None if model is None else model.level)
     tl._reference_report = {"path": os.fspath(s.reference), "before": before,
                             "after": getattr(tl, "_after", None), "target": target}
     return _finish(tl, s, output, peak, bit_depth=bit_depth, stems_dir=stems_dir, quiet=quiet)
@@ -423,7 +456,7 @@ def _mix_into(eng: _Engine, sink: "_Measure", progress: ProgressFn) -> None:
     """One pass: mix at the timeline's master gain, limit, and hand every block to ``sink``."""
     tl = eng.tl
     limiter = _limiter(tl)
-    corr = _corrector(tl)
+    corr = None if getattr(eng, "corrected", False) else _corrector(tl)  # a held mix is corrected already
     done = 0
     for block in eng.blocks(master_gain_db=tl.master_gain_db):
         done += len(block)
@@ -482,7 +515,7 @@ def _try_gain(eng: _Engine, tl: Timeline, output: str | os.PathLike, retry, *, b
 
 def _write_to_target(eng: _Engine, tl: Timeline, output: str | os.PathLike, target: float, *,
                      bit_depth: int | None, progress: ProgressFn, quiet: bool,
-                     start: float | None = None) -> tuple[float, float]:
+                     start: float | None = None, model=None) -> tuple[float, float]:
     """Write with the limiter and measure the output; while the loudness the limiter took leaves it
     more than LUFS_TOLERANCE off ``target``, discard it and write again at the gain
     :func:`gainsearch.verdict` gives (the closest pass once the search ends). Returns (sample peak, LUFS)."""
@@ -491,7 +524,8 @@ def _write_to_target(eng: _Engine, tl: Timeline, output: str | os.PathLike, targ
 
     def retry(level: float) -> float | None:
         tries.append((tl.master_gain_db, level))
-        return gainsearch.verdict(tries, target, start, tolerance=LUFS_TOLERANCE, final=len(tries) >= MAX_WRITES)
+        return gainsearch.verdict(tries, target, start, tolerance=LUFS_TOLERANCE, final=len(tries) >= MAX_WRITES,
+                                  model=model)
 
     while True:  # ends: after MAX_WRITES passes the verdict is the closest pass, kept when written again
         try:

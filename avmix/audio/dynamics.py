@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -22,6 +23,19 @@ def single_thread_blas():
     except ImportError:  # pragma: no cover - optional
         return contextlib.nullcontext()
     return threadpool_limits(limits=1, user_api="blas")
+
+
+_HELPERS: list = []
+if hasattr(os, "register_at_fork"):  # a forked child has the pool but not its thread: start a new one
+    os.register_at_fork(after_in_child=_HELPERS.clear)
+
+
+def _helper():
+    """One lazily started helper thread for work that releases the GIL (daemon: never blocks exit)."""
+    if not _HELPERS:
+        from concurrent.futures import ThreadPoolExecutor
+        _HELPERS.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="avmix-dsp"))
+    return _HELPERS[0]
 
 
 EQUAL_POWER = "equal-power"
@@ -216,8 +230,10 @@ class TruePeakLimiter:
     SCAN_DB = 6.0  # only samples within this of the ceiling are oversampled
     MARGIN_DB = 0.1  # aim a little under the ceiling: interpolation and gain-ramp slack
 
+    RELEASE = 0.1  # seconds (the default)
+
     def __init__(self, sample_rate: int, channels: int, *, ceiling_db: float = -1.0, lookahead: float = 0.002,
-                 release: float = 0.1):
+                 release: float = RELEASE):
         self.channels = channels
         self.ceiling_db = ceiling_db - self.MARGIN_DB
         self.scan = self.untouched_peak(ceiling_db)
@@ -287,7 +303,7 @@ class TruePeakLimiter:
         tpa = np.zeros(n, np.float32)
         q = (n - 2 * h) // B
         if q > 0:
-            for c in range(x.shape[1]):
+            def channel(c: int) -> np.ndarray:
                 xc = np.ascontiguousarray(x[:, c])
                 win = np.ascontiguousarray(as_strided(xc, shape=(q, B + 2 * h), strides=(B * 4, 4)))
                 y = win @ self._toeplitz  # (q, phases*B): phase p of output j at column p*B + j
@@ -295,7 +311,14 @@ class TruePeakLimiter:
                 m = y[:, :B].copy()
                 for p in range(1, self.kernels.shape[1]):
                     np.maximum(m, y[:, p * B:(p + 1) * B], out=m)
-                np.maximum(tpa[h:h + q * B], m.reshape(-1), out=tpa[h:h + q * B])
+                return m.reshape(-1)
+
+            # the other channels on a helper thread (the product releases the GIL): on two free cores
+            # a stereo block takes half the time, and BLAS itself stays single-threaded
+            others = [_helper().submit(channel, c) for c in range(1, x.shape[1])]
+            np.maximum(tpa[h:h + q * B], channel(0), out=tpa[h:h + q * B])
+            for f in others:
+                np.maximum(tpa[h:h + q * B], f.result(), out=tpa[h:h + q * B])
         rest = np.arange(h + q * B, n - h)
         if len(rest):  # the few outputs after the last whole chunk
             taps = rest[:, None] + np.arange(-h, h + 1)[None, :]
@@ -360,6 +383,46 @@ class TruePeakLimiter:
         self._x = x[n:]
         self._o = e
         return y[-o:] if o < 0 else y
+
+
+def hop_true_peaks(x: np.ndarray, hop: int, kernels: np.ndarray,
+                   left: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(estimated true peak, sample peak), linear, of each whole ``hop`` of (n, channels) ``x``. The
+    estimate is the larger of the sample peak and the points ``kernels`` (:func:`true_peak_kernels`)
+    read in the intervals either side of the largest sample. ``left``: the samples just before ``x``
+    (zeros when not given, and after ``x``)."""
+    half = (len(kernels) - 1) // 2
+    k, ch = len(x) // hop, x.shape[1]
+    if k == 0:
+        return np.zeros(0), np.zeros(0)
+    a = np.abs(x[:k * hop]).reshape(k, hop * ch)
+    at = a.argmax(axis=1)
+    sample = a[np.arange(k), at]
+    peak = sample.astype(np.float64)
+    pos, c = np.arange(k) * hop + at // ch, at % ch
+    pad = np.zeros((half + 1, ch), np.float32)
+    if left is not None and len(left):
+        tail = left[-(half + 1):]
+        pad[len(pad) - len(tail):] = tail
+    xp = np.concatenate([pad, x[:k * hop], np.zeros((half + 1, ch), np.float32)])
+    for start in (pos - 1, pos):  # the intervals [m-1, m] and [m, m+1] around the largest sample m
+        taps = (start + half + 1)[:, None] + np.arange(-half, half + 1)[None, :]
+        peak = np.maximum(peak, np.abs(xp[taps, c[:, None]] @ kernels).max(axis=1))
+    return peak, sample
+
+
+def hop_reduction(peak_db: np.ndarray, ceiling_db: float, hop: int, sample_rate: int,
+                  release: float = TruePeakLimiter.RELEASE) -> np.ndarray:
+    """The :class:`TruePeakLimiter`'s gain reduction (dB, >= 0) per hop, modelled from each hop's true
+    peak (dB): what the hop needs to come under the ceiling (with the limiter's margin), released
+    exponentially in dB as the limiter releases. Its 2 ms lookahead is left out."""
+    need = np.maximum(peak_db - (ceiling_db - TruePeakLimiter.MARGIN_DB), 0.0)
+    if not len(need):
+        return need
+    ck = np.arange(len(need)) * (hop / (release * sample_rate))
+    with np.errstate(divide="ignore"):
+        v = np.log(need) + ck
+    return np.exp(np.maximum.accumulate(v) - ck)
 
 
 def true_peak(x: np.ndarray) -> float:

@@ -6,12 +6,14 @@ themselves are in :mod:`avmix.audio.compose`.
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 MAX_BOOST_DB = 12.0  # the most a correction adds to the first pass's gain (the limiter then takes at
 # least that much off the peaks; beyond it, spiky material turns into its own noise floor)
 
 
-def next_gain(tries: list[tuple[float, float]], target: float, start: float) -> float:
+def next_gain(tries: list[tuple[float, float]], target: float, start: float,
+              model: Callable[[float], float] | None = None) -> float:
     """The next master gain from the (gain, output LUFS) pairs so far, kept within
     [start, start + MAX_BOOST_DB] (no gain below the first pass's can help: a limiter never adds loudness).
 
@@ -20,9 +22,18 @@ def next_gain(tries: list[tuple[float, float]], target: float, start: float) -> 
     ones follow the line through the last two passes (limited loudness bends upwards, so this tends to
     step over the target and bracket it); inside a bracket, a power curve (:func:`power_fit`) through
     its ends, or its middle where that fails. BS.1770 gating can make loudness jump, so nothing here
-    relies on the curve being smooth."""
+    relies on the curve being smooth.
+
+    With a ``model`` (predicted loudness per gain, e.g. :class:`avmix.audio.held.LevelModel`), the
+    gain where the model, shifted by its miss on the last pass, meets the target; inside a bracket."""
     below = sorted(t for t in tries if t[1] < target)
     above = sorted(t for t in tries if t[1] >= target)
+    if model is not None:
+        guess = _calibrated(model, tries[-1], target, start, start + MAX_BOOST_DB)
+        if below and above and not below[-1][0] < guess < above[0][0]:
+            guess = None
+        if guess is not None:
+            return round(min(max(guess, start), start + MAX_BOOST_DB), 6)
     if below and above:
         (g1, l1), (g2, l2) = below[-1], above[0]
         guess = power_fit(g1, l1, g2, l2, target)
@@ -40,6 +51,42 @@ def next_gain(tries: list[tuple[float, float]], target: float, start: float) -> 
     return round(min(max(guess, start), start + MAX_BOOST_DB), 6)
 
 
+def _calibrated(model: Callable[[float], float], last: tuple[float, float], target: float, lo: float,
+                hi: float) -> float | None:
+    """The gain in [lo, hi] at which model + (the last pass's measured - modelled loudness) is ``target``
+    (bisection: the model rises with the gain); None when the model is not finite there."""
+    miss = last[1] - model(last[0])
+    return solve(model, target - miss, lo, hi) if math.isfinite(miss) else None
+
+
+def solve(level: Callable[[float], float], target: float, lo: float, hi: float, *,
+          tolerance: float = 0.002) -> float:
+    """The gain in [lo, hi] where ``level`` (rising with the gain) reaches ``target`` (an end when it
+    does not): regula falsi with the Illinois step, a few evaluations for a loudness curve."""
+    f_lo, f_hi = level(lo) - target, level(hi) - target
+    if not (math.isfinite(f_lo) and math.isfinite(f_hi)) or f_lo >= 0:
+        return round(lo, 6)
+    if f_hi <= 0:
+        return round(hi, 6)
+    side = 0
+    for _ in range(40):
+        m = lo - f_lo * (hi - lo) / (f_hi - f_lo)
+        f = level(m) - target
+        if abs(f) <= tolerance or hi - lo < 1e-6:
+            return round(m, 6)
+        if f < 0:
+            lo, f_lo = m, f
+            if side == -1:
+                f_hi /= 2  # the same end kept twice: halve the other's weight
+            side = -1
+        else:
+            hi, f_hi = m, f
+            if side == 1:
+                f_lo /= 2
+            side = 1
+    return round((lo + hi) / 2, 6)
+
+
 def power_fit(g1: float, l1: float, g2: float, l2: float, target: float) -> float | None:
     """The gain (dB) at which ``power = a * 10^(gain/10) + b`` through (g1, l1) and (g2, l2) (dB, LUFS)
     reaches ``target``; None where that curve does not rise to it."""
@@ -54,11 +101,12 @@ def power_fit(g1: float, l1: float, g2: float, l2: float, target: float) -> floa
     return 10.0 * math.log10((pt - b) / a)
 
 
-def stuck(tries: list[tuple[float, float]], target: float, start: float) -> bool:
+def stuck(tries: list[tuple[float, float]], target: float, start: float,
+          model: Callable[[float], float] | None = None) -> bool:
     """Whether another pass is pointless: the search would repeat a gain already tried, or loudness fell
     as the gain rose (gating let near-silence in, so more gain only takes the output further off)."""
     gain, level = tries[-1]
-    if next_gain(tries, target, start) in {g for g, _ in tries}:
+    if next_gain(tries, target, start, model) in {g for g, _ in tries}:
         return True
     return any(g < gain and lv > level for g, lv in tries[:-1])
 
@@ -69,7 +117,7 @@ def closest(tries: list[tuple[float, float]], target: float) -> float:
 
 
 def verdict(tries: list[tuple[float, float]], target: float, start: float, *, tolerance: float,
-            final: bool) -> float | None:
+            final: bool, model: Callable[[float], float] | None = None) -> float | None:
     """After a pass (the last of ``tries``): None to keep it, else the gain to write next. Within
     ``tolerance`` (or not measurable) a pass is kept; when the search ends (``final``, or :func:`stuck`)
     the closest pass wins, written again if it is not this one; otherwise :func:`next_gain`."""
@@ -78,7 +126,7 @@ def verdict(tries: list[tuple[float, float]], target: float, start: float, *, to
         return None
     if any(g == gain for g, _ in tries[:-1]):  # the closest pass, written again: the search's choice
         return None
-    if final or stuck(tries, target, start):
+    if final or stuck(tries, target, start, model):
         best = closest(tries, target)
         return None if best == gain else best
-    return next_gain(tries, target, start)
+    return next_gain(tries, target, start, model)

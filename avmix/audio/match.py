@@ -20,9 +20,13 @@
   the integrated level (loudness range) and a fast one on each hop's peak over the 0.4 s level (crest
   factor). Each ratio is found by bisection, simulating the curve on the mix's measurements: the
   slow one on half-octave band powers per spectrum frame put through the EQ (K-weighted), the fast
-  one on hop peaks and mean squares with the limiter's ceiling. The curve is computed on the mix and recorded, so stems get the same.
-- **Loudness**: the reference's integrated loudness, predicted through the curves; the caller writes
-  and measures (the limiter may take some) and corrects the gain as for ``--normalize lufs``.
+  one on hop peaks and mean squares with the limiter's ceiling. The curve is computed on the mix and
+  recorded, so stems get the same. For a mix held in memory :mod:`avmix.audio.held` chooses both
+  ratios again with the limiter in the loop.
+- **Loudness**: the reference's integrated loudness. For a held mix the master gain comes from
+  :class:`avmix.audio.held.LevelModel` (the corrected mix's loudness less what the limiter is modelled to take), so one
+  write normally suffices; otherwise it is predicted through the curves. Either way the caller writes
+  and measures, and corrects the gain as for ``--normalize lufs`` when the output misses.
 - ``strength`` scales every dB curve, moves the loudness and dynamics targets part of the way, and
   so blends from untouched (0) to matched (1).
 """
@@ -33,8 +37,10 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from avmix.audio import dynamics
 from avmix.audio.loudness import k_weighting_sos, loudness_range
-from avmix.audio.reference import BAND_EDGES_HZ, DYNAMICS_SECONDS, HOP, Measurement, crest_db, gated, mid_side
+from avmix.audio.reference import (BAND_EDGES_HZ, DYNAMICS_SECONDS, HOP, OCTAVES_HZ, Measurement, crest_db, gated,
+                                   mid_side)
 
 MAX_DB = 12.0  # bound of every boost, and of the width and dynamics gains both ways
 MAX_CUT_DB = 24.0  # the spectral curves may cut this far
@@ -67,16 +73,15 @@ def _bands(freqs: np.ndarray, psd: np.ndarray, points: np.ndarray, width_oct: fl
     return out
 
 
-def _diff_db(ref_b: np.ndarray, ref_total: float, mix_b: np.ndarray, mix_total: float, *,
-             bound: bool = True) -> np.ndarray:
+def _diff_db(ref_b: np.ndarray, ref_total: float, mix_b: np.ndarray, mix_total: float) -> np.ndarray:
     tiny = 1e-30
     d = 10.0 * np.log10((ref_b + tiny) / ref_total) - 10.0 * np.log10((mix_b + tiny) / mix_total)
     return np.convolve(np.pad(d, 1, mode="edge"), np.ones(3) / 3, mode="valid")  # a little smoother
 
 
-def _bounded(d: np.ndarray, mix: Measurement, pts: np.ndarray, psd: np.ndarray, width: float) -> np.ndarray:
-    """``d`` within -MAX_CUT_DB..+MAX_DB, and not above 0 dB where the mix has next to nothing."""
-    b = _bands(mix.freqs, psd, pts, width)
+def _bounded(d: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``d`` within -MAX_CUT_DB..+MAX_DB, and not above 0 dB where the mix's band powers ``b`` have next
+    to nothing."""
     low = b < b.max() * 10.0 ** (FLOOR_DB / 10.0)
     d = np.clip(d, -MAX_CUT_DB, MAX_DB)
     d[low] = np.minimum(d[low], 0.0)
@@ -140,19 +145,18 @@ def derive(ref: Measurement, mix: Measurement, *, strength: float = 1.0, ceiling
     ref_tot, mix_tot = float(ref.total.sum()), float(mix.total.sum())
     # both spectra relative to their file's power, then shifted to a mean of 0 dB over log frequency:
     # the bounds are spent on the shape both ways, the level is the loudness gain's job
-    raw_mid = _diff_db(_bands(ref.freqs, ref.mid, pts, MID_SMOOTH), ref_tot,
-                       _bands(mix.freqs, mix.mid, pts, MID_SMOOTH), mix_tot, bound=False)
-    raw_side = None
-    if _has_side(mix) and _has_side(ref):
-        raw_side = _diff_db(_bands(ref.freqs, ref.side, pts, SIDE_SMOOTH), ref_tot,
-                            _bands(mix.freqs, mix.side, pts, SIDE_SMOOTH), mix_tot, bound=False)
     mb = _bands(mix.freqs, mix.mid, pts, MID_SMOOTH)
+    raw_mid = _diff_db(_bands(ref.freqs, ref.mid, pts, MID_SMOOTH), ref_tot, mb, mix_tot)
+    raw_side = sb = None
+    if _has_side(mix) and _has_side(ref):
+        sb = _bands(mix.freqs, mix.side, pts, SIDE_SMOOTH)
+        raw_side = _diff_db(_bands(ref.freqs, ref.side, pts, SIDE_SMOOTH), ref_tot, sb, mix_tot)
     heard = mb >= mb.max() * 10.0 ** (FLOOR_DB / 10.0)
     shift = -float(np.median(raw_mid[heard]))
     over = float((raw_mid + shift)[heard].max()) - MAX_DB
     if over > 0:  # boosts would clip: move down into the cutting room left
         shift -= min(over, max(float((raw_mid + shift)[heard].min()) + MAX_CUT_DB, 0.0))
-    mid_db = s * _bounded(raw_mid + shift, mix, pts, mix.mid, MID_SMOOTH)
+    mid_db = s * _bounded(raw_mid + shift, mb)
     side_db = mid_db.copy()
     width = None
     if mix.side is not None:
@@ -161,7 +165,7 @@ def derive(ref: Measurement, mix: Measurement, *, strength: float = 1.0, ceiling
         elif not _has_side(ref):
             notes.append("the reference has no side signal (mono); the mix's width is kept")
         else:
-            side_db = s * _bounded(raw_side + shift, mix, pts, mix.side, SIDE_SMOOTH)
+            side_db = s * _bounded(raw_side + shift, sb)
             side_db, width = _width(ref, mix, pts, mid_db, side_db, s)
     corr["eq"] = {"freqs_hz": [round(float(f), 2) for f in pts], "mid_db": [round(float(v), 3) for v in mid_db],
                   "side_db": [round(float(v), 3) for v in side_db], "taps": taps}
@@ -246,9 +250,9 @@ class _Shape:
         slow_f = 10.0 * np.log10(_smooth(self.k_after, per) + tiny)
         integ = _level(self.k_after) if len(self.k_after) else 0.0
         slow_f = np.maximum(slow_f, integ - 20.0) - integ  # LU around the integrated level
-        # frame j covers [j*frame_hop, j*frame_hop + 2*frame_hop): its centre is (j + 1) * frame_hop
+        # frame j starts at j*frame_hop and is 2*(bins-1) long
         hop_t = (np.arange(len(ms)) + 0.5) * HOP
-        frame_t = (np.arange(len(slow_f)) + 1.0) * mix.frame_hop
+        frame_t = np.arange(len(slow_f)) * float(mix.frame_hop) + (len(mix.freqs) - 1)
         # per-hop arrays in float32: an hour has 340 000 hops, and these live through the ratio search
         self.slow = (np.interp(hop_t, frame_t, slow_f) if len(slow_f) else np.zeros(len(ms))).astype(np.float32)
         self._frame_t = frame_t
@@ -296,7 +300,6 @@ class _Shape:
 
 def _band_weights(mix: Measurement) -> np.ndarray:
     """(k, octave bands): mean K-weighting power gain of each band, over the mix's spectrum."""
-    from avmix.audio.reference import OCTAVES_HZ
     w = np.abs(_sos_response(k_weighting_sos(mix.sample_rate), mix.freqs, mix.sample_rate)) ** 2
     band = np.searchsorted(OCTAVES_HZ, mix.freqs, side="right")
     nb = len(OCTAVES_HZ) + 1
@@ -311,7 +314,6 @@ def _band_weights(mix: Measurement) -> np.ndarray:
 
 def _eq_band_gains(mix: Measurement, pts: np.ndarray, mid_db: np.ndarray, side_db: np.ndarray) -> np.ndarray:
     """(k, octave bands) power gain the curves give each octave band of mid (and side)."""
-    from avmix.audio.reference import OCTAVES_HZ
     band = np.searchsorted(OCTAVES_HZ, mix.freqs, side="right")
     nb = len(OCTAVES_HZ) + 1
     parts = [(mix.mid, mid_db)] + ([(mix.side, side_db)] if mix.side is not None else [])
@@ -376,6 +378,25 @@ def unpack_curve(dyn: dict) -> np.ndarray:
         return np.asarray(dyn["gain_db"], np.float64)
     return np.frombuffer(base64.b64decode(dyn["gain_cdb"]), "<i2").astype(np.float64) / 100.0
 
+def ramp(gain: np.ndarray, pos: int, n: int, hop: int) -> np.ndarray:
+    """float32 per-sample gains of samples pos .. pos+n from gains per hop (each at its hop's centre,
+    interpolated linearly between centres and held beyond the ends): whole hops at a time, as a
+    (hops, hop) table of float32 steps rather than a float64 search per sample."""
+    if n <= 0:
+        return np.zeros(0, np.float32)
+    half = hop // 2  # sample i lies at (i - half + 0.5) / hop hops past centre k = (i - half) // hop
+    j0 = pos - half
+    k0, k1 = j0 // hop, (j0 + n - 1) // hop
+    k = np.arange(k0, k1 + 1)
+    last = len(gain) - 1
+    a = gain[np.clip(k, 0, last)].astype(np.float32)
+    b = gain[np.clip(k + 1, 0, last)].astype(np.float32)
+    frac = ((np.arange(hop) + (0.5 if hop % 2 == 0 else 0.0)) / hop).astype(np.float32)
+    table = a[:, None] + (b - a)[:, None] * frac[None, :]
+    start = j0 - k0 * hop
+    return table.reshape(-1)[start:start + n]
+
+
 def fir(points: np.ndarray, db: np.ndarray, sample_rate: int, taps: int) -> np.ndarray:
     """Linear-phase FIR (``taps`` long, delay taps // 2) with the point curve as its magnitude."""
     f = np.fft.rfftfreq(taps, 1.0 / sample_rate)
@@ -412,7 +433,9 @@ class Corrector:
             self._skip = self.delay  # outputs still to drop (the delay)
             self._fed = 0
         dyn = corr.get("dynamics")
-        self.gain = None if dyn is None else unpack_curve(dyn).astype(np.float32)
+        # linear gain per hop, interpolated linearly between hops (in dB it would take a power per sample;
+        # between neighbouring hops the two differ by under 0.01 dB)
+        self.gain = None if dyn is None else (10.0 ** (unpack_curve(dyn) / 20.0)).astype(np.float32)
         self.hop = HOP if dyn is None else int(dyn["hop"])
         self.pos = 0  # absolute output position (for the gain curve)
         self._flushed = False
@@ -431,12 +454,17 @@ class Corrector:
         taps1 = len(self._tail)
         for a in range(0, len(x), self.seg):
             part = x[a:a + self.seg]
-            X = np.fft.rfft(part, self.nfft, axis=0)
-            if self.stereo:
-                X *= self.h.T
-            else:
-                X *= self.h[0][:, None]
-            y = np.fft.irfft(X, self.nfft, axis=0)[:len(part) + taps1].astype(np.float32, copy=False)
+            y = np.empty((len(part) + taps1, x.shape[1]), np.float32)
+
+            def channel(c: int) -> None:  # one filter per channel (mid and side), or the one for all
+                h = self.h[c] if self.stereo else self.h[0]
+                y[:, c] = np.fft.irfft(np.fft.rfft(part[:, c], self.nfft) * h, self.nfft)[:len(y)]
+
+            # the other channels on the limiter's helper thread (the FFTs release the GIL)
+            others = [dynamics._helper().submit(channel, c) for c in range(1, x.shape[1])]
+            channel(0)
+            for f in others:
+                f.result()
             y[:taps1] += self._tail
             outs.append(y[:len(part)])
             self._tail = np.ascontiguousarray(y[len(part):len(part) + taps1])
@@ -454,9 +482,7 @@ class Corrector:
     def _apply_gain(self, y: np.ndarray) -> np.ndarray:
         n = len(y)
         if self.gain is not None and n:
-            t = (np.arange(self.pos, self.pos + n, dtype=np.float64) + 0.5) / self.hop - 0.5
-            g = np.interp(t, np.arange(len(self.gain)), self.gain)
-            y = y * (10.0 ** (g / 20.0)).astype(np.float32)[:, None]
+            y = y * ramp(self.gain, self.pos, n, self.hop)[:, None]
         self.pos += n
         return y
 

@@ -7,7 +7,7 @@ file of any length is measured in flat memory (about 10 MB for an hour):
   the same meter's 100 ms steps);
 - per hop of ``HOP`` samples, the mean square and the sample peak (two float32 numbers): crest factor
   is computed from them, and the dynamics match simulates its gain curve on them;
-- the long-term average spectrum of mid and side (Hann frames, 50 % overlap). Each frame's power
+- the long-term average spectrum of mid and side (Hann frames side by side). Each frame's power
   spectra are added to a histogram bin of the frame's level (1 dB wide), so the *loud parts* can be
   chosen once the whole file's level is known (a BS.1770-style relative gate) without keeping frames.
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from typing import Callable, Iterable
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -126,8 +127,9 @@ class Analyzer:
         self.sample_rate, self.channels = int(sample_rate), int(channels)
         self._keep_bands = bands
         self.nfft = frame_size(self.sample_rate)
+        self.step = self.nfft  # frames side by side: a long-term average needs no overlap, and half the FFTs
         self.meter = LoudnessMeter(self.sample_rate, self.channels)  # shared with an output's loudness
-        self._win = np.hanning(self.nfft + 1)[:-1].astype(np.float32)  # periodic: sums to 1 at 50 % overlap
+        self._win = np.hanning(self.nfft + 1)[:-1].astype(np.float32)  # periodic
         self._w2 = float((self._win.astype(np.float64) ** 2).sum())
         k = 2 if self.channels == 2 else 1
         bins = self.nfft // 2 + 1
@@ -168,7 +170,7 @@ class Analyzer:
 
     def _spectra(self, ms: np.ndarray) -> None:
         x = np.concatenate([self._pending, ms]) if len(self._pending) else ms
-        n, half = self.nfft, self.nfft // 2
+        n, half = self.nfft, self.step
         k = (len(x) - n) // half + 1 if len(x) >= n else 0
         if k:
             xt = np.ascontiguousarray(x.T)  # (k, n): frames are strided views of each row
@@ -190,7 +192,7 @@ class Analyzer:
                 self._fb.append(fb / np.float32(self._w2))
             lvl = 10.0 * np.log10(np.maximum(total.astype(np.float64), 1e-30))
             b = np.clip(np.floor(lvl).astype(np.int64), LEVELS[0], LEVELS[-1]) - LEVELS[0]
-            for j in np.unique(b):  # a few level bins per block
+            for j in np.flatnonzero(np.bincount(b)):  # a few level bins per block (np.unique imports numpy.ma)
                 sel = b == j
                 for c, spec in enumerate(specs):
                     self._spec[j, c] += spec[sel].sum(axis=0, dtype=np.float64)
@@ -214,7 +216,7 @@ class Analyzer:
                            side=spec[1] if len(spec) == 2 else None, hop_ms=ms, hop_peak=pk,
                            frame_bands=(np.concatenate(self._fb) if self._fb
                                         else np.zeros((0, self._spec.shape[1], self._nbands), np.float32)),
-                           frame_hop=self.nfft // 2)
+                           frame_hop=self.step)
 
     def _spectra_once(self, frame: np.ndarray) -> None:
         self._pending = np.zeros((0, frame.shape[1]), np.float32)
@@ -241,6 +243,17 @@ class Analyzer:
         if not loud.any():
             loud = ok
         return self._spec[loud].sum(axis=0) / self._count[loud].sum()
+
+
+def measure(blocks: Iterable[np.ndarray], sample_rate: int, channels: int, *, bands: bool = True,
+            on_block: Callable[[int], None] | None = None) -> Measurement:
+    """A whole stream of (n, channels) blocks measured (``on_block(n)`` after each, for progress)."""
+    a = Analyzer(sample_rate, channels, bands=bands)
+    for b in blocks:
+        a.add(b)
+        if on_block is not None:
+            on_block(len(b))
+    return a.result()
 
 
 def gated(levels_db: np.ndarray, rel_db: float = -20.0) -> np.ndarray:
