@@ -31,7 +31,6 @@ from avmix.video.writer import VideoWriter, check_size
 INTERNAL_PIXELS = 640 * 360  # draw at about this many pixels; ffmpeg scales to the output size
 # Motion is spent on hits only (AV-Align counts peaks of optical flow): on a hit the element grows,
 # turns and flashes within one frame; between hits nothing changes faster than LEVEL_RATE allows.
-HIT_PLACEMENT = "after"  # "after": the first frame starting at or after the hit; "holds": the frame holding it
 HIT_LOOK_S = 0.1  # a hit lifts the level to the loudest envelope this soon after it
 LEVEL_RATE = 0.12  # level units per second that the level may glide between hits
 SMOOTH_S = 0.3  # the envelope the level glides towards is smoothed with this time constant
@@ -165,9 +164,9 @@ def _smoothstep(x: float) -> float:
 
 def hit_frames(onsets, fps: float, n: int) -> np.ndarray:
     """Frames on which onsets at ``onsets`` (s) show: the first frame that starts at or after the hit
-    (see HIT_PLACEMENT), one per frame, inside ``0..n-1``."""
+    (the picture trails the sound by less than a frame; see the README), one per frame, inside ``0..n-1``."""
     t = np.asarray(onsets, np.float64) * fps
-    k = np.ceil(t - 1e-6) if HIT_PLACEMENT == "after" else np.floor(t + 1e-6)
+    k = np.ceil(t - 1e-6)
     return np.unique(np.clip(k.astype(np.int64), 0, max(0, n - 1))) if t.size else np.zeros(0, np.int64)
 
 
