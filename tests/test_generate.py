@@ -134,6 +134,29 @@ def test_cache_reuse_and_what_reruns(tmp_path, tracks):
     assert res["reused"] == []  # a compose option changed: everything after it too
 
 
+def test_audio_encoded_beside_the_video_is_cached_with_the_audio(tmp_path, tracks):
+    """The output's AAC is encoded while the video renders and copied by the mux; it is kept while only
+    video options change and made again when the composed audio changes."""
+    work, out = tmp_path / "w", tmp_path / "o.mp4"
+    res = pipeline.generate(tracks, out, workdir=work, **SMALL)
+    man = json.loads((work / "manifest.json").read_text())
+    assert man["run"]["mux"]["audio_copied"] and man["stages"]["audio"]["ran"]
+    assert "audio" in res["timings"]
+    check_output(res, work)
+    mtime = (work / "audio.m4a").stat().st_mtime_ns
+    res = pipeline.generate(tracks, out, workdir=work, overwrite=True, **{**SMALL, "fps": 12})
+    man = json.loads((work / "manifest.json").read_text())
+    assert not man["stages"]["audio"]["ran"] and (work / "audio.m4a").stat().st_mtime_ns == mtime
+    assert man["run"]["mux"]["audio_copied"]
+    res = pipeline.generate(tracks, out, workdir=work, overwrite=True, gains=[-6.0], **SMALL)
+    man = json.loads((work / "manifest.json").read_text())
+    assert man["stages"]["audio"]["ran"] and (work / "audio.m4a").stat().st_mtime_ns != mtime
+    check_output(res, work)
+    # a container whose mux encodes the audio itself makes no such file
+    pipeline.generate(tracks, tmp_path / "o.mkv", workdir=tmp_path / "w2", keep=True, **SMALL)
+    assert not list((tmp_path / "w2").glob("audio.m*"))
+
+
 def test_workdir_of_other_inputs_reruns(tmp_path, tracks):
     work = tmp_path / "w"
     pipeline.generate(tracks, tmp_path / "o1.mp4", workdir=work, **SMALL)
