@@ -248,8 +248,11 @@ class Painter:
         self.hits = np.unique(np.concatenate(hit_list)) if hit_list else np.zeros(0, np.int64)
         self.layer_key = None
         self.layer = np.empty((3, h, w), np.float32)
+        self.layer_out = np.empty((3, h, w), np.uint8)
         self.buf = np.empty((3, h, w), np.float32)
         self.out = np.empty((3, h, w), np.uint8)
+        self.scratch = np.empty(3 * h * w, np.float32)
+        self.drawn: list[tuple[slice, slice, slice]] = []  # boxes of buf drawn over the layer this frame
         yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
         rad = np.sqrt(((xx - w / 2) / (w * 0.62)) ** 2 + ((yy - h * 0.42) / (h * 0.75)) ** 2)
         self.vignette = (np.clip(1.15 - rad, 0.0, 1.0) ** 1.6).astype(np.float32)
@@ -276,21 +279,26 @@ class Painter:
             st.step(k, self.fps)
         pres = [self._presence(el, t) for el in self.elements]
         # background and band change only on a hit or a presence fade: kept as one layer until then
+        # Only the boxes the elements drew in change between layers: the last frame's are put back from
+        # the layer (in float and in uint8) and this frame's converted, not the whole frame.
         head = self._head_time(k, t)
         key = (tuple(round(p, 3) for p in pres), head)
         if key != self.layer_key:
             self._background(pres)
             self._band(head)
             np.copyto(self.layer, self.buf)
+            _to_uint8(self.layer, self.layer_out, self.scratch)
+            np.copyto(self.out, self.layer_out)
             self.layer_key = key
         else:
-            np.copyto(self.buf, self.layer)
+            for box in self.drawn:
+                self.buf[box] = self.layer[box]
+                self.out[box] = self.layer_out[box]
+        self.drawn = []
         for el, st, p in zip(self.elements, self.states, pres):
             self._element(el, st, p, k, t)
-        buf = self.buf
-        np.multiply(buf, 255.0, out=buf)
-        np.minimum(buf, 255.0, out=buf)
-        self.out[...] = buf  # float -> uint8 truncates; with the dither that is random rounding
+        for box in self.drawn:  # boxes may overlap: each converts the finished sum again, to the same bytes
+            _to_uint8(self.buf[box], self.out[box], self.scratch)
         return self.out
 
     def _presence(self, el: Element, t: float) -> float:
@@ -410,6 +418,7 @@ class Painter:
             life = 1.0 - age / HALO_S
             dr = sdf(el.shape, u, v, halo_r)
             inten += np.clip(1.0 - np.abs(dr) / (1.0 + 2.5 * life), 0, 1) * np.float32(0.8 * life * life * p)
+        self.drawn.append((slice(None), slice(y0, y1), slice(x0, x1)))
         region = self.buf[:, y0:y1, x0:x1]
         white = fill * np.float32(0.6 * flash) if flash > 0.02 else None  # the core turns white on the onset
         for c in range(3):
@@ -433,9 +442,19 @@ class Painter:
         if x1c <= x0c or y1c <= y0c:
             return
         m = mask[sy0:sy0 + (y1c - y0c), sx0:sx0 + (x1c - x0c)] * np.float32(alpha)
+        self.drawn.append((slice(None), slice(y0c, y1c), slice(x0c, x1c)))
         col = 0.5 * el.color + 0.5
         for c in range(3):
             self.buf[c, y0c:y1c, x0c:x1c] += m * col[c]
+
+
+def _to_uint8(src: np.ndarray, dst: np.ndarray, scratch: np.ndarray) -> None:
+    """``dst = src * 255`` capped at 255, as uint8: the cast truncates, which with the dither added to
+    the background is random rounding. ``scratch``: float32 room for at least ``src.size`` values."""
+    tmp = scratch[:src.size].reshape(src.shape)
+    np.multiply(src, np.float32(255.0), out=tmp)
+    np.minimum(tmp, np.float32(255.0), out=tmp)
+    dst[...] = tmp
 
 
 def band_pages(hits: np.ndarray, duration: float) -> np.ndarray:
