@@ -405,15 +405,24 @@ class Painter:
             c, s = np.float32(math.cos(st.angle)), np.float32(math.sin(st.angle))
             u, v = xs * c + ys * s, ys * c - xs * s
         d = sdf(el.shape, u, v, r)
-        fill = np.clip(0.5 - d / 0.8, 0, 1)  # anti-aliased over ~1 px
-        # glass: the inside brightens towards the edge, a neon rim, a soft glow outside
-        inner = fill * np.clip(1.0 + d / (0.7 * r), 0.15, 1.0)
-        rim = np.clip(1.0 - np.abs(d) / (1.2 + 0.02 * base), 0, 1)
-        glow = np.clip(1.0 - np.maximum(d, 0) / glow_w, 0, 1)
+        glow = np.clip(1.0 - d / glow_w, 0, 1)  # 1 inside the shape (d < 0)
         glow *= glow
-        inten = inner * np.float32(vis * (0.18 + 0.5 * lvl))
-        inten += rim * np.float32(vis * (0.45 + 0.55 * lvl))
-        inten += glow * np.float32(vis * (0.06 + 0.30 * lvl + 0.35 * flash))
+        glow_gain = np.float32(vis * (0.06 + 0.30 * lvl + 0.35 * flash))
+        # glass: the inside brightens towards the edge, a neon rim, a soft glow outside. Fill and rim are
+        # zero where d >= rim_w, which lies outside the core box (REACH): only the glow is drawn beyond it.
+        rim_w = 1.2 + 0.02 * base
+        core_half = REACH[el.shape] * (r + rim_w) + 2
+        core = (slice(max(y0, int(cy - core_half)) - y0, min(y1, int(cy + core_half) + 2) - y0),
+                slice(max(x0, int(cx - core_half)) - x0, min(x1, int(cx + core_half) + 2) - x0))
+        dc = d[core]
+        fill = np.clip(0.5 - dc / 0.8, 0, 1)  # anti-aliased over ~1 px
+        inner = fill * np.clip(1.0 + dc / (0.7 * r), 0.15, 1.0)
+        rim = np.clip(1.0 - np.abs(dc) / rim_w, 0, 1)
+        inten = glow * glow_gain
+        lit = inner * np.float32(vis * (0.18 + 0.5 * lvl))
+        lit += rim * np.float32(vis * (0.45 + 0.55 * lvl))
+        lit += glow[core] * glow_gain
+        inten[core] = lit
         if halo_r is not None:
             life = 1.0 - age / HALO_S
             dr = sdf(el.shape, u, v, halo_r)
@@ -424,7 +433,7 @@ class Painter:
         for c in range(3):
             region[c] += inten * el.color[c]
             if white is not None:
-                region[c] += white
+                region[c][core] += white
         if self.captions is not None:
             self._caption(el, cx, cy + base * 1.18 + 3, cy - base * 1.18 - 3, vis * (0.6 + 0.4 * lvl))
 
