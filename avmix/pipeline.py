@@ -1,7 +1,8 @@
 """``generate``: compose -> analyze -> video -> mux, through files in a work directory, with a cache.
 
 Work directory files: audio.wav (32-bit float, so stems sum to it exactly), timeline.json,
-analysis.json, video.mp4 (silent) and manifest.json (see :mod:`avmix.manifest`). Every stage writes
+analysis.json, video.mp4 (silent), audio.m4a (the output's AAC, encoded while the video renders, for
+MP4 and MOV outputs) and manifest.json (see :mod:`avmix.manifest`). Every stage writes
 its files atomically, and the manifest records a stage only once its files are complete, so Ctrl-C or
 SIGTERM at any moment leaves a work directory the next run resumes from, and never a partial output.
 
