@@ -178,8 +178,6 @@ def level_curve(env: np.ndarray, hits: np.ndarray, fps: float) -> np.ndarray:
     level = np.zeros(n, np.float32)
     if n == 0:
         return level
-    import scipy.signal  # here: importing it costs ~0.45 s of CPU, and the composite backend needs it not
-
     a = math.exp(-1.0 / (SMOOTH_S * fps))
     # one pole in float64, as scipy.signal.lfilter([1 - a], [1, -a]) gives it to the bit: importing
     # scipy.signal costs about 0.5 s of CPU, this loop a few ms
