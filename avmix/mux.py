@@ -81,7 +81,8 @@ def _vp9_options(crf: int, preset: str) -> dict:
 
 def render(video: str | os.PathLike, audio: str | os.PathLike, output: str | os.PathLike, *,
            fit: str = "audio", crf: int = 18, preset: str = "veryfast", audio_bitrate: str = AUDIO_BITRATE,
-           overwrite: bool = False, progress: ProgressFn = None, encoded_audio: str | os.PathLike | None = None) -> dict:
+           overwrite: bool = False, progress: ProgressFn = None,
+           encoded_audio: str | os.PathLike | None = None) -> dict:
     """Mux ``video`` (its first video stream) with ``audio`` (its first audio stream) into ``output``.
 
     ``encoded_audio``: ``audio`` already encoded for this output by :class:`AudioEncode` (at
