@@ -185,9 +185,11 @@ def main(argv: list[str] | None = None) -> int:
                      "check": check(o["avmix_long"], long_seconds, r),
                      "realtime_x": round(long_seconds / r["wall_s"], 2), "cmd": " ".join(map(str, cmd))})
 
-    base = rows[0]["wall_s"]
+    base, base_cpu = rows[0]["wall_s"], rows[0].get("cpu_s")
     for r in rows[:len(res)]:
         r["ratio"] = round(r["wall_s"] / base, 2)
+        if base_cpu and r.get("cpu_s"):  # on a shared machine CPU seconds compare better than wall
+            r["cpu_ratio"] = round(r["cpu_s"] / base_cpu, 2)
     av, waves, waves_default = rows[0], rows[1], rows[2]
     av_long = rows[-1] if not args.no_long else None
     fine = not av["check"].startswith("FAIL") and not (av_long and av_long["check"].startswith("FAIL"))
@@ -202,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     goals = {k: v for k, v in goals.items() if v is not None}  # None: not measured in this run
     common.report(rows, goals, "(x avmix = tool wall time / avmix wall time; peak MB = largest of single-process "
                                "maxrss and the summed RSS of the process tree)")
+    print("CPU s (user + sys of every process), tool / avmix: "
+          + ", ".join(f"{r['tool']} {r['cpu_ratio']:.2f}" for r in rows if "cpu_ratio" in r))
     results = DATA / "results-render-quick.json" if args.quick else common.HERE / "results-render.json"
     common.save(results, {
         "date": time.strftime("%Y-%m-%d %H:%M", time.localtime(started)), "quick": args.quick,
