@@ -143,6 +143,17 @@ def popen(args: list[str], *, stdin=None, stdout=None, needs: Iterable[str] = ()
                  stdout=stdout, stderr=subprocess.PIPE)
 
 
+def grow_pipe(pipe, size: int) -> None:
+    """Ask for a pipe of ``size`` bytes (a frame or more): fewer wake-ups of ffmpeg and of the thread
+    feeding or draining it. Ignored where pipes cannot grow (not Linux, or above the system's limit)."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, size)
+    except (ImportError, AttributeError, OSError):
+        pass
+
+
 def finish(proc: subprocess.Popen, *, what: str, timeout: float = 600.0) -> None:
     """Wait for a streaming ffmpeg and raise FFmpegError if it failed. Kills it on timeout."""
     try:

@@ -10,6 +10,10 @@ one-frame video, so ``render cover.png song.wav`` makes a video of the picture f
 Containers by extension: .mp4/.m4v/.mov/.mkv get H.264 yuv420p + AAC (mp4/mov with ``+faststart``),
 .webm gets VP9 + Opus. When the video already is H.264 yuv420p of the right length, it is copied
 (no re-encode). Output is written to a temporary file beside the target and renamed into place.
+
+The audio may be encoded ahead (:class:`AudioEncode`, which ``generate`` runs while the video renders)
+and its stream copied by the mux: the same encoder, options and input, so the same samples, priming and
+length as encoding it in the mux.
 """
 from __future__ import annotations
 
@@ -37,6 +41,12 @@ CONTAINERS = {
     ".mkv": ("matroska", "libx264", "aac"),
     ".webm": ("webm", "libvpx-vp9", "libopus"),
 }
+AUDIO_BITRATE = "192k"
+# output extension -> the file an audio encode made ahead is kept in. Copying its AAC from an MP4 gives
+# the very packets, priming and length of an encode in the mux on 5.1 and 9.0 alike; into .mkv it does
+# only from .m4a on 5.1 and only from .mka on 9.0, and Opus into .webm moves its start on 5.1: those
+# containers encode their audio in the mux.
+EARLY_AUDIO = {".mp4": ".m4a", ".m4v": ".m4a", ".mov": ".m4a"}
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 
 
@@ -49,7 +59,8 @@ def container(output: str | os.PathLike) -> tuple[str, str, str]:
     return CONTAINERS[ext]
 
 
-def check_options(*, fit: str = "audio", crf: int = 18, preset: str = "veryfast", audio_bitrate: str = "192k") -> None:
+def check_options(*, fit: str = "audio", crf: int = 18, preset: str = "veryfast",
+                  audio_bitrate: str = AUDIO_BITRATE) -> None:
     """UsageError for a bad fit, CRF, x264 preset or bitrate (callers check before doing any work)."""
     if fit not in FITS:
         raise UsageError(f"unknown --fit {fit!r}", hint="use audio, video or shortest")
@@ -69,9 +80,14 @@ def _vp9_options(crf: int, preset: str) -> dict:
 
 
 def render(video: str | os.PathLike, audio: str | os.PathLike, output: str | os.PathLike, *,
-           fit: str = "audio", crf: int = 18, preset: str = "veryfast", audio_bitrate: str = "192k",
-           overwrite: bool = False, progress: ProgressFn = None) -> dict:
+           fit: str = "audio", crf: int = 18, preset: str = "veryfast", audio_bitrate: str = AUDIO_BITRATE,
+           overwrite: bool = False, progress: ProgressFn = None,
+           encoded_audio: str | os.PathLike | None = None) -> dict:
     """Mux ``video`` (its first video stream) with ``audio`` (its first audio stream) into ``output``.
+
+    ``encoded_audio``: ``audio`` already encoded for this output by :class:`AudioEncode` (at
+    ``audio_bitrate``); its stream is copied when the output keeps the audio whole (as ``fit="audio"``
+    does), else the audio is encoded here as without it.
 
     Returns ``{"output", "duration" (s), "fit", "video_copied", "video_codec", "audio_codec",
     "width", "height", "fps", "method" ("cut"|"hold"|"loop"|"as-is")}``.
@@ -103,13 +119,16 @@ def render(video: str | os.PathLike, audio: str | os.PathLike, output: str | os.
         method = "loop"
         vin_opts["stream_loop"] = -1
     vin = ffmpeg_python.input(ffargs.slot(0), **vin_opts)
+    early = (encoded_audio is not None and target == da
+             and EARLY_AUDIO.get(Path(output).suffix.lower()) == Path(encoded_audio).suffix.lower())
     ain = ffmpeg_python.input(ffargs.slot(1))
 
     copy = (vcodec == "libx264" and vinfo.video.codec == "h264" and method == "as-is"
             and vinfo.video.pix_fmt == "yuv420p")  # not yuv420p10le
     v = vin["v:0"]
-    needs = {acodec} if copy else {acodec, vcodec}
+    needs = set() if early else {acodec}
     if not copy:
+        needs.add(vcodec)
         if method == "hold":
             v = v.filter("tpad", stop_mode="clone", stop_duration=f"{target - dv + 2 * frame:.6f}")
             needs.add("tpad")
@@ -121,7 +140,8 @@ def render(video: str | os.PathLike, audio: str | os.PathLike, output: str | os.
         a = a.filter("apad")
         needs.add("apad")
 
-    opts: dict = {"f": fmt, "t": f"{target:.6f}", "acodec": acodec, "b:a": audio_bitrate}
+    opts: dict = {"f": fmt, "t": f"{target:.6f}"}
+    opts.update({"acodec": "copy"} if early else {"acodec": acodec, "b:a": audio_bitrate})
     if fmt in ("matroska", "webm"):
         # The audio encoder's priming samples (AAC 1024, Opus 312) lie before zero. By default ffmpeg 5.1
         # shifts the whole file to start them at zero, so the video starts 21 ms late and gains a frame
@@ -139,12 +159,65 @@ def render(video: str | os.PathLike, audio: str | os.PathLike, output: str | os.
     with paths.atomic_path(out) as tmp:
         args = ffmpeg_python.output(v, a, ffargs.slot(2), **opts).global_args(
             "-nostats", "-progress", "pipe:1").get_args()
-        args = ffargs.fill(args, [video, audio_local, tmp])  # names need not be UTF-8
+        args = ffargs.fill(args, [video, encoded_audio if early else audio_local, tmp])  # names need not be UTF-8
         _run_with_progress(args, target, progress, needs)
     return {"output": os.fspath(out), "duration": target, "fit": fit, "video_copied": copy,
-            "video_codec": "h264" if copy else vcodec, "audio_codec": acodec, "method": method,
+            "video_codec": "h264" if copy else vcodec, "audio_codec": acodec, "audio_copied": early, "method": method,
             "width": vinfo.video.width - vinfo.video.width % 2,
             "height": vinfo.video.height - vinfo.video.height % 2, "fps": fps}
+
+
+class AudioEncode:
+    """The audio of a future mux into ``output``'s container, encoded now into ``path`` (an
+    :data:`EARLY_AUDIO` file), by an ffmpeg running in the background: the same input stream, encoder
+    and bitrate as :func:`render` would use. ``wait()`` finishes it and moves the file into place;
+    ``cancel()`` stops it and leaves nothing. A context manager that cancels unless waited for."""
+
+    def __init__(self, audio: str | os.PathLike, path: str | os.PathLike, output: str | os.PathLike, *,
+                 audio_bitrate: str = AUDIO_BITRATE):
+        _, _, acodec = container(output)
+        self.path = Path(path)
+        self._atomic = paths.atomic_path(self.path)
+        tmp = self._atomic.__enter__()
+        self._proc = None
+        try:
+            stream = ffmpeg_python.input(ffargs.slot(0))["a:0"]
+            args = ffmpeg_python.output(stream, ffargs.slot(1), f="mp4", acodec=acodec,
+                                        **{"b:a": audio_bitrate}).get_args()
+            self._proc = ffmpeg.popen(ffargs.fill(args, [audio, tmp]), stdout=subprocess.DEVNULL, needs={acodec})
+        except BaseException as e:
+            self._stop(e)
+            raise
+
+    def wait(self) -> Path:
+        """Finish the encode (FFmpegError if it failed) and return the file's path."""
+        if self._atomic is not None:
+            try:
+                ffmpeg.finish(self._proc, what="audio encoding", timeout=MUX_TIMEOUT)
+            except BaseException as e:
+                self._stop(e)
+                raise
+            atomic, self._atomic = self._atomic, None
+            atomic.__exit__(None, None, None)
+        return self.path
+
+    def cancel(self) -> None:
+        if self._atomic is not None:
+            self._stop(InterruptedError("cancelled"))
+
+    def _stop(self, e: BaseException) -> None:
+        if self._proc is not None:
+            ffmpeg.kill(self._proc)
+        atomic, self._atomic = self._atomic, None
+        if atomic is not None:
+            atomic.__exit__(type(e), e, e.__traceback__)  # removes the temporary file
+
+    def __enter__(self) -> "AudioEncode":
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        self.cancel()
+        return False
 
 
 def _run_with_progress(args: list[str], total: float, progress: ProgressFn, needs: set[str]) -> None:

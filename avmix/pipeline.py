@@ -1,7 +1,8 @@
 """``generate``: compose -> analyze -> video -> mux, through files in a work directory, with a cache.
 
 Work directory files: audio.wav (32-bit float, so stems sum to it exactly), timeline.json,
-analysis.json, video.mp4 (silent) and manifest.json (see :mod:`avmix.manifest`). Every stage writes
+analysis.json, video.mp4 (silent), audio.m4a (the output's AAC, encoded while the video renders, for
+MP4 and MOV outputs) and manifest.json (see :mod:`avmix.manifest`). Every stage writes
 its files atomically, and the manifest records a stage only once its files are complete, so Ctrl-C or
 SIGTERM at any moment leaves a work directory the next run resumes from, and never a partial output.
 
@@ -28,7 +29,9 @@ from avmix.timeline import Analysis, Timeline, file_hash, same_content
 
 AUDIO, TIMELINE, ANALYSIS, VIDEO = "audio.wav", "timeline.json", "analysis.json", "video.mp4"
 TRACKS = "tracks.json"  # the synth stage's list of text tracks (their audio is in the track cache)
-WORK_FILES = (TRACKS, AUDIO, TIMELINE, ANALYSIS, VIDEO, MANIFEST)
+ENCODED = "audio"  # + mux.EARLY_AUDIO's extension: the output's audio, encoded while the video renders
+WORK_FILES = (TRACKS, AUDIO, TIMELINE, ANALYSIS, VIDEO, MANIFEST,
+              *sorted({ENCODED + ext for ext in mux.EARLY_AUDIO.values()}))
 WORK_BIT_DEPTH = 32  # float: the work audio is exact, stems sum to it
 BACKENDS = tuple(b.value for b in Backend)
 
@@ -263,38 +266,44 @@ def _run(inputs: list[Path], out: Path, work: Path, *, composed: bool, opts: Opt
     timeline = Timeline.load(work / TIMELINE)
     stems = _write_stems(timeline, work, wo.stems, inputs, overwrite=overwrite, man=man) if wo.stems else None
 
-    # -- analyze: analysis.json
-    depends = {"compose": k_compose, "fps": vo.fps}
-    k_analyze = key("analyze", depends)
+    # -- the mux's audio, encoded in the background meanwhile (cached)
+    early = _EarlyAudio(stages, k_compose, work, out)
+    try:
+        # -- analyze: analysis.json
+        depends = {"compose": k_compose, "fps": vo.fps}
+        k_analyze = key("analyze", depends)
 
-    def _analyze() -> None:
-        from avmix.audio import analyze
+        def _analyze() -> None:
+            from avmix.audio import analyze
 
-        analyze.analyze(timeline, work / AUDIO, fps=vo.fps, progress=progress).save(work / ANALYSIS)
+            analyze.analyze(timeline, work / AUDIO, fps=vo.fps, progress=progress).save(work / ANALYSIS)
 
-    stages.run("analyze", k_analyze, depends, [ANALYSIS], _analyze)
-    analysis = Analysis.load(work / ANALYSIS)
+        stages.run("analyze", k_analyze, depends, [ANALYSIS], _analyze)
+        analysis = Analysis.load(work / ANALYSIS)
 
-    # -- video: video.mp4 (silent)
-    depends = {"analyze": k_analyze, "backend": chosen, "size": list(vo.size), "seed": vo.seed,
-               "captions": vo.captions, "crf": vo.crf}
-    if chosen == "composite":
-        depends.update(layout=vo.layout, pip_position=vo.pip_position, pip_size=vo.pip_size,
-                       pictures=[s.picture for s in timeline.sources])
-    if chosen == "diffusion":
-        depends.update({k: getattr(mo, k) for k in ("model", "device", "prompt", "negative_prompt", "steps",
-                                                    "guidance")})
-    video_info = stages.run("video", key("video", depends), depends, [VIDEO],
-                            lambda: _video(chosen, analysis, timeline, work, opts, progress))
+        # -- video: video.mp4 (silent)
+        depends = {"analyze": k_analyze, "backend": chosen, "size": list(vo.size), "seed": vo.seed,
+                   "captions": vo.captions, "crf": vo.crf}
+        if chosen == "composite":
+            depends.update(layout=vo.layout, pip_position=vo.pip_position, pip_size=vo.pip_size,
+                           pictures=[s.picture for s in timeline.sources])
+        if chosen == "diffusion":
+            depends.update({k: getattr(mo, k) for k in ("model", "device", "prompt", "negative_prompt", "steps",
+                                                        "guidance")})
+        video_info = stages.run("video", key("video", depends), depends, [VIDEO],
+                                lambda: _video(chosen, analysis, timeline, work, opts, progress))
 
-    if wo.stems and chosen == "composite":  # each picture as it sits in the video, beside its sound
-        stems["pictures"] = _write_picture_stems(timeline, analysis, wo.stems, inputs, opts, overwrite=overwrite,
-                                                 man=man, progress=progress)
+        if wo.stems and chosen == "composite":  # each picture as it sits in the video, beside its sound
+            stems["pictures"] = _write_picture_stems(timeline, analysis, wo.stems, inputs, opts, overwrite=overwrite,
+                                                     man=man, progress=progress)
+        encoded = early.finish()
+    finally:
+        early.cancel()  # an error or Ctrl-C: no encode outlives the run
 
     # -- mux: OUT (always; the video is H.264 of the right length, so it is copied, not re-encoded)
     t = time.perf_counter()
     muxed = mux.render(work / VIDEO, work / AUDIO, out, fit="audio", crf=vo.crf, preset=vo.preset,
-                       overwrite=overwrite, progress=progress)
+                       overwrite=overwrite, progress=progress, encoded_audio=encoded)
     stages.timings["mux"] = round(time.perf_counter() - t, 4)
 
     preview = None
@@ -315,6 +324,47 @@ def _run(inputs: list[Path], out: Path, work: Path, *, composed: bool, opts: Opt
     return {"output": os.fspath(out), "duration": timeline.duration, "backend": chosen, "backend_reason": why,
             "workdir": os.fspath(work), "timings": dict(stages.timings), "reused": list(stages.reused),
             "preview": preview, "stems": stems, "video_copied": muxed["video_copied"]}
+
+
+class _EarlyAudio:
+    """The mux stage's audio: the composed audio encoded for the output's container (mux.AudioEncode) by
+    an ffmpeg that runs while the analysis and the video stage do, so that the mux only copies streams.
+    The file is cached in the manifest under "audio", keyed on compose's key and the encoder: a run that
+    changes only video options reuses it. (Part of the mux, which always runs, so not in "reused".)
+    Containers whose mux must encode the audio itself (see mux.EARLY_AUDIO) have no such file."""
+
+    def __init__(self, stages: _Stages, k_compose: str, work: Path, out: Path):
+        self.stages, self.job, self.path = stages, None, None
+        ext = mux.EARLY_AUDIO.get(out.suffix.lower())
+        if ext is None:
+            return
+        self.name = ENCODED + ext
+        self.depends = {"compose": k_compose, "codec": mux.container(out)[2], "bitrate": mux.AUDIO_BITRATE}
+        self.key = key("audio", self.depends)
+        m = stages.manifest
+        if not stages.no_cache and m.fresh("audio", self.key):
+            m.mark_reused("audio")
+            stages.timings["audio"] = 0.0
+            self.path = work / self.name
+            return
+        if m.stages.pop("audio", None) is not None:  # the old file is about to be replaced
+            m.save()
+        self.started = time.perf_counter()
+        self.job = mux.AudioEncode(work / AUDIO, work / self.name, out)
+
+    def finish(self) -> Path | None:
+        """The encoded file (waiting for the encode to end), recorded in the manifest; None: no such stage."""
+        if self.job is not None:
+            self.path, self.job = self.job.wait(), None
+            seconds = time.perf_counter() - self.started  # wall time, overlapping the stages it ran beside
+            self.stages.manifest.record("audio", self.key, depends=self.depends, outputs=[self.name], seconds=seconds)
+            self.stages.timings["audio"] = round(seconds, 4)
+        return self.path
+
+    def cancel(self) -> None:
+        if self.job is not None:
+            self.job.cancel()
+            self.job = None
 
 
 def _import_soon(name: str) -> None:

@@ -88,16 +88,68 @@ def x264_settings(path: Path) -> str | None:
     return " ".join(o for o in opts if o.startswith(keep))
 
 
+# Run in a child Python so that start-up and imports count. CPU of ffmpeg children is counted when they are
+# reaped: the video's x264 in "video", the audio encode (started after compose, run beside the analysis and
+# the video) in "audio", the mux's in "mux".
+PROFILE = r"""
+import json, resource, sys, time
+def cpu():
+    s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return s.ru_utime + s.ru_stime, c.ru_utime + c.ru_stime
+rows = {"start-up and imports": [*cpu(), 0.0]}
+t0 = time.perf_counter()
+from avmix import pipeline, mux
+rows["start-up and imports"] = [*cpu(), 0.0]
+def timed(name, fn):
+    def run(*a, **k):
+        b, t = cpu(), time.perf_counter()
+        try:
+            return fn(*a, **k)
+        finally:
+            e = cpu()
+            rows[name] = [e[0] - b[0], e[1] - b[1], time.perf_counter() - t]
+    return run
+run = pipeline._Stages.run
+pipeline._Stages.run = lambda self, name, *a, **k: timed(name, run)(self, name, *a, **k)
+pipeline._EarlyAudio.finish = timed("audio (wait)", pipeline._EarlyAudio.finish)
+pipeline.mux.render = timed("mux", mux.render)
+b = cpu()
+pipeline.generate([sys.argv[1]], sys.argv[2], overwrite=True, backend="procedural", size=(1280, 720), fps=30.0)
+e = cpu()
+rows["generate, total"] = [e[0] - b[0], e[1] - b[1], time.perf_counter() - t0]
+print(json.dumps(rows))
+"""
+
+
+def profile(audio: Path, out: Path) -> dict:
+    """CPU s of Python and of its ffmpeg children, and wall s, per stage of one ``avmix generate``."""
+    import json
+    import subprocess
+    proc = subprocess.run([sys.executable, "-c", PROFILE, str(audio), str(out)], capture_output=True, text=True,
+                          check=True)
+    rows = json.loads(proc.stdout.strip().splitlines()[-1])
+    print(f"{'stage':<24} {'python cpu s':>12} {'ffmpeg cpu s':>12} {'wall s':>8}")
+    for name, (py, ff, wall) in rows.items():
+        print(f"{name:<24} {py:>12.2f} {ff:>12.2f} {wall:>8.2f}")
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="10 s of audio (40 s for memory), one run each")
     ap.add_argument("--runs", type=int, default=None, help="runs per command (default 3, quick 1)")
     ap.add_argument("--no-spectrum", action="store_true", help="skip the slow showspectrum peer")
     ap.add_argument("--no-long", action="store_true", help="skip the memory run on the long input")
+    ap.add_argument("--profile", action="store_true",
+                    help="only profile one avmix run: CPU per stage (Python and ffmpeg) and wall time")
     args = ap.parse_args(argv)
     seconds, long_seconds = (10, 40) if args.quick else (60, 240)
     runs = args.runs or (1 if args.quick else 3)
     audio = common.make_wav(DATA / f"render_{seconds}.wav", seconds, seed=5, peak=0.9)
+    if args.profile:
+        (DATA / "out").mkdir(parents=True, exist_ok=True)
+        profile(audio, DATA / "out" / "render_profile.mp4")
+        return 0
     long_audio = common.make_wav(DATA / f"render_{long_seconds}.wav", long_seconds, seed=5, peak=0.9)
     out = DATA / "out"
     out.mkdir(parents=True, exist_ok=True)
@@ -133,9 +185,11 @@ def main(argv: list[str] | None = None) -> int:
                      "check": check(o["avmix_long"], long_seconds, r),
                      "realtime_x": round(long_seconds / r["wall_s"], 2), "cmd": " ".join(map(str, cmd))})
 
-    base = rows[0]["wall_s"]
+    base, base_cpu = rows[0]["wall_s"], rows[0].get("cpu_s")
     for r in rows[:len(res)]:
         r["ratio"] = round(r["wall_s"] / base, 2)
+        if base_cpu and r.get("cpu_s"):  # on a shared machine CPU seconds compare better than wall
+            r["cpu_ratio"] = round(r["cpu_s"] / base_cpu, 2)
     av, waves, waves_default = rows[0], rows[1], rows[2]
     av_long = rows[-1] if not args.no_long else None
     fine = not av["check"].startswith("FAIL") and not (av_long and av_long["check"].startswith("FAIL"))
@@ -150,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     goals = {k: v for k, v in goals.items() if v is not None}  # None: not measured in this run
     common.report(rows, goals, "(x avmix = tool wall time / avmix wall time; peak MB = largest of single-process "
                                "maxrss and the summed RSS of the process tree)")
+    print("CPU s (user + sys of every process), tool / avmix: "
+          + ", ".join(f"{r['tool']} {r['cpu_ratio']:.2f}" for r in rows if "cpu_ratio" in r))
     results = DATA / "results-render-quick.json" if args.quick else common.HERE / "results-render.json"
     common.save(results, {
         "date": time.strftime("%Y-%m-%d %H:%M", time.localtime(started)), "quick": args.quick,

@@ -257,3 +257,17 @@ def test_compressed_input_needs_no_ffprobe(tmp_path):
     assert out["sample_rate"] == 44100 and out["channels"] == 2
     assert abs(out["duration"] - 1.0) < 0.06  # mp3 decoders may keep a frame of padding
     assert not marker.exists()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pipe sizes are a Linux fcntl")
+def test_grow_pipe_holds_a_frame():
+    import fcntl
+
+    r, w = os.pipe()
+    try:
+        with open(w, "wb", closefd=False) as pipe:
+            ffmpeg.grow_pipe(pipe, 1 << 20)
+            assert fcntl.fcntl(w, fcntl.F_GETPIPE_SZ) >= 1 << 20
+    finally:
+        os.close(r)
+        os.close(w)

@@ -134,6 +134,29 @@ def test_cache_reuse_and_what_reruns(tmp_path, tracks):
     assert res["reused"] == []  # a compose option changed: everything after it too
 
 
+def test_audio_encoded_beside_the_video_is_cached_with_the_audio(tmp_path, tracks):
+    """The output's AAC is encoded while the video renders and copied by the mux; it is kept while only
+    video options change and made again when the composed audio changes."""
+    work, out = tmp_path / "w", tmp_path / "o.mp4"
+    res = pipeline.generate(tracks, out, workdir=work, **SMALL)
+    man = json.loads((work / "manifest.json").read_text())
+    assert man["run"]["mux"]["audio_copied"] and man["stages"]["audio"]["ran"]
+    assert "audio" in res["timings"]
+    check_output(res, work)
+    mtime = (work / "audio.m4a").stat().st_mtime_ns
+    res = pipeline.generate(tracks, out, workdir=work, overwrite=True, **{**SMALL, "fps": 12})
+    man = json.loads((work / "manifest.json").read_text())
+    assert not man["stages"]["audio"]["ran"] and (work / "audio.m4a").stat().st_mtime_ns == mtime
+    assert man["run"]["mux"]["audio_copied"]
+    res = pipeline.generate(tracks, out, workdir=work, overwrite=True, gains=[-6.0], **SMALL)
+    man = json.loads((work / "manifest.json").read_text())
+    assert man["stages"]["audio"]["ran"] and (work / "audio.m4a").stat().st_mtime_ns != mtime
+    check_output(res, work)
+    # a container whose mux encodes the audio itself makes no such file
+    pipeline.generate(tracks, tmp_path / "o.mkv", workdir=tmp_path / "w2", keep=True, **SMALL)
+    assert not list((tmp_path / "w2").glob("audio.m*"))
+
+
 def test_workdir_of_other_inputs_reruns(tmp_path, tracks):
     work = tmp_path / "w"
     pipeline.generate(tracks, tmp_path / "o1.mp4", workdir=work, **SMALL)
@@ -313,13 +336,14 @@ def test_cli_json_and_backend_note(tmp_path, tracks, run_cli, monkeypatch):
 
 
 def test_procedural_run_does_not_import_torch(tmp_path, tracks):
+    """Nor scipy.signal, whose import alone costs about 0.5 s of CPU (a sixth of drawing a minute)."""
     code = ("import sys; from avmix import pipeline; "
             f"pipeline.generate({[os.fspath(t) for t in tracks]!r}, {os.fspath(tmp_path / 'o.mp4')!r}, "
-            "size=(320, 180), fps=10); print('torch' in sys.modules)")
+            "size=(320, 180), fps=10); print('torch' in sys.modules, 'scipy.signal' in sys.modules)")
     env = {k: v for k, v in os.environ.items() if k != "AVMIX_MODEL"}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "False"
+    assert proc.stdout.strip() == "False False"
 
 
 @pytest.mark.slow
@@ -362,7 +386,7 @@ def test_av_sync_in_the_muxed_file(tmp_path):
                       "aresample=async=1:first_pts=0", "-ac", "1", "-ar", str(SR), "-f", "f32le", "-"])
     env = np.abs(np.frombuffer(raw, np.float32))
     for t in times:
-        k = int(np.ceil(t * fps))  # the first frame at or after the click (procedural.HIT_PLACEMENT)
+        k = int(np.ceil(t * fps))  # the first frame at or after the click (procedural.hit_frames)
         window = change[k - 5:k + 6]
         video_frame = k - 5 + int(np.argmax(window))
         assert abs(video_frame - k) <= 1, (t, np.round(window, 1))

@@ -279,3 +279,53 @@ def test_cli_render_and_workdir(tmp_path, video, run_cli):
     r = run_cli("render", video, work / "audio.wav", "-o", tmp_path / "x.gif")
     assert r.code == 2 and "unknown video container" in r.err
     assert not (tmp_path / "x.mp4").exists() and not (tmp_path / "x.gif").exists()
+
+
+def audio_packets(path) -> list[str]:
+    """Every audio packet as stored (timestamps, duration, size, checksum, skip-samples side data)."""
+    raw = ffmpeg.run(["-copyts", "-i", ffmpeg.url(path), "-map", "0:a:0", "-c", "copy", "-f", "framecrc", "-"])
+    return [ln for ln in raw.decode().splitlines() if not ln.startswith("#")]
+
+
+@pytest.mark.parametrize("ext", [".mp4", ".mov"])
+def test_audio_encoded_ahead_is_the_audio_encoded_in_the_mux(tmp_path, ext):
+    """The stream copied from an encode made ahead is the one the mux would have encoded: the same
+    packets (so the same priming and end), the same decoded samples, on every build."""
+    seconds = 2.0123  # not a whole number of AAC frames (1024 samples)
+    rng = np.random.default_rng(3)
+    audio = write_wav(tmp_path / "n.wav", band_noise(rng, round(seconds * SR))[:, None].repeat(2, 1), SR, "FLOAT")
+    video = make_video(tmp_path / "v.mp4", seconds=2.04)
+    with mux.AudioEncode(audio, tmp_path / "a.m4a", tmp_path / f"o{ext}") as job:
+        encoded = job.wait()
+    plain = mux.render(video, audio, tmp_path / f"plain{ext}")
+    ahead = mux.render(video, audio, tmp_path / f"ahead{ext}", encoded_audio=encoded)
+    assert ahead["audio_copied"] and not plain["audio_copied"]
+    assert audio_packets(tmp_path / f"ahead{ext}") == audio_packets(tmp_path / f"plain{ext}")
+    a, b = decode_audio(tmp_path / f"ahead{ext}"), decode_audio(tmp_path / f"plain{ext}")
+    assert len(a) == len(b) and np.array_equal(a, b)
+    assert abs(len(a) - seconds * SR) < 1024  # at most the last AAC frame's padding on builds that keep it
+    assert decode_video(tmp_path / f"ahead{ext}").shape == decode_video(tmp_path / f"plain{ext}").shape
+
+
+def test_audio_encoded_ahead_is_not_used_where_it_would_change_the_audio(tmp_path, video):
+    audio = audio_file(tmp_path, 1.0)
+    with mux.AudioEncode(audio, tmp_path / "a.m4a", tmp_path / "o.mp4") as job:
+        encoded = job.wait()
+    # padded to the video's length: the mux encodes the padding itself
+    res = mux.render(video, audio, tmp_path / "o.mp4", fit="video", encoded_audio=encoded)
+    assert not res["audio_copied"]
+    assert abs(len(decode_audio(tmp_path / "o.mp4")) / SR - 2.0) <= 1 / FPS
+    # Matroska keeps the priming only when encoded in the mux on some builds
+    assert not mux.render(video, audio, tmp_path / "o.mkv", encoded_audio=encoded)["audio_copied"]
+
+
+def test_audio_encode_cancelled_leaves_nothing(tmp_path):
+    audio = audio_file(tmp_path, 2.0)
+    job = mux.AudioEncode(audio, tmp_path / "a.m4a", tmp_path / "o.mp4")
+    proc = job._proc
+    job.cancel()
+    assert proc.poll() is not None  # stopped and reaped
+    assert sorted(p.name for p in tmp_path.iterdir()) == [audio.name]
+    with mux.AudioEncode(audio, tmp_path / "a.m4a", tmp_path / "o.mp4"):
+        pass  # left without wait(): cancelled too
+    assert sorted(p.name for p in tmp_path.iterdir()) == [audio.name]

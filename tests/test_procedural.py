@@ -352,3 +352,25 @@ def test_bounding_box_holds_glow_and_halo_at_any_rotation(shape):
             d = procedural.sdf(shape, rho * np.cos(angles), rho * np.sin(angles), r)
             extent = float((rho * (d < reach)).max())  # farthest lit pixel in any direction
             assert extent <= procedural.REACH[shape] * (r + reach), (shape, r, reach, extent)
+
+
+@pytest.mark.parametrize("fps", [24, 29.97, 30])
+def test_level_glides_towards_the_one_pole_smoothed_envelope(fps):
+    """Between hits the level follows the envelope smoothed by one pole of SMOOTH_S (as
+    scipy.signal.lfilter computes it), at no more than LEVEL_RATE per second."""
+    import scipy.signal
+
+    rng = np.random.default_rng(4)
+    n = 400
+    env = (0.5 + 0.3 * np.sin(np.arange(n) / 7.0) + 0.05 * rng.standard_normal(n)).astype(np.float32)
+    level = procedural.level_curve(env, np.zeros(0, np.int64), fps)
+    a = np.exp(-1.0 / (procedural.SMOOTH_S * fps))
+    smooth = scipy.signal.lfilter([1 - a], [1, -a], env.astype(np.float64)).astype(np.float32)
+    step = np.float32(procedural.LEVEL_RATE / fps)
+    want = np.zeros(n, np.float32)
+    cur = np.float32(0.0)
+    for k in range(n):
+        cur += min(step, max(-step, smooth[k] - cur))
+        want[k] = cur
+    assert np.array_equal(level, want)
+    assert np.abs(np.diff(level)).max() <= step * 1.0001

@@ -11,7 +11,6 @@ sample 0), so a video whose streams start at different times stays in sync. An i
 """
 from __future__ import annotations
 
-import fcntl
 import math
 import os
 import queue
@@ -266,10 +265,7 @@ class Reader:
             "-i", ffmpeg.url(pic.path), "-filter_complex", graph, "-map", "[out]", "-an", "-sn",
             "-f", "rawvideo", "-pix_fmt", "yuv420p", "pipe:"]
         self._proc = ffmpeg.popen(args, stdout=subprocess.PIPE, needs=DECODE_NEEDS)
-        try:
-            fcntl.fcntl(self._proc.stdout.fileno(), 1031, PIPE_BYTES)  # F_SETPIPE_SZ (Linux)
-        except OSError:
-            pass
+        ffmpeg.grow_pipe(self._proc.stdout, PIPE_BYTES)
         self._pump = _Pump(self._proc.stdout, self.size)
         self.pos, self.ended = j, False
 

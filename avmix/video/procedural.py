@@ -31,7 +31,6 @@ from avmix.video.writer import VideoWriter, check_size
 INTERNAL_PIXELS = 640 * 360  # draw at about this many pixels; ffmpeg scales to the output size
 # Motion is spent on hits only (AV-Align counts peaks of optical flow): on a hit the element grows,
 # turns and flashes within one frame; between hits nothing changes faster than LEVEL_RATE allows.
-HIT_PLACEMENT = "after"  # "after": the first frame starting at or after the hit; "holds": the frame holding it
 HIT_LOOK_S = 0.1  # a hit lifts the level to the loudest envelope this soon after it
 LEVEL_RATE = 0.12  # level units per second that the level may glide between hits
 SMOOTH_S = 0.3  # the envelope the level glides towards is smoothed with this time constant
@@ -165,9 +164,9 @@ def _smoothstep(x: float) -> float:
 
 def hit_frames(onsets, fps: float, n: int) -> np.ndarray:
     """Frames on which onsets at ``onsets`` (s) show: the first frame that starts at or after the hit
-    (see HIT_PLACEMENT), one per frame, inside ``0..n-1``."""
+    (the picture trails the sound by less than a frame; see the README), one per frame, inside ``0..n-1``."""
     t = np.asarray(onsets, np.float64) * fps
-    k = np.ceil(t - 1e-6) if HIT_PLACEMENT == "after" else np.floor(t + 1e-6)
+    k = np.ceil(t - 1e-6)
     return np.unique(np.clip(k.astype(np.int64), 0, max(0, n - 1))) if t.size else np.zeros(0, np.int64)
 
 
@@ -179,10 +178,14 @@ def level_curve(env: np.ndarray, hits: np.ndarray, fps: float) -> np.ndarray:
     level = np.zeros(n, np.float32)
     if n == 0:
         return level
-    import scipy.signal  # here: importing it costs ~0.45 s of CPU, and the composite backend needs it not
-
     a = math.exp(-1.0 / (SMOOTH_S * fps))
-    smooth = scipy.signal.lfilter([1 - a], [1, -a], np.asarray(env, np.float64)).astype(np.float32)
+    # one pole in float64, as scipy.signal.lfilter([1 - a], [1, -a]) gives it to the bit: importing
+    # scipy.signal costs about 0.5 s of CPU, this loop a few ms
+    smooth = np.empty(n, np.float32)
+    y = 0.0
+    for k, x in enumerate(np.asarray(env, np.float64).tolist()):
+        y = (1 - a) * x + a * y
+        smooth[k] = y
     step = np.float32(LEVEL_RATE / fps)
     look = max(1, int(round(HIT_LOOK_S * fps)))
     is_hit = np.zeros(n, bool)
@@ -249,8 +252,11 @@ class Painter:
         self.hits = np.unique(np.concatenate(hit_list)) if hit_list else np.zeros(0, np.int64)
         self.layer_key = None
         self.layer = np.empty((3, h, w), np.float32)
+        self.layer_out = np.empty((3, h, w), np.uint8)
         self.buf = np.empty((3, h, w), np.float32)
         self.out = np.empty((3, h, w), np.uint8)
+        self.scratch = np.empty(3 * h * w, np.float32)
+        self.drawn: list[tuple[slice, slice, slice]] = []  # boxes of buf drawn over the layer this frame
         yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
         rad = np.sqrt(((xx - w / 2) / (w * 0.62)) ** 2 + ((yy - h * 0.42) / (h * 0.75)) ** 2)
         self.vignette = (np.clip(1.15 - rad, 0.0, 1.0) ** 1.6).astype(np.float32)
@@ -277,21 +283,26 @@ class Painter:
             st.step(k, self.fps)
         pres = [self._presence(el, t) for el in self.elements]
         # background and band change only on a hit or a presence fade: kept as one layer until then
+        # Only the boxes the elements drew in change between layers: the last frame's are put back from
+        # the layer (in float and in uint8) and this frame's converted, not the whole frame.
         head = self._head_time(k, t)
         key = (tuple(round(p, 3) for p in pres), head)
         if key != self.layer_key:
             self._background(pres)
             self._band(head)
             np.copyto(self.layer, self.buf)
+            _to_uint8(self.layer, self.layer_out, self.scratch)
+            np.copyto(self.out, self.layer_out)
             self.layer_key = key
         else:
-            np.copyto(self.buf, self.layer)
+            for box in self.drawn:
+                self.buf[box] = self.layer[box]
+                self.out[box] = self.layer_out[box]
+        self.drawn = []
         for el, st, p in zip(self.elements, self.states, pres):
             self._element(el, st, p, k, t)
-        buf = self.buf
-        np.multiply(buf, 255.0, out=buf)
-        np.minimum(buf, 255.0, out=buf)
-        self.out[...] = buf  # float -> uint8 truncates; with the dither that is random rounding
+        for box in self.drawn:  # boxes may overlap: each converts the finished sum again, to the same bytes
+            _to_uint8(self.buf[box], self.out[box], self.scratch)
         return self.out
 
     def _presence(self, el: Element, t: float) -> float:
@@ -398,25 +409,35 @@ class Painter:
             c, s = np.float32(math.cos(st.angle)), np.float32(math.sin(st.angle))
             u, v = xs * c + ys * s, ys * c - xs * s
         d = sdf(el.shape, u, v, r)
-        fill = np.clip(0.5 - d / 0.8, 0, 1)  # anti-aliased over ~1 px
-        # glass: the inside brightens towards the edge, a neon rim, a soft glow outside
-        inner = fill * np.clip(1.0 + d / (0.7 * r), 0.15, 1.0)
-        rim = np.clip(1.0 - np.abs(d) / (1.2 + 0.02 * base), 0, 1)
-        glow = np.clip(1.0 - np.maximum(d, 0) / glow_w, 0, 1)
+        glow = np.clip(1.0 - d / glow_w, 0, 1)  # 1 inside the shape (d < 0)
         glow *= glow
-        inten = inner * np.float32(vis * (0.18 + 0.5 * lvl))
-        inten += rim * np.float32(vis * (0.45 + 0.55 * lvl))
-        inten += glow * np.float32(vis * (0.06 + 0.30 * lvl + 0.35 * flash))
+        glow_gain = np.float32(vis * (0.06 + 0.30 * lvl + 0.35 * flash))
+        # glass: the inside brightens towards the edge, a neon rim, a soft glow outside. Fill and rim are
+        # zero where d >= rim_w, which lies outside the core box (REACH): only the glow is drawn beyond it.
+        rim_w = 1.2 + 0.02 * base
+        core_half = REACH[el.shape] * (r + rim_w) + 2
+        core = (slice(max(y0, int(cy - core_half)) - y0, min(y1, int(cy + core_half) + 2) - y0),
+                slice(max(x0, int(cx - core_half)) - x0, min(x1, int(cx + core_half) + 2) - x0))
+        dc = d[core]
+        fill = np.clip(0.5 - dc / 0.8, 0, 1)  # anti-aliased over ~1 px
+        inner = fill * np.clip(1.0 + dc / (0.7 * r), 0.15, 1.0)
+        rim = np.clip(1.0 - np.abs(dc) / rim_w, 0, 1)
+        inten = glow * glow_gain
+        lit = inner * np.float32(vis * (0.18 + 0.5 * lvl))
+        lit += rim * np.float32(vis * (0.45 + 0.55 * lvl))
+        lit += glow[core] * glow_gain
+        inten[core] = lit
         if halo_r is not None:
             life = 1.0 - age / HALO_S
             dr = sdf(el.shape, u, v, halo_r)
             inten += np.clip(1.0 - np.abs(dr) / (1.0 + 2.5 * life), 0, 1) * np.float32(0.8 * life * life * p)
+        self.drawn.append((slice(None), slice(y0, y1), slice(x0, x1)))
         region = self.buf[:, y0:y1, x0:x1]
         white = fill * np.float32(0.6 * flash) if flash > 0.02 else None  # the core turns white on the onset
         for c in range(3):
             region[c] += inten * el.color[c]
             if white is not None:
-                region[c] += white
+                region[c][core] += white
         if self.captions is not None:
             self._caption(el, cx, cy + base * 1.18 + 3, cy - base * 1.18 - 3, vis * (0.6 + 0.4 * lvl))
 
@@ -434,9 +455,19 @@ class Painter:
         if x1c <= x0c or y1c <= y0c:
             return
         m = mask[sy0:sy0 + (y1c - y0c), sx0:sx0 + (x1c - x0c)] * np.float32(alpha)
+        self.drawn.append((slice(None), slice(y0c, y1c), slice(x0c, x1c)))
         col = 0.5 * el.color + 0.5
         for c in range(3):
             self.buf[c, y0c:y1c, x0c:x1c] += m * col[c]
+
+
+def _to_uint8(src: np.ndarray, dst: np.ndarray, scratch: np.ndarray) -> None:
+    """``dst = src * 255`` capped at 255, as uint8: the cast truncates, which with the dither added to
+    the background is random rounding. ``scratch``: float32 room for at least ``src.size`` values."""
+    tmp = scratch[:src.size].reshape(src.shape)
+    np.multiply(src, np.float32(255.0), out=tmp)
+    np.minimum(tmp, np.float32(255.0), out=tmp)
+    dst[...] = tmp
 
 
 def band_pages(hits: np.ndarray, duration: float) -> np.ndarray:

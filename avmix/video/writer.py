@@ -6,7 +6,6 @@ ffmpeg's pipe so that drawing the next frame overlaps writing (and encoding) thi
 """
 from __future__ import annotations
 
-import fcntl
 import os
 import queue
 import subprocess
@@ -108,10 +107,7 @@ class VideoWriter:
                                movflags=self.path.suffix.lower() in MOV_LIKE, pix_fmt=self.pix_fmt,
                                x264_params=self.x264_params)
             self._proc = ffmpeg.popen(args, stdin=subprocess.PIPE, needs=ffmpeg.VIDEO_NEEDS)
-            try:  # a pipe of a frame or more: fewer wake-ups of ffmpeg and of the feeding thread
-                fcntl.fcntl(self._proc.stdin.fileno(), 1031, PIPE_BYTES)  # F_SETPIPE_SZ (Linux)
-            except OSError:
-                pass
+            ffmpeg.grow_pipe(self._proc.stdin, PIPE_BYTES)
             self._thread = threading.Thread(target=self._feed, name="avmix-video-pipe", daemon=True)
             self._thread.start()
         except BaseException as e:  # Ctrl-C while starting: no ffmpeg may outlive us to write the temp file
