@@ -355,7 +355,7 @@ def test_generate_text_tracks_stage_manifest_and_rerun(run_cli, tiny_models, sha
     assert r.code == 0, r.err
     work = tmp_path / "w"
     man = json.loads((work / "manifest.json").read_text())
-    assert list(man["stages"]) == ["synth", "compose", "analyze", "video"]
+    assert set(man["stages"]) == {"synth", "compose", "analyze", "video", "audio"}  # audio: the AAC, beside video
     assert [i["text"] for i in man["inputs"]] == ["text:waves on a beach@0.3", "text:a busy street@0.2"]
     assert man["options"]["audio_guidance"] == 2.5 and man["options"]["audio_steps"] == 2
     listed = json.loads((work / "tracks.json").read_text())["tracks"]
