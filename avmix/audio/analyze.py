@@ -33,6 +33,7 @@ Definitions (what ``analysis.json`` means):
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import threading
@@ -433,7 +434,10 @@ def analyze(timeline: Timeline, audio_path: str | os.PathLike, *, fps: float, pr
 
     sr = timeline.sample_rate
     n = n_video_frames(timeline.frames, sr, fps)
-    total = (len(timeline.sources) + 1) * timeline.frames
+    only = timeline.sources[0] if len(timeline.sources) == 1 else None
+    # a lone source spanning the output is all the mix is made of: it is heard as the mix, analysed once
+    alone = only is not None and only.start_sample == 0 and only.end_sample == timeline.frames
+    total = (1 if alone else len(timeline.sources) + 1) * timeline.frames
     lock, done = threading.Lock(), [0]
 
     def stream(blocks: Iterable[np.ndarray]) -> FeatureStream:
@@ -455,9 +459,13 @@ def analyze(timeline: Timeline, audio_path: str | os.PathLike, *, fps: float, pr
         blocks = audio.blocks(sample_rate=sr, channels=timeline.channels, frames=timeline.frames)
         return stream(blocks).result(label="mix", index=-1, start=0.0, end=timeline.duration)
 
-    compose.source_files(timeline, workers=4)  # opened (decoded) once, side by side, not by each thread below
-    with ThreadPoolExecutor(max_workers=min(4, len(timeline.sources) + 1)) as pool:
-        jobs = [pool.submit(source, i) for i in range(len(timeline.sources))] + [pool.submit(mix)]
-        results = [j.result() for j in jobs]
+    if alone:
+        m = mix()
+        results = [dataclasses.replace(m, label=only.label, index=only.index), m]
+    else:
+        compose.source_files(timeline, workers=4)  # opened (decoded) once, side by side, not by each thread
+        with ThreadPoolExecutor(max_workers=min(4, len(timeline.sources) + 1)) as pool:
+            jobs = [pool.submit(source, i) for i in range(len(timeline.sources))] + [pool.submit(mix)]
+            results = [j.result() for j in jobs]
     return Analysis(fps=float(fps), frames=n, duration=timeline.duration, tracks=results[:-1], mix=results[-1],
                     mode=timeline.mode)
