@@ -16,7 +16,7 @@ bandwidth, roll-off (85 %) and flatness (librosa, mono, frame means), and the si
 Relative error is |out - ref| / max(|ref|, floor), the floor keeping features near 0 (LRA, side/mid,
 flatness) from dividing by nothing: 1 LU, 1 LU, 1 dB, 100 Hz, 100 Hz, 100 Hz, 0.01, 0.01.
 
-    .venv/bin/python benchmarks/reference.py                  # 7 pairs of 60 s, matchering if found
+    .venv/bin/python benchmarks/reference.py [--runs 3]       # 9 pairs, matchering if found
     .venv/bin/python benchmarks/reference.py --memory         # also a 2 x 60 min mix with --reference
     python3 -m venv /tmp/mgvenv && /tmp/mgvenv/bin/pip install matchering   # the peer (--matchering)
 """
@@ -227,6 +227,7 @@ def main() -> int:
     ap.add_argument("--pairs", type=int, default=len(TREATMENTS))
     ap.add_argument("--memory", action="store_true", help="also measure a 2 x 60 min mix with --reference")
     ap.add_argument("--no-real", action="store_true", help="only the synthetic pairs")
+    ap.add_argument("--runs", type=int, default=1, help="timed runs per tool and pair (median)")
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     have_mg = os.access(args.matchering, os.X_OK) and subprocess.run(
@@ -256,7 +257,7 @@ def main() -> int:
         if have_mg:
             cmds["matchering"] = [args.matchering, "-c", MATCHERING, str(plain), str(ref), str(d / "mg.wav")]
         common.warm(*tracks, ref, plain)
-        timing = common.run_side_by_side(cmds, 1, log=lambda s: None)
+        timing = common.run_side_by_side(cmds, args.runs, log=lambda s: None)
         fr = features(ref)
         row = {"pair": name, "unmatched": distance(features(plain), fr),
                "avmix": distance(features(d / "avmix.wav"), fr), "avmix_s": timing["avmix"]["wall_s"],
