@@ -89,7 +89,7 @@ def render(video: str | os.PathLike, audio: str | os.PathLike, output: str | os.
     ``audio_bitrate``); its stream is copied when the output keeps the audio whole (as ``fit="audio"``
     does), else the audio is encoded here as without it.
 
-    Returns ``{"output", "duration" (s), "fit", "video_copied", "video_codec", "audio_codec",
+    Returns ``{"output", "duration" (s), "fit", "video_copied", "video_codec", "audio_codec", "audio_copied",
     "width", "height", "fps", "method" ("cut"|"hold"|"loop"|"as-is")}``.
     """
     check_options(fit=fit, crf=crf, preset=preset, audio_bitrate=audio_bitrate)

@@ -267,8 +267,9 @@ def _run(inputs: list[Path], out: Path, work: Path, *, composed: bool, opts: Opt
     stems = _write_stems(timeline, work, wo.stems, inputs, overwrite=overwrite, man=man) if wo.stems else None
 
     # -- the mux's audio, encoded in the background meanwhile (cached)
-    early = _EarlyAudio(stages, k_compose, work, out)
+    early = None
     try:
+        early = _EarlyAudio(stages, k_compose, work, out)
         # -- analyze: analysis.json
         depends = {"compose": k_compose, "fps": vo.fps}
         k_analyze = key("analyze", depends)
@@ -298,7 +299,8 @@ def _run(inputs: list[Path], out: Path, work: Path, *, composed: bool, opts: Opt
                                                      man=man, progress=progress)
         encoded = early.finish()
     finally:
-        early.cancel()  # an error or Ctrl-C: no encode outlives the run
+        if early is not None:
+            early.cancel()  # an error or Ctrl-C: no encode outlives the run
 
     # -- mux: OUT (always; the video is H.264 of the right length, so it is copied, not re-encoded)
     t = time.perf_counter()

@@ -332,9 +332,10 @@ def measure_reference(f: AudioFile, sample_rate: int, channels: int, *, progress
     if stop is not None:
         blocks = itertools.takewhile(lambda _: not stop.is_set(), blocks)
     m = reference.measure(blocks, sample_rate, channels, bands=False, on_block=step)
-    if f.channels != channels:
+    if f.channels != channels and not (stop is not None and stop.is_set()):
         meter = LoudnessMeter(f.sample_rate, f.channels)
-        for b in f.blocks(sample_rate=f.sample_rate, channels=f.channels, blocksize=BLOCK):
+        own = f.blocks(sample_rate=f.sample_rate, channels=f.channels, blocksize=BLOCK)
+        for b in own if stop is None else itertools.takewhile(lambda _: not stop.is_set(), own):
             meter.add(b)
         m.lufs = meter.integrated()
     return m

@@ -31,7 +31,7 @@ if hasattr(os, "register_at_fork"):  # a forked child has the pool but not its t
 
 
 def _helper():
-    """One lazily started helper thread for work that releases the GIL (daemon: never blocks exit)."""
+    """One lazily started helper thread for work that releases the GIL (idle between jobs; joined at exit)."""
     if not _HELPERS:
         from concurrent.futures import ThreadPoolExecutor
         _HELPERS.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="avmix-dsp"))

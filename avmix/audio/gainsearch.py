@@ -30,7 +30,7 @@ def next_gain(tries: list[tuple[float, float]], target: float, start: float,
     above = sorted(t for t in tries if t[1] >= target)
     if model is not None:
         guess = _calibrated(model, tries[-1], target, start, start + MAX_BOOST_DB)
-        if below and above and not below[-1][0] < guess < above[0][0]:
+        if guess is not None and below and above and not below[-1][0] < guess < above[0][0]:
             guess = None
         if guess is not None:
             return round(min(max(guess, start), start + MAX_BOOST_DB), 6)

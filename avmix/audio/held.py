@@ -22,7 +22,7 @@ from avmix.audio.match import (FAST_RANGE, RATIO_RANGE, Corrector, _eq_band_gain
 from avmix.audio.reference import DYNAMICS_SECONDS, HOP, Measurement, crest_db
 
 
-HOLD_BYTES = 32 << 20  # a mix up to this size (3 minutes of 48 kHz stereo) is held in memory: it is
+HOLD_BYTES = 72 << 20  # a mix up to this size (3 min 16 s of 48 kHz stereo float32) is held in memory: it is
 # corrected once, its level with the limiter is modelled before writing, and rewrites skip mixing
 
 
