@@ -270,12 +270,13 @@ def refine_dynamics(corr: dict, ref: Measurement, mix: Measurement, held: Held, 
     lra2, crest2, _ = outcome(slow, fast)
     if abs(lra2 - want_lra) > abs(lra0 - want_lra) - 0.1 and abs(crest2 - want_crest) >= abs(crest0 - want_crest):
         return False  # no better: keep the first choice
-    curve = shape.curve(slow, fast).astype(np.float32)
-    change = curve.astype(np.float64) - g0
+    packed = pack_curve(shape.curve(slow, fast))  # the mix gets the curve the timeline records, as stems do
+    curve = unpack_curve({"gain_cdb": packed})
+    change = curve - g0
     held.regain(change)
     model.shift(change)
     corr["dynamics"] = {"hop": HOP, "slow_ratio": round(slow, 4), "fast_ratio": round(fast, 4),
-                        "gain_cdb": pack_curve(curve)}
+                        "gain_cdb": packed}
     return True
 
 
