@@ -135,17 +135,6 @@ def confidences() -> dict:
 DIRECT_DELAY = 0.003  # seconds: the far microphone is about a metre further from the source
 
 
-def room(rt60: float, drr_db: float, rng: np.random.Generator) -> np.ndarray:
-    """DIRECT_DELAY of silence, the direct sound, then decaying noise reflections from 2 ms after it,
-    drr_db below it in total energy (negative: the reflections are louder)."""
-    t = np.arange(int(rt60 * RATE)) / RATE
-    h = rng.standard_normal(len(t)) * np.exp(-6.9 * t / rt60)
-    h[:int(0.002 * RATE)] = 0
-    h *= np.sqrt(10 ** (-drr_db / 10) / np.sum(h ** 2))
-    h[0] = 1.0
-    return np.concatenate([np.zeros(int(round(DIRECT_DELAY * RATE))), h])
-
-
 def strongest_peak(a: np.ndarray, b: np.ndarray) -> float:
     """Seconds to delay b by at the highest full-rate GCC-PHAT peak (what avmix took before it looked
     for the direct sound)."""
@@ -176,10 +165,10 @@ def reverberant() -> list[dict]:
                 b = noisy(x[b0:b0 + n - RATE // 4], 15, rng)[:, 0] * 10 ** (-10 / 20)
                 want = (b0 - RATE) / RATE
                 if far == "B":
-                    b = signal.fftconvolve(b, room(rt60, drr, rng))[:len(b)]
+                    b = signal.fftconvolve(b, real.room(rt60, drr, rng, rate=RATE, delay=DIRECT_DELAY))[:len(b)]
                     want -= DIRECT_DELAY
                 else:
-                    a = signal.fftconvolve(a, room(rt60, drr, rng))[:len(a)]
+                    a = signal.fftconvolve(a, real.room(rt60, drr, rng, rate=RATE, delay=DIRECT_DELAY))[:len(a)]
                     want += DIRECT_DELAY
                 pa, pb = DATA / "align_room_a.wav", DATA / "align_room_b.wav"
                 sf.write(str(pa), a.astype(np.float32), RATE)

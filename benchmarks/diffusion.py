@@ -137,32 +137,26 @@ def child_audio(args) -> None:
     print("RESULT " + json.dumps(out), flush=True)
 
 
-def run_audio_case(model: str, label: str, args, steps: int | None) -> dict | None:
-    cmd = [sys.executable, __file__, "--child-audio", "--model", model, "--label", label, "--text-seconds",
-           str(args.text_seconds), "--device", args.device]
-    if steps:
-        cmd += ["--steps", str(steps)]
+def run_child(cmd: list[str], label: str, steps: int | None) -> dict | None:
+    """Run one case in its own process (peak memory is per case) and read its RESULT line."""
+    cmd = [sys.executable, __file__, *cmd, "--label", label] + (["--steps", str(steps)] if steps else [])
     r = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"))
     for line in r.stdout.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[7:])
     print(f"  {label}: failed\n{r.stderr[-1500:]}", file=sys.stderr)
     return None
+
+
+def run_audio_case(model: str, label: str, args, steps: int | None) -> dict | None:
+    return run_child(["--child-audio", "--model", model, "--text-seconds", str(args.text_seconds),
+                      "--device", args.device], label, steps)
 
 
 def run_case(model: str, label: str, args, *, offload: bool = False, steps: int | None = None) -> dict | None:
-    cmd = [sys.executable, __file__, "--child", "--model", model, "--label", label, "--seconds", str(args.seconds),
-           "--fps", str(args.fps), "--size", args.size, "--device", args.device]
-    if offload:
-        cmd.append("--offload")
-    if steps:
-        cmd += ["--steps", str(steps)]
-    r = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"))
-    for line in r.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[7:])
-    print(f"  {label}: failed\n{r.stderr[-1500:]}", file=sys.stderr)
-    return None
+    return run_child(["--child", "--model", model, "--seconds", str(args.seconds), "--fps", str(args.fps),
+                      "--size", args.size, "--device", args.device] + (["--offload"] if offload else []),
+                     label, steps)
 
 
 def main() -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 FOLDER = Path(__file__).resolve().parent / "fixtures" / "real"
 
 KINDS = ("music", "speech", "field", "effects")
@@ -40,3 +42,15 @@ def of_kind(kind: str) -> list[Path]:
 def all_recordings() -> list[tuple[Path, str]]:
     """Every recording with its kind."""
     return [(FOLDER / name, kind) for name, (kind, _) in RECORDINGS.items()]
+
+
+def room(rt60: float, drr_db: float, rng: np.random.Generator, *, rate: int, delay: float = 0.0) -> np.ndarray:
+    """A room impulse response to play a recording through: ``delay`` seconds of silence (the path to a
+    far microphone), the direct sound, then exponentially decaying noise reflections from 2 ms on,
+    ``drr_db`` dB below the direct sound in total energy (negative: the reflections are louder)."""
+    t = np.arange(int(rt60 * rate)) / rate
+    h = rng.standard_normal(len(t)) * np.exp(-6.9 * t / rt60)
+    h[:int(0.002 * rate)] = 0
+    h *= np.sqrt(10 ** (-drr_db / 10) / np.sum(h ** 2))
+    h[0] = 1.0
+    return np.concatenate([np.zeros(int(round(delay * rate))), h])

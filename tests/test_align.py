@@ -76,19 +76,6 @@ def test_known_offsets_found_within_a_millisecond(tmp_path, run_cli, name):
         assert 0.3 <= t["confidence"] <= 1.0
 
 
-def _room(rt60: float, drr_db: float, seed: int, delay: float = 0.0) -> np.ndarray:
-    """A room impulse response: ``delay`` seconds of silence (the path to a far microphone), the direct
-    sound, then exponentially decaying reflections from 2 ms on, ``drr_db`` dB below the direct sound
-    in total energy (negative: the reflections are louder)."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(rt60 * RATE)) / RATE
-    h = rng.standard_normal(len(t)) * np.exp(-6.9 * t / rt60)
-    h[:int(0.002 * RATE)] = 0
-    h *= np.sqrt(10 ** (-drr_db / 10) / np.sum(h ** 2))
-    h[0] = 1.0
-    return np.concatenate([np.zeros(int(round(delay * RATE))), h])
-
-
 def _strongest_lag(a: np.ndarray, b: np.ndarray) -> float:
     """Seconds to delay b by at the highest full-rate GCC-PHAT peak: what the direct sound must beat."""
     r = gcc_phat(a, b)
@@ -109,7 +96,7 @@ def test_a_reverberant_take_lines_up_by_its_direct_sound(tmp_path, run_cli, name
     length = min(len(x) / RATE - 2.0, 14.0)
     a = _take(x, 0.5, length, seed=1, snr_db=25)
     b = _take(x, 1.7345, length - 1.0, seed=2, snr_db=15, gain_db=-10)
-    h = _room(rt60, drr_db, seed, delay=0.003)
+    h = real.room(rt60, drr_db, np.random.default_rng(seed), rate=RATE, delay=0.003)
     if far == "take":
         b = signal.fftconvolve(b, h)[:len(b)].astype(np.float32)
         want = 1.2345 - 0.003
