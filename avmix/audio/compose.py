@@ -245,10 +245,7 @@ def master_of(tl: Timeline) -> dict | None:
 
 
 def _corrector(tl: Timeline) -> match.Corrector | None:
-    m = master_of(tl)
-    if not m or (m.get("eq") is None and m.get("dynamics") is None):
-        return None
-    return match.Corrector(m, tl.sample_rate, tl.channels)
+    return match.corrector(master_of(tl), tl.sample_rate, tl.channels)
 
 
 def render(timeline: Timeline, output: str | os.PathLike, *, bit_depth: int | None = None,

@@ -15,9 +15,9 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from avmix.audio import dynamics, gainsearch
-from avmix.audio.loudness import (ABS_GATE, BLOCK_S, OFFSET, REL_GATE, STEP_S, IIRFilter, LoudnessMeter,
-                                  channel_weights, k_weighting_sos, loudness_range)
-from avmix.audio.match import (FAST_RANGE, RATIO_RANGE, Corrector, _eq_band_gains, _Shape, pack_curve, ramp,
+from avmix.audio.loudness import (ABS_GATE, BLOCK_S, OFFSET, STEP_S, IIRFilter, LoudnessMeter, channel_weights,
+                                  gated_loudness, k_weighting_sos, loudness_range, to_lufs)
+from avmix.audio.match import (FAST_RANGE, RATIO_RANGE, _eq_band_gains, _Shape, corrector, pack_curve, ramp,
                                unpack_curve)
 from avmix.audio.reference import DYNAMICS_SECONDS, HOP, Measurement, crest_db
 
@@ -27,10 +27,10 @@ HOLD_BYTES = 72 << 20  # a mix up to this size (3 min 16 s of 48 kHz stereo floa
 
 
 class Held:
-    """The mix's blocks, kept while they pass (:meth:`keep`) as long as they total under ``limit`` bytes."""
+    """The mix's blocks, kept while they pass (:meth:`keep`) as long as they total under HOLD_BYTES."""
 
-    def __init__(self, limit: int | None = None):
-        self.limit = HOLD_BYTES if limit is None else limit
+    def __init__(self):
+        self.limit = HOLD_BYTES
         self.blocks: list[np.ndarray] | None = []  # None: too long, not kept
 
     def keep(self, blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
@@ -47,7 +47,7 @@ class Held:
     def correct(self, corr: dict, sample_rate: int, channels: int, ceiling_db: float | None) -> "LevelModel":
         """Replace the kept blocks by the corrected mix (at master gain 0) and model its level."""
         model = LevelModel(sample_rate, channels, ceiling_db)
-        c = Corrector(corr, sample_rate, channels) if corr.get("eq") or corr.get("dynamics") else None
+        c = corrector(corr, sample_rate, channels)
         out, jobs = [], []
         with ThreadPoolExecutor(max_workers=1) as pool:  # the model beside the correction (one worker: in order)
             for b in (c.run(self._drain()) if c is not None else self._drain()):
@@ -197,20 +197,13 @@ def _gated_lufs(hop_power: np.ndarray, sample_rate: int) -> float:
     per = STEP_S * sample_rate / HOP
     k = int(len(hop_power) // per)
     if k < int(round(BLOCK_S / STEP_S)):
-        m = float(hop_power.mean()) if len(hop_power) else 0.0
-        return OFFSET + 10.0 * math.log10(m) if m > 0 and OFFSET + 10.0 * math.log10(m) > ABS_GATE else -math.inf
+        level = to_lufs(float(hop_power.mean()) if len(hop_power) else 0.0)
+        return level if level > ABS_GATE else -math.inf
     edges = np.round(np.arange(k + 1) * per).astype(np.int64)
     c = np.concatenate([[0.0], np.cumsum(hop_power)])
     steps = (c[edges[1:]] - c[edges[:-1]]) / np.diff(edges)
     n = int(round(BLOCK_S / STEP_S))
-    z = np.convolve(steps, np.ones(n) / n, mode="valid")
-    with np.errstate(divide="ignore"):
-        lk = OFFSET + 10.0 * np.log10(z)
-    z, lk = z[lk > ABS_GATE], lk[lk > ABS_GATE]
-    if not len(z):
-        return -math.inf
-    z = z[lk > OFFSET + 10.0 * math.log10(z.mean()) + REL_GATE]
-    return OFFSET + 10.0 * math.log10(z.mean())
+    return gated_loudness(np.convolve(steps, np.ones(n) / n, mode="valid"))
 
 
 # ------------------------------------------------------------------------------------------ dynamics after the limiter

@@ -60,6 +60,18 @@ def to_lufs(power: float) -> float:
     return OFFSET + 10.0 * math.log10(power) if power > 0 else -math.inf
 
 
+def gated_loudness(blocks: np.ndarray) -> float:
+    """Integrated loudness (LUFS) of 400 ms gating blocks' K-weighted mean squares: the absolute gate,
+    then the relative gate under the power mean of what passed it; ``-inf`` when nothing passes."""
+    with np.errstate(divide="ignore"):
+        lk = OFFSET + 10.0 * np.log10(np.maximum(blocks, 0.0))
+    z, lk = blocks[lk > ABS_GATE], lk[lk > ABS_GATE]
+    if len(z) == 0:
+        return -math.inf
+    z = z[lk > to_lufs(float(z.mean())) + REL_GATE]
+    return to_lufs(float(z.mean())) if len(z) else -math.inf
+
+
 class IIRFilter:
     """A cascade of biquads (``sos`` rows ``b0 b1 b2 1 a1 a2``) run on (n, channels) blocks, state carried.
 
@@ -215,17 +227,7 @@ class LoudnessMeter:
             return to_lufs(z) if to_lufs(z) > ABS_GATE else -math.inf
         cs = np.concatenate([[0.0], np.cumsum(steps)])
         cl = np.concatenate([[0.0], np.cumsum(lens)])
-        z = (cs[per_block:] - cs[:-per_block]) / (cl[per_block:] - cl[:-per_block])
-        with np.errstate(divide="ignore"):
-            lk = OFFSET + 10.0 * np.log10(np.maximum(z, 0.0))
-        z_abs = z[lk > ABS_GATE]
-        if len(z_abs) == 0:
-            return -math.inf
-        rel = to_lufs(float(z_abs.mean())) + REL_GATE
-        with np.errstate(divide="ignore"):
-            lk_abs = OFFSET + 10.0 * np.log10(np.maximum(z_abs, 0.0))
-        z_rel = z_abs[lk_abs > rel]
-        return to_lufs(float(z_rel.mean())) if len(z_rel) else -math.inf
+        return gated_loudness((cs[per_block:] - cs[:-per_block]) / (cl[per_block:] - cl[:-per_block]))
 
 
 def short_term(meter: "LoudnessMeter", window_s: float = 3.0) -> np.ndarray:

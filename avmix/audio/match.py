@@ -128,7 +128,7 @@ def _has_side(m: Measurement) -> bool:
 
 
 def derive(ref: Measurement, mix: Measurement, *, strength: float = 1.0, ceiling_db: float | None = -1.0,
-           notes: list[str] | None = None, taps: int | None = None) -> dict:
+           notes: list[str] | None = None) -> dict:
     """The correction (a JSON-ready dict) that brings ``mix`` towards ``ref``; see the module doc.
     ``ceiling_db``: the limiter's ceiling (None: no limiter), for the dynamics simulation. Notes for the
     user are appended to ``notes``."""
@@ -136,7 +136,7 @@ def derive(ref: Measurement, mix: Measurement, *, strength: float = 1.0, ceiling
     s = float(strength)
     sr = mix.sample_rate
     pts = _points(sr)
-    taps = int(taps or 2 * (len(mix.freqs) - 1))
+    taps = 2 * (len(mix.freqs) - 1)
     corr: dict = {"strength": s, "eq": None, "width_db": None, "dynamics": None,
                   "target_lufs": None, "predicted_lufs": None}
     if mix.silent or ref.silent:
@@ -405,6 +405,13 @@ def fir(points: np.ndarray, db: np.ndarray, sample_rate: int, taps: int) -> np.n
     return (h * np.hanning(taps + 1)[:-1]).astype(np.float32)
 
 
+def corrector(corr: dict | None, sample_rate: int, channels: int) -> "Corrector | None":
+    """The Corrector of a correction record, or None when it has neither EQ nor dynamics."""
+    if not corr or (corr.get("eq") is None and corr.get("dynamics") is None):
+        return None
+    return Corrector(corr, sample_rate, channels)
+
+
 class Corrector:
     """Applies a :func:`derive` dict to (n, channels) blocks of the mix (or of one source as placed).
 
@@ -519,9 +526,10 @@ class Corrector:
 # ------------------------------------------------------------------------------------------ balance
 
 BALANCE_STEP_DB = 0.25
+BALANCE_ROUNDS = 8  # sweeps over the tracks; the gains settle in a few
 
 
-def balance(ref: Measurement, tracks: list[Measurement], *, rounds: int = 8) -> list[float]:
+def balance(ref: Measurement, tracks: list[Measurement]) -> list[float]:
     """Per-track gains (dB, within +-MAX_DB) that bring the mix's third-octave band energies closest
     (least squares in dB, the overall level free) to the reference's. Tracks add as powers (uncorrelated);
     solved one track at a time over a 0.25 dB grid, a few rounds. Silent tracks keep 0 dB."""
@@ -540,7 +548,7 @@ def balance(ref: Measurement, tracks: list[Measurement], *, rounds: int = 8) -> 
         d = 10.0 * np.log10(np.maximum(total, 1e-30)) - r
         return ((d - d.mean(axis=-1, keepdims=True)) ** 2).mean(axis=-1)
 
-    for _ in range(rounds):
+    for _ in range(BALANCE_ROUNDS):
         before = g.copy()
         for i in np.flatnonzero(live):
             rest = (10.0 ** (g[:, None] / 10.0) * e).sum(axis=0) - 10.0 ** (g[i] / 10.0) * e[i]
