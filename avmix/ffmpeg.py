@@ -143,7 +143,7 @@ def popen(args: list[str], *, stdin=None, stdout=None, needs: Iterable[str] = ()
                  stdout=stdout, stderr=subprocess.PIPE)
 
 
-def grow_pipe(pipe, size: int) -> None:
+def grow_pipe(pipe, size: int = 1 << 20) -> None:
     """Ask for a pipe of ``size`` bytes (a frame or more): fewer wake-ups of ffmpeg and of the thread
     feeding or draining it. Ignored where pipes cannot grow (not Linux, or above the system's limit)."""
     try:

@@ -157,6 +157,9 @@ class ElementTile:
         for el in self.painter.elements:  # the track's own colour, as in the procedural video
             el.color = np.asarray(procedural.track_color(i), np.float32)[procedural.PLANES]
         self.out = np.empty((h * 3 // 2, w), np.uint8)
+        # the small picture's pixel under each output pixel (Y) and each chroma sample (U, V: every other)
+        self._luma = np.ix_(np.arange(h) // f, np.arange(w) // f)
+        self._chroma = np.ix_(np.arange(0, h, 2) // f, np.arange(0, w, 2) // f)
 
     def frame(self, k: int) -> np.ndarray:
         g, b, r = (p.astype(np.float32) for p in self.painter.frame(k))  # planar G, B, R
@@ -164,11 +167,10 @@ class ElementTile:
         u = 128 + (224 / 255) * (b - y) / 1.8556
         v = 128 + (224 / 255) * (r - y) / 1.5748
         y = 16 + (219 / 255) * y
-        f, w, h = self.f, self.w, self.h
         Y, U, V = planes(self.out)
-        Y[...] = np.repeat(np.repeat(y, f, 0), f, 1)[:h, :w]
-        for dst, src in ((U, u), (V, v)):
-            dst[...] = np.repeat(np.repeat(src, f, 0), f, 1)[:h:2, :w:2]
+        Y[...] = y[self._luma]
+        U[...] = u[self._chroma]
+        V[...] = v[self._chroma]
         return self.out
 
 
@@ -225,7 +227,7 @@ class Compositor:
             self.next_shot += 1
         self.live = sorted(s for s in self.live if self.shots[s].end > k)  # list order is drawing order
         apart = self._apart(self.live)
-        if not ((apart or len(self.live) == 1) and self._covered(self.live, k)):  # the background shows
+        if not self._covered(self.live, k, apart):  # the background shows
             Y, U, V = planes(self.buf)
             Y[...], U[...], V[...] = (round(c) for c in self.bg)
         for s in self.live:  # a new picture's decoder starts now, beside the others
@@ -261,8 +263,13 @@ class Compositor:
         return all(not (a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3])
                    for i, a in enumerate(boxes) for b in boxes[i + 1:])
 
-    def _covered(self, live: list[int], k: int) -> bool:
-        """Whether non-overlapping, opaque tiles cover the whole frame (as a full grid does)."""
+    def _covered(self, live: list[int], k: int, apart: bool) -> bool:
+        """Whether opaque tiles cover the whole frame: the first one drawn (a full-frame base under a
+        PiP or a spotlight), or tiles that do not overlap (a full grid)."""
+        if live and lay.fade_alpha(self.shots[live[0]], k) >= 1.0 and self._full(self.shots[live[0]].box):
+            return True
+        if not (apart or len(live) == 1):
+            return False
         area = 0
         for s in live:
             shot = self.shots[s]
@@ -271,6 +278,9 @@ class Compositor:
             x0, y0, x1, y1 = shot.box
             area += (min(x1, self.width) - max(x0, 0)) * (min(y1, self.height) - max(y0, 0))
         return area >= self.width * self.height
+
+    def _full(self, box: tuple[int, int, int, int]) -> bool:
+        return box[0] <= 0 and box[1] <= 0 and box[2] >= self.width and box[3] >= self.height
 
     def _draw(self, shot: lay.Shot, k: int) -> None:
         t = self.tracks[shot.index]

@@ -27,7 +27,6 @@ from avmix.errors import FFmpegError, InputError
 IMAGE_FORMATS = ("png_pipe", "jpeg_pipe", "image2", "apng", "webp_pipe", "bmp_pipe")
 SEEK_MARGIN_S = 1.0  # seek this far before a wanted time and let the fps filter find the frame
 SKIP_LIMIT_S = 3.0  # read forward up to this far; further jumps restart the decoder with a seek
-PIPE_BYTES = 1 << 20  # a bigger pipe lets a decoder run a frame ahead
 READ_AHEAD = 6  # frames read ahead of the compositor, per picture
 SINGLE_THREAD_PIXELS = 1920 * 1088  # pictures up to this size decode in one thread (see Reader._start)
 PROBE_NEEDS = frozenset({"ashowinfo"})  # the filters these ffmpeg commands use (avmix.ffmpeg picks a build)
@@ -265,7 +264,7 @@ class Reader:
             "-i", ffmpeg.url(pic.path), "-filter_complex", graph, "-map", "[out]", "-an", "-sn",
             "-f", "rawvideo", "-pix_fmt", "yuv420p", "pipe:"]
         self._proc = ffmpeg.popen(args, stdout=subprocess.PIPE, needs=DECODE_NEEDS)
-        ffmpeg.grow_pipe(self._proc.stdout, PIPE_BYTES)
+        ffmpeg.grow_pipe(self._proc.stdout)  # a bigger pipe lets a decoder run a frame ahead
         self._pump = _Pump(self._proc.stdout, self.size)
         self.pos, self.ended = j, False
 

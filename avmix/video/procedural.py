@@ -165,9 +165,10 @@ def _smoothstep(x: float) -> float:
 def hit_frames(onsets, fps: float, n: int) -> np.ndarray:
     """Frames on which onsets at ``onsets`` (s) show: the first frame that starts at or after the hit
     (the picture trails the sound by less than a frame; see the README), one per frame, inside ``0..n-1``."""
-    t = np.asarray(onsets, np.float64) * fps
-    k = np.ceil(t - 1e-6)
-    return np.unique(np.clip(k.astype(np.int64), 0, max(0, n - 1))) if t.size else np.zeros(0, np.int64)
+    from avmix.video.diffusion.schedule import onset_frame  # the one placement rule of every renderer
+
+    k = onset_frame(onsets, fps)
+    return np.unique(np.clip(k, 0, max(0, n - 1))) if k.size else np.zeros(0, np.int64)
 
 
 def level_curve(env: np.ndarray, hits: np.ndarray, fps: float) -> np.ndarray:
@@ -228,9 +229,6 @@ class _TrackState:
         self.level = float(self.level_at[k])
         self.angle = float(self.angle_at[k])
         self.age = self.since[k] / fps
-
-    def since_onset(self, k: int, fps: float) -> float:
-        return self.age
 
 
 PLANES = [1, 2, 0]  # frames are planar G, B, R (ffmpeg's gbrp): contiguous planes are fast in numpy
@@ -389,7 +387,7 @@ class Painter:
         cx, cy, base = hx + (sx - hx) * q, hy + (sy - hy) * q, hr + (sr - hr) * q
         vis = 0.35 + 0.65 * p if moving else p  # a concat chip stays visible while it waits
         lvl = st.level * p
-        age = st.since_onset(k, self.fps)
+        age = st.age
         flash = math.exp(-age / FLASH_S) * (vis if moving else p) if age >= 0 else 0.0
         r = base * (1.0 if moving else p) * (0.55 + 0.45 * lvl + 0.14 * flash)
         if r < 0.5:

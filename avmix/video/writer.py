@@ -21,7 +21,6 @@ from avmix.errors import FFmpegError, UsageError
 from avmix.paths import atomic_path
 
 QUEUE_FRAMES = 3  # frames buffered between the drawing thread and the pipe
-PIPE_BYTES = 1 << 20
 MOV_LIKE = (".mp4", ".mov", ".m4v")
 MAX_FPS = 120
 GOP_SECONDS = 2.0
@@ -107,7 +106,7 @@ class VideoWriter:
                                movflags=self.path.suffix.lower() in MOV_LIKE, pix_fmt=self.pix_fmt,
                                x264_params=self.x264_params)
             self._proc = ffmpeg.popen(args, stdin=subprocess.PIPE, needs=ffmpeg.VIDEO_NEEDS)
-            ffmpeg.grow_pipe(self._proc.stdin, PIPE_BYTES)
+            ffmpeg.grow_pipe(self._proc.stdin)
             self._thread = threading.Thread(target=self._feed, name="avmix-video-pipe", daemon=True)
             self._thread.start()
         except BaseException as e:  # Ctrl-C while starting: no ffmpeg may outlive us to write the temp file
