@@ -178,11 +178,14 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+ENV_CACHE = "AVMIX_CACHE"
+
+
 def cache_root() -> Path:
     """The user cache directory avmix keeps across runs (not created): $AVMIX_CACHE, else
     $XDG_CACHE_HOME/avmix, else ~/.cache/avmix."""
-    if os.environ.get("AVMIX_CACHE"):
-        return Path(os.environ["AVMIX_CACHE"]).expanduser()
+    if os.environ.get(ENV_CACHE):
+        return Path(os.environ[ENV_CACHE]).expanduser()
     if os.environ.get("XDG_CACHE_HOME"):
         return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "avmix"
     return Path.home() / ".cache" / "avmix"

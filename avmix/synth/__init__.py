@@ -68,12 +68,11 @@ def text_inputs(inputs: Sequence[str | os.PathLike]) -> dict[int, TextSpec]:
 
 
 def synthesize(inputs: Sequence[str | os.PathLike], settings: Settings = Settings(), *,
-               on_step: Callable[[int, int, int], None] | None = None,
-               on_track: Callable[[Track], None] | None = None) -> dict[int, Track]:
+               on_step: Callable[[int, int, int], None] | None = None) -> dict[int, Track]:
     """Make (or find in the cache) every ``text:`` input of ``inputs``; returns {input index: Track}.
 
     Nothing is loaded when there is no text input, and the model's weights only when a track is not cached.
-    ``on_step(index, step, steps)`` reports denoising progress, ``on_track`` each finished track.
+    ``on_step(index, step, steps)`` reports denoising progress.
     Raises UsageError (bad text input or option) or ModelError (no usable model) before any work.
     """
     texts = text_inputs(inputs)
@@ -119,10 +118,7 @@ def synthesize(inputs: Sequence[str | os.PathLike], settings: Settings = Setting
                           device=device, seconds_taken=round(time.perf_counter() - started, 3))
             cache.store(key, audio, rate, record, settings.cache_dir)
         origin = {**record, "path": str(wav), "index": index, "run_seed": settings.seed}
-        track = Track(index, spec, wav, cached, origin)
-        out[index] = track
-        if on_track is not None:
-            on_track(track)
+        out[index] = Track(index, spec, wav, cached, origin)
     return out
 
 

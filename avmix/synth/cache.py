@@ -18,9 +18,8 @@ import soundfile as sf
 
 from avmix.audio.writer import write_audio
 from avmix.errors import OutputError
-from avmix.paths import cache_root, write_text_atomic
+from avmix.paths import ENV_CACHE, cache_root, write_text_atomic
 
-ENV_CACHE = "AVMIX_CACHE"
 FORMAT = 1  # bump when the synthesis of the same key would give other samples
 
 
