@@ -15,8 +15,8 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from avmix.audio import dynamics, gainsearch
-from avmix.audio.loudness import (ABS_GATE, BLOCK_S, OFFSET, STEP_S, IIRFilter, LoudnessMeter, channel_weights,
-                                  gated_loudness, k_weighting_sos, loudness_range, to_lufs)
+from avmix.audio.loudness import (ABS_GATE, BLOCK_S, OFFSET, STEP_S, LoudnessMeter, gated_loudness, loudness_range,
+                                  to_lufs)
 from avmix.audio.match import (FAST_RANGE, RATIO_RANGE, _eq_band_gains, _Shape, corrector, pack_curve, ramp,
                                unpack_curve)
 from avmix.audio.reference import DYNAMICS_SECONDS, HOP, Measurement, crest_db
@@ -102,8 +102,6 @@ class LevelModel:
         self._meter = LoudnessMeter(sample_rate, channels)
         self._lufs: float | None = None
         self._base: float | None = None  # the hops' own gated loudness (the model's zero)
-        self._filter = IIRFilter(k_weighting_sos(sample_rate), channels)
-        self._w = channel_weights(channels).astype(np.float32)
         self._kernels = dynamics.true_peak_kernels(sample_rate).astype(np.float32)
         self._rest = np.zeros((0, channels), np.float32)
         self._zrest = np.zeros(0, np.float32)
@@ -114,12 +112,11 @@ class LevelModel:
         self._left = None
 
     def add(self, block: np.ndarray) -> None:
-        self._meter.add(block)
+        power = self._meter.power(block)  # K-weighted once, for the meter and the hops
+        self._meter.add_power(power)
         if self.ceiling_db is None:
             return
-        y = self._filter(block)  # (channels, n)
-        np.square(y, out=y)
-        z = np.concatenate([self._zrest, self._w @ y])
+        z = np.concatenate([self._zrest, power])
         k = len(z) // HOP
         self._ms.append(z[:k * HOP].reshape(k, HOP).mean(axis=1, dtype=np.float64))
         self._zrest = z[k * HOP:]

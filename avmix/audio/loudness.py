@@ -186,15 +186,20 @@ class LoudnessMeter:
 
     def add(self, block: np.ndarray) -> None:
         """Add float32/float64 samples of shape (n, channels)."""
-        n = len(block)
-        if n == 0:
-            return
+        if len(block):
+            self.add_power(self.power(block))
+
+    def power(self, block: np.ndarray) -> np.ndarray:
+        """The K-weighted, channel-weighted power per sample (n,) of the next block (the filter moves on)."""
         y = self._filter(block)  # (channels, n)
         np.square(y, out=y)
         if self._unit:
-            z = y[0] if len(y) == 1 else np.add.reduce(y, axis=0)
-        else:
-            z = self._weights @ y  # weighted sum over channels, (n,)
+            return y[0] if len(y) == 1 else np.add.reduce(y, axis=0)
+        return self._weights @ y  # weighted sum over channels, (n,)
+
+    def add_power(self, z: np.ndarray) -> None:
+        """Add what :meth:`power` gave for the next block."""
+        n = len(z)
         start = self._pos
         end = start + n
         j = len(self._lens) + 1  # index of the next step boundary
