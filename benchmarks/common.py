@@ -175,8 +175,16 @@ def summarize(runs: list[dict]) -> dict:
     }
 
 
+def fresh_bytecode() -> None:
+    """Compile avmix's bytecode, as ``make`` and a pip install do: after an edit (or where
+    PYTHONDONTWRITEBYTECODE is set) every timed run would otherwise compile the changed modules anew."""
+    import compileall
+    compileall.compile_dir(str(HERE.parent / "avmix"), quiet=1)
+
+
 def run_side_by_side(cmds: dict[str, list[str]], runs: int, *, log=print) -> dict[str, dict]:
     """Measure every command ``runs`` times, interleaved (a, b, c, a, b, c, ...) so drift hits all alike."""
+    fresh_bytecode()
     got: dict[str, list[dict]] = {name: [] for name in cmds}
     for i in range(runs):
         for name, cmd in cmds.items():

@@ -46,6 +46,7 @@ import scipy.sparse
 from scipy.ndimage import maximum_filter1d, median_filter
 
 from avmix.progress import ProgressFn, report
+from avmix.stats import percentile, unique
 from avmix.timeline import Analysis, Timeline, TrackAnalysis
 
 FLOOR_DB = -60.0  # dBFS RMS that maps to 0 (and below which a frame counts as silent)
@@ -288,7 +289,7 @@ def combine_onsets(weak: np.ndarray, strong: np.ndarray, fine: np.ndarray, hop_s
             keep.append(near)
         elif i in strong_set:
             keep.append(t)
-    return np.unique(np.asarray(keep, np.float64))
+    return unique(np.asarray(keep, np.float64))
 
 
 def band_edges(sample_rate: int, n_fft: int) -> np.ndarray:
@@ -296,7 +297,8 @@ def band_edges(sample_rate: int, n_fft: int) -> np.ndarray:
     hi = min(BAND_HI_HZ, 0.95 * sample_rate / 2)
     n = max(1, int(math.log2(hi / BAND_LO_HZ) * BANDS_PER_OCTAVE))
     hz = BAND_LO_HZ * 2.0 ** (np.arange(n + 1) / BANDS_PER_OCTAVE)
-    bins = np.unique(np.clip(np.round(hz * n_fft / sample_rate).astype(np.int64), 1, n_fft // 2))
+    bins = np.clip(np.round(hz * n_fft / sample_rate).astype(np.int64), 1, n_fft // 2)  # ascending
+    bins = bins[np.r_[True, np.diff(bins) > 0]]
     return bins if len(bins) >= 2 else np.array([1, n_fft // 2 + 1])
 
 
@@ -306,7 +308,7 @@ def envelope_from_power(mean_square: np.ndarray) -> np.ndarray:
     loud = db[db > FLOOR_DB]
     if loud.size == 0:
         return np.zeros(len(mean_square), np.float32)
-    ceil = max(float(np.percentile(loud, CEIL_PERCENTILE)), FLOOR_DB + MIN_RANGE_DB)
+    ceil = max(percentile(loud, CEIL_PERCENTILE), FLOOR_DB + MIN_RANGE_DB)
     env = np.clip((db - FLOOR_DB) / (ceil - FLOOR_DB), 0.0, 1.0)
     env[db <= FLOOR_DB] = 0.0
     return env.astype(np.float32)
@@ -324,7 +326,7 @@ def pick_onsets(flux: np.ndarray, hop_s: float) -> np.ndarray:
     resid = flux - base
     # local robust spread (median absolute deviation over ~0.6 s): noisy passages need taller peaks
     noise = 1.4826 * median_filter(np.abs(resid), size=max(3, int(round(0.6 / hop_s))) | 1, mode="reflect")
-    strong = float(np.percentile(resid, 99.5))
+    strong = percentile(resid, 99.5)
     thresh = base + np.maximum(ONSET_NOISE * noise, max(ONSET_DELTA * strong, ONSET_ABS_MIN))
     gap = max(1, int(round(MIN_ONSET_GAP / hop_s)))
     is_max = flux >= maximum_filter1d(flux, size=2 * gap + 1, mode="reflect")

@@ -19,6 +19,7 @@ import math
 import numpy as np
 
 from avmix.audio.channels import LAYOUTS
+from avmix.stats import percentile
 
 BLOCK_S = 0.4  # gating block length, seconds
 STEP_S = 0.1  # 75 % overlap
@@ -261,8 +262,7 @@ def loudness_range(st: np.ndarray) -> float:
     st = st[st > rel]
     if len(st) == 0:
         return 0.0
-    lo, hi = np.percentile(st, [10.0, 95.0])
-    return float(hi - lo)
+    return percentile(st, 95.0) - percentile(st, 10.0)
 
 
 def integrated_loudness(x: np.ndarray, sample_rate: int, *, blocksize: int = 65536) -> float:

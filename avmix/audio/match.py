@@ -39,6 +39,7 @@ import numpy as np
 
 from avmix.audio import dynamics
 from avmix.audio.loudness import k_weighting_sos, loudness_range
+from avmix.stats import median
 from avmix.audio.reference import (BAND_EDGES_HZ, DYNAMICS_SECONDS, HOP, OCTAVES_HZ, Measurement, crest_db, gated,
                                    mid_side)
 
@@ -152,7 +153,7 @@ def derive(ref: Measurement, mix: Measurement, *, strength: float = 1.0, ceiling
         sb = _bands(mix.freqs, mix.side, pts, SIDE_SMOOTH)
         raw_side = _diff_db(_bands(ref.freqs, ref.side, pts, SIDE_SMOOTH), ref_tot, sb, mix_tot)
     heard = mb >= mb.max() * 10.0 ** (FLOOR_DB / 10.0)
-    shift = -float(np.median(raw_mid[heard]))
+    shift = -median(raw_mid[heard])
     over = float((raw_mid + shift)[heard].max()) - MAX_DB
     if over > 0:  # boosts would clip: move down into the cutting room left
         shift -= min(over, max(float((raw_mid + shift)[heard].min()) + MAX_CUT_DB, 0.0))
@@ -555,5 +556,5 @@ def balance(ref: Measurement, tracks: list[Measurement]) -> list[float]:
             g[i] = grid[np.argmin(cost(rest[None, :] + 10.0 ** (grid[:, None] / 10.0) * e[i][None, :]))]
         if np.array_equal(g, before):
             break
-    g -= np.median(g[live])  # the level is the loudness match's job: keep the gains centred
+    g -= median(g[live])  # the level is the loudness match's job: keep the gains centred
     return [round(float(v), 3) for v in np.clip(g, -MAX_DB, MAX_DB)]

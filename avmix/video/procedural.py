@@ -25,6 +25,7 @@ import numpy as np
 
 from avmix.errors import UsageError
 from avmix.progress import ProgressFn, report
+from avmix.stats import unique
 from avmix.timeline import Analysis, TrackAnalysis
 from avmix.video.writer import VideoWriter, check_size
 
@@ -168,7 +169,7 @@ def hit_frames(onsets, fps: float, n: int) -> np.ndarray:
     from avmix.video.diffusion.schedule import onset_frame  # the one placement rule of every renderer
 
     k = onset_frame(onsets, fps)
-    return np.unique(np.clip(k, 0, max(0, n - 1))) if k.size else np.zeros(0, np.int64)
+    return unique(np.clip(k, 0, max(0, n - 1))) if k.size else np.zeros(0, np.int64)
 
 
 def level_curve(env: np.ndarray, hits: np.ndarray, fps: float) -> np.ndarray:
@@ -247,7 +248,7 @@ class Painter:
         self.states = [_TrackState(t, self.fps, n, 0.0 if el.shape == "circle" else math.copysign(TURN, el.spin))
                        for t, el in zip(analysis.tracks, self.elements)]
         hit_list = [st.hits for st in self.states]
-        self.hits = np.unique(np.concatenate(hit_list)) if hit_list else np.zeros(0, np.int64)
+        self.hits = unique(np.concatenate(hit_list)) if hit_list else np.zeros(0, np.int64)
         self.layer_key = None
         self.layer = np.empty((3, h, w), np.float32)
         self.layer_out = np.empty((3, h, w), np.uint8)
@@ -269,7 +270,7 @@ class Painter:
         self.band_page = -1
         mix_hits = hit_frames(analysis.mix.onsets, self.fps, n) / self.fps  # the mix's own, on the frame grid
         hits = np.concatenate([st.onset_times for st in self.states] + [mix_hits])
-        self.page_starts = band_pages(np.unique(hits), analysis.frames / self.fps)
+        self.page_starts = band_pages(unique(hits), analysis.frames / self.fps)
         self.envs = [np.asarray(t.envelope, np.float32) for t in analysis.tracks]
         self.grid = np.arange(analysis.frames, dtype=np.float32)
         self.captions = [_text_mask(e.label, max(9, h // 28)) for e in self.elements] if captions else None

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from avmix.stats import unique
+
 SILENCE = 0.02  # envelope (0..1) below which a track counts as silent
 PRESENCE_FLOOR = 0.15  # concat/overlay: a placed track keeps at least this weight while quiet
 CALM_STEP = 0.03  # noise-walk travel per native frame with no audio change (in keyframes)
@@ -184,7 +186,7 @@ def motion(mix_envelope: np.ndarray, kicks: list[int], *, fps: float, times: np.
     env = sample(mix_envelope, fps, times)
     flux = np.maximum(np.diff(env, prepend=env[:1] if env.size else env), 0.0)
     step = CALM_STEP + FLUX_GAIN * flux
-    idx = np.unique(np.asarray(kicks, dtype=np.int64))
+    idx = unique(np.asarray(kicks, dtype=np.int64))
     step[idx[(idx >= 0) & (idx < len(times))]] += ONSET_STEP
     step[0] = 0.0
     return step
