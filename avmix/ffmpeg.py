@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from avmix import ffmpeg_select, signals
+from avmix import ffmpeg_select, paths, signals
 from avmix.errors import FFmpegError, InputError
 
 ERROR_LINES = 3  # lines of ffmpeg's stderr quoted in an error
@@ -260,18 +260,10 @@ def parse_info(path: str, stderr: str) -> MediaInfo:
 _KNOWN: dict[tuple[str, int, int], str] = {}  # ``-i`` text another run already printed, by file state
 
 
-def _file_key(path: str) -> tuple[str, int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return os.path.abspath(path), st.st_mtime_ns, st.st_size
-
-
 def remember_info(path: str | os.PathLike, stderr: str) -> None:
     """Keep what another ffmpeg run on ``path`` printed about its input (up to its outputs), so that
     :func:`probe` of the unchanged file needs no ffmpeg start of its own."""
-    key = _file_key(os.fspath(path))
+    key = paths.file_key(os.fspath(path))
     head = re.split(r"\n(?:Stream mapping:|Output #0)", stderr, maxsplit=1)[0]
     if key is not None and "Input #0" in head:
         _KNOWN[key] = head
@@ -280,7 +272,7 @@ def remember_info(path: str | os.PathLike, stderr: str) -> None:
 def probe(path: str | os.PathLike) -> MediaInfo:
     """Media info of ``path`` from ``ffmpeg -i`` (no ffprobe needed). Raises InputError if unreadable."""
     path = os.fspath(path)
-    key = _file_key(path)
+    key = paths.file_key(path)
     if key in _KNOWN:
         return parse_info(path, _KNOWN[key])
     cmd = [executable(), "-hide_banner", "-nostdin", "-i", url(path)]

@@ -35,6 +35,18 @@ def check_input(path: str | os.PathLike) -> Path:
     return p
 
 
+def file_key(path: str | os.PathLike) -> tuple[str, int, int] | None:
+    """(absolute path, mtime in ns, size) of a regular file, the key of what avmix remembers about it
+    within a run; None when it is not one (a pipe or FIFO can differ each time it is read)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    return os.path.abspath(path), st.st_mtime_ns, st.st_size
+
+
 def read_text(path: str | os.PathLike, what: str = "text") -> str:
     """The UTF-8 contents of a small file; InputError naming it when it is missing, a directory,
     unreadable or not UTF-8 (``what`` names the kind of file in that message: "JSON", "jobs")."""

@@ -280,16 +280,16 @@ def combine_onsets(weak: np.ndarray, strong: np.ndarray, fine: np.ndarray, hop_s
     """Onset times (s): the coarse peaks in ``weak`` (indices, ``hop_s`` apart) that a fine onset (s) confirms
     within ``AGREE_S`` or that are also in ``strong``. A confirmed onset takes the fine detector's time (about
     5 ms accurate): a coarse 23 ms frame can start before the hit, and a picture must not change before its sound."""
-    strong_set = set(strong.tolist())
-    keep = []
-    for i in weak.tolist():
-        t = float(i * hop_s)
-        near = float(fine[np.argmin(np.abs(fine - t))]) if fine.size else math.inf
-        if abs(near - t) <= AGREE_S:
-            keep.append(near)
-        elif i in strong_set:
-            keep.append(t)
-    return unique(np.asarray(keep, np.float64))
+    t = np.asarray(weak, np.float64) * hop_s
+    if fine.size:  # the nearest fine onset (fine is sorted; a tie takes the earlier)
+        j = np.searchsorted(fine, t)
+        left, right = fine[np.maximum(j - 1, 0)], fine[np.minimum(j, len(fine) - 1)]
+        near = np.where(np.abs(right - t) < np.abs(left - t), right, left)
+    else:
+        near = np.full_like(t, math.inf)
+    agree = np.abs(near - t) <= AGREE_S
+    keep = np.where(agree, near, t)[agree | np.isin(weak, strong)]
+    return unique(keep.astype(np.float64))
 
 
 def band_edges(sample_rate: int, n_fft: int) -> np.ndarray:

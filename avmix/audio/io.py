@@ -565,13 +565,9 @@ def reuse_decoded() -> Iterator[None]:
 def _reused(name: str) -> tuple[tuple[str, int, int] | None, AudioFile | None]:
     if _decoded is None:
         return None, None
-    try:
-        st = os.stat(name)
-    except OSError:
+    key = paths.file_key(name)
+    if key is None:
         return None, None
-    if not stat.S_ISREG(st.st_mode):
-        return None, None
-    key = (os.path.abspath(name), st.st_mtime_ns, st.st_size)
     got = _decoded.get(key)
     if got is None:
         return key, None

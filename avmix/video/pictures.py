@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from avmix import ffmpeg, progress
+from avmix import ffmpeg, paths, progress
 from avmix.errors import FFmpegError, InputError
 
 IMAGE_FORMATS = ("png_pipe", "jpeg_pipe", "image2", "apng", "webp_pipe", "bmp_pipe")
@@ -76,13 +76,9 @@ def find(path: str | os.PathLike) -> Picture | None:
     """The picture of a file, or None when it has no video stream (cover art does not count).
     InputError if ffmpeg cannot read it."""
     path = os.fspath(path)
-    try:
-        st = os.stat(path)
-    except OSError:
-        raise InputError("no such file", path=path) from None
-    if not os.path.isfile(path):
-        raise InputError("not a file", path=path)
-    key = (os.path.abspath(path), st.st_mtime_ns, st.st_size)
+    key = paths.file_key(path)
+    if key is None:
+        raise InputError("no such file" if not os.path.exists(path) else "not a file", path=path)
     if key not in _PROBED:
         _PROBED[key] = _probe(path)
     return _PROBED[key]
