@@ -30,6 +30,7 @@ import numpy as np
 
 from avmix import paths
 from avmix.audio import dynamics, gainsearch, held, match, reference
+from avmix.audio.channels import reconcile_channels
 from avmix.audio.io import AudioFile, _rechunk, open_audio
 from avmix.audio.loudness import LoudnessMeter, peak_dbfs
 from avmix.audio.plan import BLOCK, DEFAULT_PEAK, Settings, _seconds, plan_concat, plan_mix, plan_overlay
@@ -316,26 +317,33 @@ def _measure_stream(blocks, tl: Timeline, progress: ProgressFn, stage: str = "me
 def measure_reference(f: AudioFile, sample_rate: int, channels: int, *, progress: ProgressFn = None,
                       stop: threading.Event | None = None) -> Measurement:
     """The reference measured at the job's rate and channels (resampled and mixed as inputs are),
-    except its loudness: that is the file's own (a stereo reference of a mono job would otherwise read
-    3 LU low, a mono one of a stereo job 3 LU high), so the output measures what the reference does.
-    ``stop`` set: give up early (the job failed or was interrupted; the result is then meaningless)."""
+    except its loudness: that is measured on the file's own channels (a stereo reference of a mono
+    job would otherwise read 3 LU low, a mono one of a stereo job 3 LU high), so the output measures
+    what the reference does. The file is read once. ``stop`` set: give up early (the job failed or
+    was interrupted; the result is then meaningless)."""
     done, total = 0, f.target_frames(sample_rate)
 
     def step(n: int) -> None:
         nonlocal done
         done += n
         report(progress, "reference", done, total)
-    blocks = f.blocks(sample_rate=sample_rate, channels=channels, blocksize=BLOCK)
+    blocks = f.blocks(sample_rate=sample_rate, channels=f.channels, blocksize=BLOCK)
     if stop is not None:
         blocks = itertools.takewhile(lambda _: not stop.is_set(), blocks)
+    meter = LoudnessMeter(sample_rate, f.channels) if f.channels != channels else None
+    if meter is not None:
+        blocks = _metered(blocks, meter, channels)
     m = reference.measure(blocks, sample_rate, channels, bands=False, on_block=step)
-    if f.channels != channels and not (stop is not None and stop.is_set()):
-        meter = LoudnessMeter(f.sample_rate, f.channels)
-        own = f.blocks(sample_rate=f.sample_rate, channels=f.channels, blocksize=BLOCK)
-        for b in own if stop is None else itertools.takewhile(lambda _: not stop.is_set(), own):
-            meter.add(b)
+    if meter is not None:
         m.lufs = meter.integrated()
     return m
+
+
+def _metered(blocks: Iterator[np.ndarray], meter: LoudnessMeter, channels: int) -> Iterator[np.ndarray]:
+    """``blocks`` mixed to ``channels``, each measured by ``meter`` as it was."""
+    for b in blocks:
+        meter.add(b)
+        yield reconcile_channels(b, channels)
 
 
 def open_reference(path: str | os.PathLike) -> AudioFile:
