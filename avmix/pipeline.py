@@ -141,8 +141,7 @@ def generate(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, opt
     opts = Options.of(options, **flat)
     # -- check everything before any work
     synth_opts = opts.synth.checked()
-    texts = synth.check([os.fspath(p) for p in inputs],
-                        synth_opts.settings(seed=_seed(opts.video.seed), device=opts.model.device))
+    raw = [os.fspath(p) for p in inputs]  # a text input is not a path ("//" in a prompt stays)
     inputs = [Path(p) for p in inputs]
     if not inputs:
         raise UsageError("generate needs at least one input")
@@ -151,6 +150,7 @@ def generate(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, opt
     check_choice("--mode", opts.compose.mode, Mode)
     check_choice("--backend", opts.video.backend, Backend)
     video = opts.video.checked()
+    texts = synth.check(raw, synth_opts.settings(seed=video.seed, device=opts.model.device))
     for i, p in enumerate(inputs):
         if i not in texts:
             paths.check_input(p)
@@ -205,10 +205,6 @@ def generate(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, opt
         shutil.rmtree(work, ignore_errors=True)
         result["workdir"] = None
     return result
-
-
-def _seed(seed) -> int:
-    return seed if isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0 else 0  # checked later
 
 
 def _run(inputs: list[Path], out: Path, work: Path, *, composed: bool, opts: Options, chosen: str, why: str,
