@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from avmix.video.diffusion.schedule import frame_at, onset_frame
+
 LAYOUTS = ("grid", "spotlight", "row", "column")
 DEFAULT_LAYOUT = {"mix": "grid", "concat": "sequence", "overlay": "pip"}
 PIP_POSITIONS = ("top-left", "top-right", "bottom-left", "bottom-right")
@@ -151,7 +153,12 @@ def runs(values: np.ndarray) -> list[tuple[int, int, int]]:
 
 def first_frame(t: float, fps: float) -> int:
     """The output frame during which time ``t`` falls (a start is shown in the frame it falls in)."""
-    return max(0, int(math.floor(t * fps + 1e-9)))
+    return max(0, int(frame_at(t, fps)))
+
+
+def end_frame(t: float, fps: float) -> int:
+    """The first output frame starting at or after time ``t`` (an end shows through the frame it falls in)."""
+    return int(onset_frame(t, fps))
 
 
 def mix_shots(layout: str, n: int, width: int, height: int, frames: int, *,
@@ -184,7 +191,7 @@ def concat_shots(starts: list[float], ends: list[float], width: int, height: int
     for i in range(n):
         a = 0 if i == 0 else first_frame(starts[i], fps)
         if i + 1 < n:
-            b = first_frame(starts[i + 1], fps) if crossfade <= 0 else min(frames, math.ceil(ends[i] * fps - 1e-9))
+            b = first_frame(starts[i + 1], fps) if crossfade <= 0 else min(frames, end_frame(ends[i], fps))
             b = max(b, first_frame(starts[i + 1], fps))
         else:
             b = frames
@@ -197,7 +204,7 @@ def overlay_shots(top_start: float, top_end: float, width: int, height: int, fra
                   position: str = "bottom-right", size: float = 0.3) -> list[Shot]:
     """The base full-frame throughout; the top track in its box from its ``--at`` offset to its end."""
     a = first_frame(top_start, fps)
-    b = min(frames, max(a, math.ceil(top_end * fps - 1e-9)))
+    b = min(frames, max(a, end_frame(top_end, fps)))
     return [Shot(0, (0, 0, width, height), 0, frames), Shot(1, pip_box(width, height, position, size), a, b)]
 
 
