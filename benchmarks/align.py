@@ -135,16 +135,6 @@ def confidences() -> dict:
 DIRECT_DELAY = 0.003  # seconds: the far microphone is about a metre further from the source
 
 
-def strongest_peak(a: np.ndarray, b: np.ndarray) -> float:
-    """Seconds to delay b by at the highest full-rate GCC-PHAT peak (what avmix took before it looked
-    for the direct sound)."""
-    from avmix.align import gcc_phat
-
-    r = gcc_phat(a.astype(np.float32), b.astype(np.float32))
-    k = int(np.argmax(r))
-    return (k if k <= len(r) // 2 else k - len(r)) / RATE
-
-
 def reverberant() -> list[dict]:
     """Error and confidence when one take is reverberant, from mild rooms to a far microphone in a
     live hall; the far take is B, then the reference A. Beside it, the strongest peak's error."""
@@ -175,7 +165,7 @@ def reverberant() -> list[dict]:
                 sf.write(str(pb), b.astype(np.float32), RATE)
                 m = align([pa, pb])[1]
                 err = None if m.offset is None else round((m.offset - want) * 1000, 3)
-                plain = round((strongest_peak(a, b) - want) * 1000, 3)
+                plain = round((real.strongest_lag(a, b, rate=RATE) - want) * 1000, 3)
                 rows.append({"file": path.name, "kind": kind, "far": far, "rt60_s": rt60, "reflections_db": -drr,
                              "confidence": m.confidence, "error_ms": err, "strongest_peak_error_ms": plain})
                 print(f"  {path.name:26s} far {far}, RT60 {rt60} s, reflections {-drr:2d} dB over direct: confidence "

@@ -23,7 +23,6 @@ tree. Writes benchmarks/results-composite.json.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path

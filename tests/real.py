@@ -54,3 +54,13 @@ def room(rt60: float, drr_db: float, rng: np.random.Generator, *, rate: int, del
     h *= np.sqrt(10 ** (-drr_db / 10) / np.sum(h ** 2))
     h[0] = 1.0
     return np.concatenate([np.zeros(int(round(delay * rate))), h])
+
+
+def strongest_lag(a: np.ndarray, b: np.ndarray, *, rate: int) -> float:
+    """Seconds to delay ``b`` by at the highest full-rate GCC-PHAT peak: what a reverberant pair's direct
+    sound must beat (avmix align took this peak before it looked for the direct sound)."""
+    from avmix.align import gcc_phat
+
+    r = gcc_phat(a.astype(np.float32), b.astype(np.float32))
+    k = int(np.argmax(r))
+    return (k if k <= len(r) // 2 else k - len(r)) / rate

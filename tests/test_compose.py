@@ -151,7 +151,7 @@ def test_lufs_normalisation_within_half_lu(tmp_path, wav):
 def test_lufs_normalisation_of_hot_mix_is_limited(tmp_path, wav):
     a = wav("a.wav", noise(3, amp=0.9))
     b = wav("b.wav", noise(3, amp=0.9, seed=5))
-    tl = compose.mix([a, b], out(tmp_path), normalize="lufs", target=-9.0, bit_depth=32)
+    compose.mix([a, b], out(tmp_path), normalize="lufs", target=-9.0, bit_depth=32)
     y = read(out(tmp_path))
     assert tp_db(y) <= -1.0 + 1e-6
     assert abs(pyln.Meter(SR).integrated_loudness(y.astype(np.float64)) + 9.0) <= 0.5  # limiting corrected for

@@ -23,7 +23,7 @@ import pytest
 import soundfile as sf
 
 from avmix import timeline as tl_mod
-from avmix.errors import AvmixError, InputError
+from avmix.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
 RATE = 16000  # small real files: fast to make and to decode
