@@ -51,6 +51,8 @@ def url(path: str | os.PathLike) -> str:
 
 
 _NOISE = re.compile(r"\[[^\[\]]* @ 0x[0-9a-fA-F]+\]\s*|\[(?:warning|error|fatal|info|verbose|debug)\]\s*")
+# "file:/abs/path: Invalid data ..." (5.1 names the input; 9.0 does not): avmix names the file itself
+_INPUT_NAME = re.compile(r"^file:.*?: (?=[A-Z])")
 
 
 # lines ffmpeg 6.0 and later add after the error itself (its threads and tasks winding down): quoting
@@ -65,7 +67,7 @@ def last_lines(stderr: bytes | str, n: int = ERROR_LINES) -> str:
     '[muxer @ 0x55..]' and '[warning]' tags (addresses that differ on every run and say nothing to a user)."""
     if isinstance(stderr, bytes):
         stderr = stderr.decode("utf-8", "replace")
-    lines = [_NOISE.sub("", ln).strip() for ln in stderr.strip().splitlines()]
+    lines = [_INPUT_NAME.sub("", _NOISE.sub("", ln).strip()) for ln in stderr.strip().splitlines()]
     lines = [ln for ln in lines if ln]
     causes = [ln for ln in lines if not _AFTERMATH.match(ln)] or lines
     return " | ".join(causes[-n:]) if causes else "no error output"

@@ -271,3 +271,13 @@ def test_grow_pipe_holds_a_frame():
     finally:
         os.close(r)
         os.close(w)
+
+
+def test_an_error_reads_the_same_on_both_builds():
+    """5.1 prefixes its reason with the input's "file:" name (avmix names the file itself); 9.0 does not."""
+    old = "file:/tmp/x: y/notes.wav: Invalid data found when processing input\n"
+    new = ("[in#0 @ 0x55ecdb9a0cc0] Error opening input: Invalid data found when processing input\n"
+           "Error opening input file file:/tmp/x/notes.wav.\n"
+           "Error opening input files: Invalid data found when processing input\n")
+    assert ffmpeg.last_lines(old, 1) == "Invalid data found when processing input"
+    assert ffmpeg.last_lines(new, 1).endswith("Invalid data found when processing input")
