@@ -15,6 +15,7 @@ from avmix.errors import UsageError
 
 PREFIX = "text:"
 MAX_SECONDS = 24 * 3600.0
+MIN_SECONDS = 0.05  # shorter tracks round to a handful of samples (none at all for 1e-9 s)
 _NUMERIC_TAIL = re.compile(r"^\s*[-+]?(\d[\d_]*\.?\d*|\.\d+)([eE][-+]?\d+)?\s*s?\s*$")
 
 
@@ -41,6 +42,8 @@ def check_seconds(seconds: float, what: str) -> float:
         raise UsageError(f"{what}: length {seconds!r} is not a number of seconds") from None
     if not math.isfinite(value) or value <= 0:
         raise UsageError(f"{what}: length must be more than 0 seconds, not {seconds!r}")
+    if value < MIN_SECONDS:
+        raise UsageError(f"{what}: length {value:g} s is under the shortest text track, {MIN_SECONDS:g} s")
     if value > MAX_SECONDS:
         raise UsageError(f"{what}: length {value:g} s is more than a day")
     return value
