@@ -68,8 +68,12 @@ def check_options(*, fit: str = "audio", crf: int = 18, preset: str = "veryfast"
         raise UsageError(f"--crf {crf} out of range 0..51")
     if preset not in X264_PRESETS:
         raise UsageError(f"unknown --preset {preset!r}", hint="use one of " + ", ".join(X264_PRESETS))
-    if not re.fullmatch(r"\d+(\.\d+)?[kKmM]?", str(audio_bitrate)):
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([kKmM]?)", str(audio_bitrate))
+    if not m:
         raise UsageError(f"bad --audio-bitrate {audio_bitrate!r}", hint="e.g. 192k")
+    bits = float(m.group(1)) * {"": 1, "k": 1e3, "m": 1e6}[m.group(2).lower()]
+    if not 8e3 <= bits <= 512e3:  # Opus (WebM) takes 6-510 kbit/s; AAC beyond 512k buys nothing
+        raise UsageError(f"--audio-bitrate {audio_bitrate} is out of range", hint="use 8k to 512k")
 
 
 def _vp9_options(crf: int, preset: str) -> dict:

@@ -223,7 +223,8 @@ def test_no_video_stream_is_an_input_error(tmp_path):
 def test_unknown_container_and_bad_options(tmp_path, video):
     audio = audio_file(tmp_path, 1.0)
     for bad in (dict(output=tmp_path / "o.avi"), dict(output=tmp_path / "o"), dict(fit="longest"),
-                dict(preset="warp"), dict(crf=60), dict(audio_bitrate="loud")):
+                dict(preset="warp"), dict(crf=60), dict(audio_bitrate="loud"),
+                dict(audio_bitrate="1000000000k"), dict(audio_bitrate="1k")):
         kw = {"output": tmp_path / "o.mp4", **bad}
         with pytest.raises(UsageError):
             mux.render(video, audio, kw.pop("output"), **kw)
