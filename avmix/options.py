@@ -228,7 +228,7 @@ class ComposeOptions(_Group):
                              help="Cut leading and trailing silence of every track first.")
     at: float = opt(0.0, "--at", metavar="SEC", commands=("overlay", "generate"),
                     help="Where TOP starts in BASE, in seconds (sample-accurate).")
-    loop: bool = opt(False, "--loop", commands=("overlay", "generate"), help="Repeat TOP to the end of BASE.")
+    loop: bool = opt(False, "--loop", commands=("overlay", "generate"), help="Repeat TOP to the end of BASE (its first pass always plays whole).")
     duck: float | None = opt(None, "--duck", metavar="DB", commands=("overlay", "generate"), panel=LEVELS,
                              help="Lower BASE by DB dB while TOP sounds (sidechain ducking, as a voice over a "
                                   "music bed).")
@@ -397,13 +397,16 @@ class ModelOptions(_Group):
     model: str | None = opt(None, "--model", metavar="ID_OR_DIR", panel=MODEL, commands=("generate",),
                             help="Diffusion model (default: $AVMIX_MODEL).")
     device: str = opt("auto", "--device", panel=MODEL, commands=COMPOSING,
-                      help="auto, cuda, cpu, mps (the video model's and the text tracks').")
+                      help="Where the models run (the video model, text tracks): auto, cuda, cpu or mps.")
     offload: bool = opt(False, "--offload", panel=MODEL, commands=("generate",),
                         help="Offload model parts to the CPU (less GPU memory).")
     prompt: str = opt("", "--prompt", panel=MODEL, commands=("generate",), help="Extra prompt text.")
-    negative_prompt: str = opt("", "--negative-prompt", panel=MODEL, commands=("generate",))
-    steps: int | None = opt(None, "--steps", panel=MODEL, commands=("generate",), min=1, max=1000)
-    guidance: float | None = opt(None, "--guidance", panel=MODEL, commands=("generate",), min=0.0, max=100.0)
+    negative_prompt: str = opt("", "--negative-prompt", panel=MODEL, commands=("generate",),
+                               help="What the video model should avoid drawing.")
+    steps: int | None = opt(None, "--steps", panel=MODEL, commands=("generate",), min=1, max=1000,
+                            help="Denoising steps of the video model (default: its family's).")
+    guidance: float | None = opt(None, "--guidance", panel=MODEL, commands=("generate",), min=0.0, max=100.0,
+                                 help="Guidance scale of the video model (default: its family's).")
     tagger: str | None = opt(None, "--tagger", metavar="MODEL", panel=MODEL, commands=("generate",),
                              help="Audio tagging model that labels inputs without --label.")
 

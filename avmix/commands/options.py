@@ -16,7 +16,7 @@ from typing import Any, Callable, List, Optional
 import typer
 from typing_extensions import Annotated
 
-from avmix.options import AUDIO_COMMANDS, GROUPS, Options, flag_of
+from avmix.options import AUDIO_COMMANDS, GROUPS, MODEL, TEXT, VIDEO, Options, flag_of
 
 # field type (as written in avmix/options.py) -> command-line type
 _CLI_TYPES = {"bool": bool, "int": int, "float": float, "str": str, "int | None": Optional[int],
@@ -56,7 +56,9 @@ def parameters(command: str) -> list[inspect.Parameter]:
             flag = flag_of(f)
             if flag is None or command not in flag.commands:
                 continue
-            extra: dict[str, Any] = {"rich_help_panel": flag.panel, "help": _help(flag, command) or None}
+            # the audio commands make no video: their --seed and --device are the text tracks'
+            panel = TEXT if command in AUDIO_COMMANDS and flag.panel in (VIDEO, MODEL) else flag.panel
+            extra: dict[str, Any] = {"rich_help_panel": panel, "help": _help(flag, command) or None}
             if flag.metavar:
                 extra["metavar"] = flag.metavar
             if flag.choices is not None:

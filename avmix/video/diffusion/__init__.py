@@ -243,7 +243,7 @@ def available(model: str | None) -> tuple[bool, str]:
     except ModelError as e:
         return False, e.message
     if dev == "cpu":
-        return False, "no CUDA or MPS GPU (diffusion on the CPU is only practical with tiny test models)"
+        return False, "no CUDA or MPS GPU; --backend diffusion runs it on the CPU, which suits tiny test models only"
     try:
         info = identify(spec)
     except ModelError as e:
