@@ -481,16 +481,23 @@ def test_bad_composite_options_are_one_line(tmp_path, clips, run_cli, args, word
     assert words in r.err and "Traceback" not in r.err and not out.exists()
 
 
-@pytest.mark.parametrize("kind", ["missing", "text"])
+@pytest.mark.parametrize("kind", ["missing", "text", "truncated"])
 def test_bad_image_stops_generate_before_any_work(tmp_path, clips, run_cli, kind):
     img = tmp_path / "face.png"
     if kind == "text":
         img.write_text("not an image\n")
+    if kind == "truncated":
+        from PIL import Image
+
+        Image.new("RGB", (64, 48), (200, 30, 30)).save(img)
+        img.write_bytes(img.read_bytes()[:100])
     out = tmp_path / "out.mp4"
     r = run_cli("generate", clips[0]["path"], "--image", img, "-o", out)
     assert r.code == 1 and "face.png" in r.err and "Traceback" not in r.err
     assert len([ln for ln in r.err.splitlines() if ln.startswith("avmix: error")]) == 1
     assert not out.exists() and not list(tmp_path.glob(".out.mp4*"))
+    if kind == "truncated":
+        assert "truncated or corrupt" in r.err
 
 
 def test_fixed_point_lighting_matches_the_formula_and_stays_in_its_tile():

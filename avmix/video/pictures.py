@@ -115,6 +115,8 @@ def _probe(path: str) -> Picture | None:
     info = ffmpeg.parse_info(path, err)
     ffmpeg.remember_info(path, err)  # the audio stage's probe of this file reads it from here
     if info.video is None:
+        if any("Video:" in s and "attached pic" not in s for s in info.streams):  # a stream without a size
+            raise InputError("its picture cannot be read (truncated or corrupt)", path=path)
         return None
     v = info.video
     line = next(s for s in info.streams if "Video:" in s and "attached pic" not in s)
