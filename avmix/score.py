@@ -25,7 +25,10 @@ audio is cut to the video's length (and held whole, mono at 22050 Hz: about 5 MB
 
 Per track (with a generate work directory): each track's onsets (librosa on the source as it sits in
 the composed audio, rebuilt from ``timeline.json``; else the onsets in ``analysis.json``) against the
-flow peaks inside the track's box from the layout the backend recorded in ``manifest.json``.
+flow peaks inside the track's box from the layout the backend recorded in ``manifest.json``. A work
+directory whose manifest records another output (duration, fps, size), or whose stage files changed
+since, is refused; so are a still image, a video of fewer than 4 frames and audio (or video) shorter
+than one librosa onset window (2048 samples at 22050 Hz, 0.093 s).
 """
 from __future__ import annotations
 
@@ -52,7 +55,9 @@ DECODE_TIMEOUT = 3600.0  # seconds for ffmpeg to decode a whole video
 # gives librosa nothing to measure (it warns and pads), so that is the least audio (and video) scored.
 N_FFT = 2048
 MIN_SECONDS = N_FFT / AUDIO_RATE  # 0.093 s
-MIN_FRAMES = 3  # a flow peak needs a flow value on each side: three frames give the first
+# Flow value i is the motion from frame i-1 to i, and value 0 repeats value 1, so the first value that can
+# be a peak (a strict local maximum) is value 2, and it needs value 3 beside it: four frames.
+MIN_FRAMES = 4
 INSTALL_HINT = "pip install 'avmix[score]'"
 
 
@@ -436,7 +441,7 @@ def score(video: str | os.PathLike, *, audio: str | os.PathLike | None = None,
         raise InputError("no video frames could be decoded", path=video)
     if whole.size < MIN_FRAMES:
         raise InputError(f"has {whole.size} frame(s): AV-Align needs at least {MIN_FRAMES} "
-                         "(it measures motion between frames)", path=video)
+                         "(a motion peak needs a frame to frame change on each side)", path=video)
     seconds = whole.size / fps
     if seconds < MIN_SECONDS:  # the audio is cut to the video's length
         raise InputError(f"video too short to score: {seconds:.3f} s, at least {MIN_SECONDS:.3f} s needed "
