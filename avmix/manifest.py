@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from avmix import __version__
-from avmix.errors import AvmixError
+from avmix.errors import AvmixError, InputError
 from avmix.paths import write_text_atomic
 from avmix.timeline import read_json
 
@@ -111,6 +111,34 @@ class Manifest:
             if Path(name).name != name or not p.is_file() or p.stat().st_size != size:
                 return False
         return True
+
+    def recorded_sizes(self) -> dict[str, int]:
+        """{file name: size in bytes} of every stage output this manifest records as finished."""
+        out: dict[str, int] = {}
+        for entry in self.stages.values():
+            outputs = entry.get("outputs") if isinstance(entry, dict) else None
+            if isinstance(outputs, dict):
+                out.update({n: s for n, s in outputs.items() if isinstance(s, int)})
+        return out
+
+    def check_files(self, names: list[str]) -> None:
+        """Raise InputError unless each of ``names`` (stage files a command is about to use) is the file
+        the manifest recorded: there, with the recorded size. A work directory without a manifest (or
+        one recording no stage) is taken as it is: there is nothing to check against."""
+        if not self.path.is_file():
+            return
+        recorded = self.recorded_sizes()
+        if not recorded:
+            return
+        for name in names:
+            p = self.workdir / name
+            size = recorded.get(name)
+            if size is None:  # its stage did not finish in the run that wrote this manifest
+                raise InputError("is not a finished stage of the work directory's manifest (an interrupted "
+                                 "run?); run avmix generate again", path=p)
+            if not p.is_file() or p.stat().st_size != size:
+                raise InputError("does not match the work directory's manifest (changed or truncated); "
+                                 "run avmix generate again", path=p)
 
     def invalidate(self, stage: str) -> None:
         """Forget ``stage`` and every stage after it (their files are about to be replaced)."""

@@ -25,11 +25,16 @@ audio is cut to the video's length (and held whole, mono at 22050 Hz: about 5 MB
 
 Per track (with a generate work directory): each track's onsets (librosa on the source as it sits in
 the composed audio, rebuilt from ``timeline.json``; else the onsets in ``analysis.json``) against the
-flow peaks inside the track's box from the layout the backend recorded in ``manifest.json``.
+flow peaks inside the track's box from the layout the backend recorded in ``manifest.json``. A work
+directory whose manifest records another output (duration, fps, size), or whose stage files changed
+since, is refused; so are a still image, a video of fewer than 4 frames and audio (or video) shorter
+than one librosa onset window (2048 samples at 22050 Hz, 0.093 s).
 """
 from __future__ import annotations
 
 import os
+import re
+import warnings
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -46,6 +51,13 @@ AUDIO_RATE = 22050  # Hz, librosa's default rate, as in the reference
 # poly_sigma, flags): the reference's settings.
 FARNEBACK = (0.5, 3, 15, 3, 5, 1.2, 0)
 DECODE_TIMEOUT = 3600.0  # seconds for ffmpeg to decode a whole video
+# librosa's onset strength takes a mel spectrogram with n_fft=2048: audio shorter than one such window
+# gives librosa nothing to measure (it warns and pads), so that is the least audio (and video) scored.
+N_FFT = 2048
+MIN_SECONDS = N_FFT / AUDIO_RATE  # 0.093 s
+# Flow value i is the motion from frame i-1 to i, and value 0 repeats value 1, so the first value that can
+# be a peak (a strict local maximum) is value 2, and it needs value 3 beside it: four frames.
+MIN_FRAMES = 4
 INSTALL_HINT = "pip install 'avmix[score]'"
 
 
@@ -108,7 +120,11 @@ def onset_envelope(y: np.ndarray, sr: int) -> np.ndarray:
     y = np.ascontiguousarray(y, dtype=np.float32)
     if y.size == 0 or not np.any(y):
         return np.zeros(0, dtype=np.float32)
-    return librosa.onset.onset_strength(y=y, sr=sr)
+    with warnings.catch_warnings():
+        # score() refuses audio shorter than N_FFT; a shorter piece here (a caller's own) is padded by
+        # librosa as documented, and its warning would only be noise on the CLI's stderr
+        warnings.filterwarnings("ignore", message=r"n_fft=\d+ is too large", category=UserWarning)
+        return librosa.onset.onset_strength(y=y, sr=sr, n_fft=N_FFT)
 
 
 def onset_times(env: np.ndarray, sr: int, *, scale: float | None = None) -> list[float]:
@@ -218,11 +234,19 @@ def gray_frames(video: str | os.PathLike, width: int, height: int) -> Iterator[n
     ffmpeg.finish(proc, what=f"decoding {video}", timeout=DECODE_TIMEOUT)
 
 
-def _read_audio(path: str | os.PathLike, seconds: float) -> np.ndarray:
-    """Mono float32 (n,) at AUDIO_RATE, cut to ``seconds``."""
+def _open_audio(path: str | os.PathLike):
+    """The audio to score, refused when it is too short for librosa's onset window."""
     from avmix.audio.io import open_audio
 
     f = open_audio(path)
+    if f.target_frames(AUDIO_RATE) < N_FFT:
+        raise InputError(f"audio too short to score: {f.duration:.3f} s, at least {MIN_SECONDS:.3f} s needed "
+                         f"(one {N_FFT}-sample onset window at {AUDIO_RATE} Hz)", path=path)
+    return f
+
+
+def _read_audio(f, seconds: float) -> np.ndarray:
+    """Mono float32 (n,) at AUDIO_RATE of the opened audio ``f``, cut to ``seconds``."""
     frames = min(f.target_frames(AUDIO_RATE), int(round(seconds * AUDIO_RATE)))
     parts = list(f.blocks(sample_rate=AUDIO_RATE, channels=1, frames=frames))
     if not parts:
@@ -267,8 +291,6 @@ def _workdir_tracks(workdir: Path) -> tuple[list[dict[str, Any]], str | None]:
     from avmix.timeline import Analysis, read_json
 
     analysis_path, manifest_path = workdir / "analysis.json", workdir / "manifest.json"
-    if not workdir.is_dir():
-        raise InputError("work directory does not exist", path=workdir)
     if not analysis_path.is_file():
         return [], "no analysis.json in the work directory"
     analysis = Analysis.load(analysis_path)
@@ -316,6 +338,50 @@ def _stem_onsets(workdir: Path, indices: Sequence[int], seconds: float, scale: f
         return None
 
 
+def _check_workdir(workdir: Path, video: Path, info: Any, fps: float, uses: list[str]) -> None:
+    """Refuse a work directory whose manifest says it made another video than ``video`` (its mux record:
+    duration, fps, picture size), or whose stage files in ``uses`` changed since. A manifest without a
+    mux record is taken as it is. The recorded output path is not compared: it is stored as typed
+    (relative to where generate ran), and a renamed or moved copy is still the same video."""
+    from avmix.manifest import Manifest
+
+    if not workdir.exists():
+        raise InputError("work directory does not exist", path=workdir)
+    if not workdir.is_dir():
+        raise InputError("is not a directory (--workdir takes a generate work directory)", path=workdir)
+    man = Manifest.load(workdir)
+    man.check_files([n for n in uses if (workdir / n).exists()])
+    run = man.data.get("run")
+    mux = run.get("mux") if isinstance(run, dict) else None
+    if not isinstance(mux, dict):
+        return
+    w, h = info.video.width, info.video.height
+    seconds = info.duration  # None: the container does not say (then only fps and size are compared)
+    try:
+        r_sec, r_fps, r_w, r_h = float(mux["duration"]), float(mux["fps"]), int(mux["width"]), int(mux["height"])
+    except (KeyError, TypeError, ValueError):
+        return
+    same = (abs(r_fps - fps) <= 1e-3 * fps and (r_w, r_h) == (w - w % 2, h - h % 2)  # the mux evens sizes
+            and (seconds is None or abs(r_sec - seconds) <= 1.5 / fps + 0.025))  # a frame + AAC rounding
+    if not same:
+        seconds = seconds or 0.0
+        made = mux.get("output") or man.data.get("output") or "its output"
+        raise InputError(f"this work directory made {made} ({r_sec:.2f} s, {r_fps:g} fps, {r_w}x{r_h}), not "
+                         f"{video} ({seconds:.2f} s, {fps:g} fps, {w}x{h}); pass that run's work directory",
+                         path=workdir)
+
+
+def _video_fps(info: Any) -> float | None:
+    """The video stream's frame rate; ffmpeg writes whole thousands as "1k fps", which probe misses."""
+    if info.video.fps:
+        return float(info.video.fps)
+    for line in info.streams:
+        if "Video:" in line:
+            m = re.search(r"\b(\d+(?:\.\d+)?)k (?:fps|tbr)\b", line)
+            return float(m.group(1)) * 1000 if m else None
+    return None
+
+
 # ------------------------------------------------------------------------------------------ entry
 
 
@@ -339,11 +405,14 @@ def score(video: str | os.PathLike, *, audio: str | os.PathLike | None = None,
     info = ffmpeg.probe(video)
     if info.video is None:
         raise InputError("has no video stream", path=video)
-    if not info.video.fps or info.video.fps <= 0:
-        raise InputError("video frame rate unknown", path=video)
+    fps = _video_fps(info)
+    if not fps or fps <= 0:
+        raise InputError("video frame rate unknown (ffmpeg reports none)", path=video)
     if info.video.width <= 0 or info.video.height <= 0:
         raise InputError("video has no picture size", path=video)
-    fps = float(info.video.fps)
+    if info.format == "image2" or info.format.endswith("_pipe"):  # ffmpeg's image demuxers
+        raise InputError(f"is a still image: AV-Align needs a video of at least {MIN_FRAMES} frames "
+                         "(it measures motion between frames)", path=video)
     wd = Path(workdir) if workdir is not None else None
     if audio is None:
         if info.audio is not None:
@@ -358,6 +427,10 @@ def score(video: str | os.PathLike, *, audio: str | os.PathLike | None = None,
     _require("cv2")
     _require("librosa")
 
+    if wd is not None:
+        uses = ["analysis.json", "timeline.json"] + (["audio.wav"] if Path(audio) == wd / "audio.wav" else [])
+        _check_workdir(wd, video, info, fps, uses)
+    audio_file = _open_audio(audio)  # before the flow: a too-short audio is refused at once
     tracks, note = _workdir_tracks(wd) if wd is not None else ([], None)
     fsize = flow_size(info.video.width, info.video.height, flow_width)
     min_flow = MIN_FLOW * fsize[0] / info.video.width
@@ -366,10 +439,16 @@ def score(video: str | os.PathLike, *, audio: str | os.PathLike | None = None,
     whole, parts = flow_trajectories(gray_frames(video, *fsize), boxes, total=total, progress=progress)
     if whole.size == 0:
         raise InputError("no video frames could be decoded", path=video)
+    if whole.size < MIN_FRAMES:
+        raise InputError(f"has {whole.size} frame(s): AV-Align needs at least {MIN_FRAMES} "
+                         "(a motion peak needs a frame to frame change on each side)", path=video)
     seconds = whole.size / fps
+    if seconds < MIN_SECONDS:  # the audio is cut to the video's length
+        raise InputError(f"video too short to score: {seconds:.3f} s, at least {MIN_SECONDS:.3f} s needed "
+                         f"(one {N_FFT}-sample onset window at {AUDIO_RATE} Hz)", path=video)
 
     report(progress, "onsets", 0, 1)
-    env = onset_envelope(_read_audio(audio, seconds), AUDIO_RATE)
+    env = onset_envelope(_read_audio(audio_file, seconds), AUDIO_RATE)
     onsets = onset_times(env, AUDIO_RATE)
     report(progress, "onsets", 1, 1)
 

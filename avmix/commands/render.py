@@ -11,6 +11,7 @@ from typing_extensions import Annotated
 
 from avmix import mux
 from avmix.errors import InputError, UsageError
+from avmix.manifest import Manifest
 from avmix.progress import Bar, note
 
 
@@ -31,6 +32,7 @@ def resolve_inputs(inputs: list[Path]) -> tuple[Path, Path]:
             if not p.is_file():
                 raise InputError("missing from the work directory", path=p,
                                  hint="run avmix generate with --workdir/--keep first")
+        Manifest.load(workdir).check_files([video.name, audio.name])  # a cut or swapped file is refused
         return video, audio
     if len(inputs) == 2:
         return inputs[0], inputs[1]
