@@ -252,10 +252,11 @@ def parse_info(path: str, stderr: str) -> MediaInfo:
             info.audio = AudioStream(codec=am.group(1), sample_rate=int(am.group(2)), channels=_channels(am.group(3)))
         vm = re.search(r"Video: ([^,\s]+).*?, (\d{1,5})x(\d{1,5})", line)
         if vm and info.video is None and "attached pic" not in line:
-            fm = re.search(r"([\d.]+) fps", line) or re.search(r"([\d.]+) tbr", line)
+            # whole thousands read "1k fps"
+            fm = re.search(r"([\d.]+)(k?) fps", line) or re.search(r"([\d.]+)(k?) tbr", line)
             pm = re.search(r"Video: [^,]+, ([a-z0-9][a-z0-9_]*)", line)  # the field after the codec
             info.video = VideoStream(codec=vm.group(1), width=int(vm.group(2)), height=int(vm.group(3)),
-                                     fps=float(fm.group(1)) if fm else None, pix_fmt=pm.group(1) if pm else "")
+                                     fps=float(fm.group(1)) * (1000 if fm.group(2) else 1) if fm else None, pix_fmt=pm.group(1) if pm else "")
     return info
 
 

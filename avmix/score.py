@@ -33,7 +33,6 @@ than one librosa onset window (2048 samples at 22050 Hz, 0.093 s).
 from __future__ import annotations
 
 import os
-import re
 import warnings
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -371,17 +370,6 @@ def _check_workdir(workdir: Path, video: Path, info: Any, fps: float, uses: list
                          path=workdir)
 
 
-def _video_fps(info: Any) -> float | None:
-    """The video stream's frame rate; ffmpeg writes whole thousands as "1k fps", which probe misses."""
-    if info.video.fps:
-        return float(info.video.fps)
-    for line in info.streams:
-        if "Video:" in line:
-            m = re.search(r"\b(\d+(?:\.\d+)?)k (?:fps|tbr)\b", line)
-            return float(m.group(1)) * 1000 if m else None
-    return None
-
-
 # ------------------------------------------------------------------------------------------ entry
 
 
@@ -405,7 +393,7 @@ def score(video: str | os.PathLike, *, audio: str | os.PathLike | None = None,
     info = ffmpeg.probe(video)
     if info.video is None:
         raise InputError("has no video stream", path=video)
-    fps = _video_fps(info)
+    fps = info.video.fps
     if not fps or fps <= 0:
         raise InputError("video frame rate unknown (ffmpeg reports none)", path=video)
     if info.video.width <= 0 or info.video.height <= 0:
