@@ -5,7 +5,9 @@ The jobs file format (JSONL or CSV, its fields, what is rejected) is described i
 
 After a job succeeds, ``OUTDIR/<output>.job.json`` records a hash of the job (input contents, output
 name, options) and the output's size and mtime. A later run skips a job whose output and record are
-still there and match; a changed input or option reruns it; ``force`` reruns everything.
+still there and match; a changed input or option reruns it; ``force`` reruns everything. An existing
+output (or preview, stems, record, ``batch.json``) that batch did not write, or that was changed since,
+stops the batch before anything runs unless ``force`` is given: batch replaces only its own files.
 ``OUTDIR/batch.json`` records every job's status (ok / failed / skipped), timings and error.
 """
 from __future__ import annotations
@@ -29,7 +31,7 @@ from avmix.batch_jobs import (  # noqa: F401  (re-exported: avmix.batch.Job, avm
     Job,
     read_jobs,
 )
-from avmix.errors import AvmixError, UsageError
+from avmix.errors import AvmixError, OutputError, UsageError
 from avmix.paths import write_text_atomic
 from avmix.progress import ProgressFn, report
 from avmix.signals import sigterm_as_interrupt
@@ -70,17 +72,56 @@ def record_path(target: str | os.PathLike) -> Path:
     return p.with_name(p.name + RECORD_SUFFIX)
 
 
-def completed(target: str, digest: str) -> dict[str, Any] | None:
-    """The record of a finished job if its output is still the one it wrote, else None."""
-    rec_path = record_path(target)
+def _record(target: str) -> dict[str, Any] | None:
+    """The job record beside ``target``, if there is a readable one."""
     try:
-        rec = json.loads(rec_path.read_text(encoding="utf-8"))
-        st = os.stat(target)
+        rec = json.loads(record_path(target).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if (isinstance(rec, dict) and rec.get("schema") == JOB_SCHEMA and rec.get("job_hash") == digest
-            and rec.get("size") == st.st_size and rec.get("mtime_ns") == st.st_mtime_ns):
+    return rec if isinstance(rec, dict) and rec.get("schema") == JOB_SCHEMA else None
+
+
+def made_by_batch(target: str) -> dict[str, Any] | None:
+    """The record of the job that wrote ``target`` if the file is still what it wrote, else None."""
+    rec = _record(target)
+    try:
+        st = os.stat(target)
+    except OSError:
+        return None
+    if rec is not None and rec.get("size") == st.st_size and rec.get("mtime_ns") == st.st_mtime_ns:
         return rec
+    return None
+
+
+def completed(target: str, digest: str) -> dict[str, Any] | None:
+    """The record of a finished job if its output is still the one it wrote, else None."""
+    rec = made_by_batch(target)
+    return rec if rec is not None and rec.get("job_hash") == digest else None
+
+
+def not_ours(target: str, extra: dict[str, str], line: int) -> str | None:
+    """Why rerunning the job would replace a file batch did not make (None: it would not).
+
+    ``target`` and the records batch keeps beside it may be replaced only when batch wrote them; a
+    ``preview``/``stems`` in ``extra`` only when the record of ``target`` names it (its previous run).
+    """
+    where = f"(job on line {line}); move it away or pass --force to replace it"
+    rec = made_by_batch(target)
+    if os.path.lexists(target) and rec is None:
+        why = "was changed since avmix batch wrote it" if _record(target) else "exists and avmix batch did not make it"
+        return f"{target}: {why} {where}"
+    side = record_path(target)
+    if os.path.lexists(side) and _record(target) is None:
+        return f"{side}: exists and is not an avmix batch record {where}"
+    result = (rec or {}).get("result") if isinstance((rec or {}).get("result"), dict) else {}
+    stems = result.get("stems") if isinstance(result.get("stems"), dict) else {}
+    made = {"preview": result.get("preview"), "stems": stems.get("dir")}
+    for name, p in extra.items():
+        if name not in made or made[name] == p or not os.path.lexists(p):
+            continue
+        if name == "stems" and (rec is None or (os.path.isdir(p) and not any(os.scandir(p)))):
+            continue  # a fresh job does not replace stems files (generate refuses); empty: nothing to lose
+        return f"{p}: exists and avmix batch did not make it {where}"
     return None
 
 
@@ -97,7 +138,8 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
         target = Path(spec["target"])
         target.parent.mkdir(parents=True, exist_ok=True)
         record_path(target).unlink(missing_ok=True)
-        result = generate(spec["inputs"], os.fspath(target), overwrite=True, quiet=True, **spec["options"])
+        result = generate(spec["inputs"], os.fspath(target), overwrite=spec["overwrite"], quiet=True,
+                          **spec["options"])
         st = os.stat(target)
         rec = {"schema": JOB_SCHEMA, "job_hash": spec["job_hash"], "output": spec["output"],
                "size": st.st_size, "mtime_ns": st.st_mtime_ns, "inputs": spec["inputs"],
@@ -245,12 +287,16 @@ def batch(jobs_file: str | os.PathLike, outdir: str | os.PathLike, *, engine: st
     if out.exists() and not out.is_dir():
         raise UsageError("output directory is not a directory", path=out)
     jobs = read_jobs(jobs_file, out, generate=generate)  # before creating anything: a bad file runs nothing
-    out.mkdir(parents=True, exist_ok=True)
+    summary_path = out / SUMMARY_NAME
+    if not force and os.path.lexists(summary_path) and not _is_summary(summary_path):
+        raise OutputError("exists and is not an avmix batch summary; move it away or pass --force to replace it",
+                          path=summary_path)
 
     t_start, wall = time.time(), time.monotonic()
     rows: list[dict[str, Any]] = []
     specs: list[dict[str, Any]] = []
     seen: dict[str, str] = {}
+    refused: list[str] = []
     for j in jobs:
         row = {"index": j.index, "line": j.line, "output": j.output, "target": j.target or None,
                "inputs": j.inputs, "status": "failed", "error": j.error, "elapsed": None, "timings": None,
@@ -264,8 +310,17 @@ def batch(jobs_file: str | os.PathLike, outdir: str | os.PathLike, *, engine: st
             row.update(status="skipped", error=None, result=rec.get("result"),
                        timings=(rec.get("result") or {}).get("timings") if isinstance(rec.get("result"), dict) else None)
             continue
+        extra = {k: v for k, v in j.options.items() if k in ("preview", "stems")}
+        if not force and (why := not_ours(j.target, extra, j.line)):
+            refused.append(why)
+        # generate replaces the output only when batch made it (a changed job) or with --force
+        overwrite = force or os.path.lexists(j.target)
         specs.append({"index": j.index, "inputs": j.inputs, "target": j.target, "output": j.output,
-                      "options": j.options, "job_hash": digest, "generate": generate})
+                      "options": j.options, "job_hash": digest, "generate": generate, "overwrite": overwrite})
+    if refused:  # before running anything
+        more = f" ({len(refused) - 1} more such files)" if len(refused) > 1 else ""
+        raise OutputError(refused[0] + more)
+    out.mkdir(parents=True, exist_ok=True)
 
     total, finished = len(rows), sum(1 for r in rows if r["status"] == "skipped" or r["error"])
     report(progress, "jobs", finished, total)
@@ -296,6 +351,14 @@ def batch(jobs_file: str | os.PathLike, outdir: str | os.PathLike, *, engine: st
         _write_summary(out, summary, rows, wall)
         raise
     return _write_summary(out, summary, rows, wall)
+
+
+def _is_summary(path: Path) -> bool:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("schema") == BATCH_SCHEMA
 
 
 def _write_summary(out: Path, summary: dict[str, Any], rows: list[dict[str, Any]], wall: float) -> dict[str, Any]:

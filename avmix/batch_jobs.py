@@ -15,8 +15,10 @@ and any option of :class:`avmix.options.Options` by its name, with ``-`` or ``_`
 (``"size": "640x360"``, ``"backend": "procedural"``, ``"at": 1.5``, ``"label"``/``"labels"``,
 ``"no-limit": true``). Output-side paths (``workdir``, ``preview``, ``stems``) are inside OUTDIR like
 ``output``. A malformed file (bad JSON, missing ``inputs``/``output``, a value of the wrong type) is
-rejected as a whole before anything runs (UsageError naming the file and line); an option that
-``generate`` does not know fails only that job.
+rejected as a whole before anything runs (UsageError naming the file and line), and so is a file
+that two jobs write, or that one job writes and a job reads (an input, ``image``, ``reference``, a file
+inside a ``stems``/``workdir`` directory, or the jobs file): jobs run at once and in any order. An option
+that ``generate`` does not know fails only that job.
 """
 from __future__ import annotations
 
@@ -37,7 +39,7 @@ from avmix.synth.spec import is_text
 LIST_SEP = ";"
 RECORD_SUFFIX = ".job.json"
 SUMMARY_NAME = "batch.json"
-ALIASES = {"label": "labels", "gain": "gains"}
+ALIASES = {"label": "labels", "gain": "gains", "image": "images"}  # the CLI flags are singular
 # Options batch sets itself: not allowed in a jobs file.
 MANAGED = {"inputs", "output", "overwrite", "progress", "quiet"}
 SIZE_RE = re.compile(r"^\s*(\d{1,6})\s*[xX]\s*(\d{1,6})\s*$")
@@ -234,7 +236,6 @@ def read_jobs(jobs_file: str | os.PathLike, outdir: str | os.PathLike, *,
     base, out = path.resolve().parent, Path(outdir)
     known, takes = _options(generate)
     jobs: list[Job] = []
-    seen: dict[str, int] = {}
     for line, raw, from_csv in _rows(path, text):
         where = f"line {line}"
         fields = {_option_name(k): v for k, v in raw.items() if isinstance(k, str)}
@@ -259,10 +260,6 @@ def read_jobs(jobs_file: str | os.PathLike, outdir: str | os.PathLike, *,
             job.target = os.fspath(_safe_output(out, output))
         except ValueError as e:
             job.error = str(e)
-        if job.target and job.target in seen:
-            job.error = f"same output as the job on line {seen[job.target]}"
-        elif job.target:
-            seen[job.target] = line
         for name, value in fields.items():
             if name.startswith("no_") and _kind(name[3:], known.get(name[3:])) == "bool":
                 try:
@@ -296,4 +293,59 @@ def read_jobs(jobs_file: str | os.PathLike, outdir: str | os.PathLike, *,
         jobs.append(job)
     if not jobs:
         raise UsageError("no jobs in the file", path=path)
+    _check_overlaps(path, jobs, known)
     return jobs
+
+
+def _file_id(p: str) -> tuple[str, tuple[int, int] | None]:
+    """(real path, (device, inode) if it exists): symlinks, ``..`` and hard links name one file."""
+    real = os.path.realpath(p)
+    try:
+        st = os.stat(real)
+    except OSError:
+        return real, None
+    return real, (st.st_dev, st.st_ino)
+
+
+def _check_overlaps(path: Path, jobs: list[Job], known: dict[str, Any]) -> None:
+    """UsageError if two jobs write the same file, or a job writes a file that a job (itself or
+    another) reads, or the jobs file: jobs run in any order and at once, so one would clobber the other."""
+    outs: dict[Any, tuple[int, str, str]] = {}  # real path or inode -> (line, field, path) of the writer
+    for j in jobs:
+        if j.error:  # it will not run
+            continue
+        written = [("output", j.target)]
+        written += [(name, v) for name, v in j.options.items()
+                    if isinstance(v, str) and _path_kind(known.get(name)) == "output"]
+        for what, p in written:
+            real, ino = _file_id(p)
+            for key in (real, ino):
+                if key is not None and key in outs:
+                    line, other, _ = outs[key]
+                    by = "this job's " + other if line == j.line else f"the job on line {line}"
+                    raise UsageError(f"line {j.line}: {what} {p} is also written by {by}", path=path)
+            for key in (real, ino):
+                if key is not None:
+                    outs[key] = (j.line, what, p)
+    reads = [(0, os.fspath(path))]  # the jobs file itself
+    for j in jobs:
+        reads += [(j.line, p) for p in j.inputs if not is_text(p)]
+        for name, v in j.options.items():
+            if _path_kind(known.get(name)) == "input":
+                reads += [(j.line, p) for p in (v if isinstance(v, list) else [v])
+                          if isinstance(p, str) and p not in ("", "-")]
+    for line, p in reads:
+        real, ino = _file_id(p)
+        hit, held = outs.get(ino) if ino is not None else None, "is"
+        parent = real
+        while hit is None:  # the file itself, or a directory output holding it (--stems, --workdir)
+            hit, held = outs.get(parent), "is" if parent == real else f"holds {p},"
+            if os.path.dirname(parent) == parent:
+                break
+            parent = os.path.dirname(parent)
+        if hit is None:
+            continue
+        w_line, what, w_path = hit
+        whose = ("the jobs file" if line == 0 else "an input of this job" if line == w_line
+                 else f"an input of the job on line {line}")
+        raise UsageError(f"line {w_line}: {what} {w_path} {held} {whose}; batch would overwrite it", path=path)

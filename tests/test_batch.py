@@ -17,15 +17,20 @@ SR = 22050
 
 
 def fake_generate(inputs, output, *, mode="mix", labels=None, fps=30, size=(1280, 720), seed=0,
-                  backend="auto", at=0.0, gains=None, limit=True, overwrite=False, quiet=True, progress=None):
+                  backend="auto", at=0.0, gains=None, limit=True, preview=None, overwrite=False, quiet=True,
+                  progress=None):
     """Stands in for pipeline.generate in the fast tests (workers import it by name)."""
     for p in inputs:
         check_input(p)
-    if Path(output).exists() and not overwrite:
-        raise OutputError("already exists", path=output)
+    for target in (output, preview):
+        if target and Path(target).exists() and not overwrite:
+            raise OutputError("already exists", path=target)
     Path(output).write_text(json.dumps({"inputs": [os.fspath(p) for p in inputs], "size": list(size),
                                         "fps": fps, "labels": labels, "at": at, "limit": limit}))
-    return {"output": os.fspath(output), "duration": 1.0, "backend": backend, "timings": {"total": 0.01}}
+    if preview:
+        Path(preview).write_text(f"preview of {fps} fps")
+    return {"output": os.fspath(output), "duration": 1.0, "backend": backend, "timings": {"total": 0.01},
+            "preview": preview}
 
 
 def clicks(seconds: float, every: float, sr: int = SR) -> np.ndarray:
@@ -124,16 +129,123 @@ def test_outputs_cannot_escape_outdir(tmp_path, jobs_dir):
     (out / "link").symlink_to(elsewhere, target_is_directory=True)
     (out / "file-link.mp4").symlink_to(elsewhere / "x.mp4")
     names = ["../up.mp4", "/tmp/abs.mp4", "sub/../../up.mp4", "link/in.mp4", "file-link.mp4", "batch.json",
-             "ok/fine.mp4", "ok/fine.mp4"]
+             "ok/fine.mp4", "ok/other.mp4"]
     jobs = write_jsonl(jobs_dir / "j.jsonl", [{"inputs": ["audio/tone.wav"], "output": n} for n in names]
                        + [{"inputs": ["audio/tone.wav"], "output": "w.mp4", "frobnicate": 1},
                           {"inputs": ["audio/tone.wav"], "output": "p.mp4", "preview": "../p.png"}])
     errors = [j.error for j in read_jobs(jobs, out)]
     assert "'..'" in errors[0] and "absolute" in errors[1] and "'..'" in errors[2]
     assert "symlink" in errors[3] and "symlink" in errors[4] and "own records" in errors[5]
-    assert errors[6] is None and "same output as the job on line 7" in errors[7]
+    assert errors[6] is None and errors[7] is None
     assert "unknown option 'frobnicate'" in errors[8]
     assert errors[9].startswith("preview ") and "'..'" in errors[9]
+
+
+def _snapshot(d: Path) -> dict[str, bytes]:
+    return {os.fspath(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("rows, message", [
+    # the tester's case: job 2 would replace job 1's input
+    ([{"inputs": ["v.mp4"], "output": "y.mp4"}, {"inputs": ["a.wav"], "output": "v.mp4"}],
+     "line 2: output {d}/v.mp4 is an input of the job on line 1; batch would overwrite it"),
+    ([{"inputs": ["a.wav"], "output": "v.mp4"}, {"inputs": ["sub/../v.mp4"], "output": "y.mp4"}],
+     "line 1: output {d}/v.mp4 is an input of the job on line 2; batch would overwrite it"),
+    ([{"inputs": ["a.wav"], "output": "y.mp4"}, {"inputs": ["a.wav"], "output": "./y.mp4"}],
+     "line 2: output {d}/y.mp4 is also written by the job on line 1"),
+    ([{"inputs": ["a.wav"], "output": "y.mp4", "reference": "v.mp4"}, {"inputs": ["a.wav"], "output": "v.mp4"}],
+     "line 2: output {d}/v.mp4 is an input of the job on line 1; batch would overwrite it"),
+    ([{"inputs": ["a.wav"], "output": "y.mp4", "image": ["pic.png"]},
+      {"inputs": ["a.wav"], "output": "z.mp4", "preview": "pic.png"}],
+     "line 2: preview {d}/pic.png is an input of the job on line 1; batch would overwrite it"),
+    ([{"inputs": ["stems/00-a.wav"], "output": "y.mp4"}, {"inputs": ["a.wav"], "output": "z.mp4", "stems": "stems"}],
+     "line 2: stems {d}/stems holds {d}/stems/00-a.wav, an input of the job on line 1; batch would overwrite it"),
+    ([{"inputs": ["a.wav"], "output": "hard.mp4"}, {"inputs": ["v.mp4"], "output": "y.mp4"}],
+     "line 1: output {d}/hard.mp4 is an input of the job on line 2; batch would overwrite it"),  # a hard link to v.mp4
+    ([{"inputs": ["v.mp4"], "output": "v.mp4"}],
+     "line 1: output {d}/v.mp4 is an input of this job; batch would overwrite it"),
+    ([{"inputs": ["a.wav"], "output": "jobs.jsonl"}],
+     "line 1: output {d}/jobs.jsonl is the jobs file; batch would overwrite it"),
+])
+def test_jobs_that_would_overwrite_an_input_run_nothing(tmp_path, run_cli, rows, message):
+    d = tmp_path / "bk"
+    (d / "stems").mkdir(parents=True)
+    write_wav(d / "a.wav", sine(330, 0.5, sr=SR), SR)
+    write_wav(d / "stems" / "00-a.wav", sine(220, 0.5, sr=SR), SR)
+    (d / "v.mp4").write_bytes(b"the user's video")
+    (d / "pic.png").write_bytes(b"the user's picture")
+    os.link(d / "v.mp4", d / "hard.mp4")
+    jobs = write_jsonl(d / "jobs.jsonl", [dict(r, **TINY) for r in rows])
+    before = _snapshot(d)
+    res = run_cli("batch", jobs, "-o", d, "-j", "1")
+    assert res.code == 2, res.err
+    assert res.err.strip() == f"avmix: error: {jobs}: {message.format(d=d)}"
+    assert _snapshot(d) == before  # nothing written, nothing replaced, no batch.json
+
+
+def test_files_batch_did_not_make_are_kept(tmp_path, jobs_dir, run_cli):
+    jobs = write_jsonl(jobs_dir / "p.jsonl", [{"inputs": ["audio/tone.wav"], "output": "x.mp4", **TINY},
+                                              {"inputs": ["audio/low.wav"], "output": "w.mp4", **TINY}])
+    out = tmp_path / "bk" / "o2"
+    out.mkdir(parents=True)
+    (out / "x.mp4").write_bytes(b"precious\n")
+    res = run_cli("batch", jobs, "-o", out)
+    assert res.code == 1
+    assert res.err.strip() == (f"avmix: error: {out.resolve()}/x.mp4: exists and avmix batch did not make it "
+                               "(job on line 1); move it away or pass --force to replace it")
+    assert (out / "x.mp4").read_bytes() == b"precious\n"
+    assert sorted(os.listdir(out)) == ["x.mp4"]  # the other job did not run either
+
+    res = run_cli("batch", jobs, "-o", out, "--force", "-j", "2")  # asked for: replaced
+    assert res.code == 0, res.err
+    from avmix import ffmpeg
+
+    assert ffmpeg.probe(out / "x.mp4").duration == pytest.approx(1.5, abs=0.15)
+    mtimes = [(out / n).stat().st_mtime_ns for n in ("x.mp4", "w.mp4")]
+    res = run_cli("batch", jobs, "-o", out, "--json")  # a finished batch is skipped, as before
+    assert res.code == 0 and json.loads(res.out)["skipped"] == 2 and res.err == ""
+    assert [(out / n).stat().st_mtime_ns for n in ("x.mp4", "w.mp4")] == mtimes
+
+
+def test_records_and_previews_batch_did_not_make_are_kept(tmp_path, jobs_dir):
+    out = tmp_path / "out"
+    jobs = write_jsonl(jobs_dir / "j.jsonl",
+                       [{"inputs": ["audio/tone.wav"], "output": "a.mp4", "preview": "a.png"}])
+    out.mkdir()
+    for name, match in (("a.png", "a.png: exists and avmix batch did not make it"),
+                        ("a.mp4.job.json", "a.mp4.job.json: exists and is not an avmix batch record"),
+                        ("batch.json", "batch.json: exists and is not an avmix batch summary")):
+        (out / name).write_text("mine")
+        with pytest.raises(OutputError, match=match):
+            batch(jobs, out, workers=1, generate=fake_generate)
+        assert sorted(os.listdir(out)) == [name] and (out / name).read_text() == "mine"
+        (out / name).unlink()
+
+    # Its own preview is replaced when the job changes; a preview moved onto a user's file is not.
+    assert batch(jobs, out, workers=1, generate=fake_generate)["ok"] == 1
+    write_jsonl(jobs, [{"inputs": ["audio/tone.wav"], "output": "a.mp4", "preview": "a.png", "fps": 12}])
+    assert batch(jobs, out, workers=1, generate=fake_generate)["ok"] == 1
+    assert (out / "a.png").read_text() == "preview of 12 fps"
+    (out / "b.png").write_text("mine")
+    write_jsonl(jobs, [{"inputs": ["audio/tone.wav"], "output": "a.mp4", "preview": "b.png", "fps": 12}])
+    with pytest.raises(OutputError, match="b.png: exists and avmix batch did not make it"):
+        batch(jobs, out, workers=1, generate=fake_generate)
+    assert (out / "b.png").read_text() == "mine"
+    assert batch(jobs, out, workers=1, generate=fake_generate, force=True)["ok"] == 1
+    assert (out / "b.png").read_text() == "preview of 12 fps"
+
+
+def test_failed_jobs_end_with_one_error_line(tmp_path, jobs_dir, run_cli):
+    jobs = write_jsonl(jobs_dir / "j.jsonl", [{"inputs": ["audio/tone.wav"], "output": "ok.mp4", **TINY},
+                                              {"inputs": ["audio/missing.wav"], "output": "gone.mp4", **TINY},
+                                              {"inputs": ["audio/tone.wav"], "output": "odd.mp4", "frobnicate": 1}])
+    out = tmp_path / "out"
+    for extra in ((), ("--json",)):
+        res = run_cli("batch", jobs, "-o", out, "-j", "2", *extra)
+        assert res.code == 1
+        assert res.err.startswith("avmix: error: 2 of 3 jobs failed: gone.mp4 (line 2): ")
+        assert res.err.endswith("missing.wav: no such file\n") and len(res.err.splitlines()) == 1
+        assert (out / "ok.mp4").exists()
 
 
 # --------------------------------------------------------------- engine logic with a fake generate
@@ -166,11 +278,14 @@ def test_failures_resume_and_changes_with_fake_generate(tmp_path, jobs_dir):
     jobs.write_text("\n".join(lines) + "\n")
     s = batch(jobs, out, workers=1, generate=fake_generate)
     assert [r["status"] for r in s["jobs"]][:2] == ["ok", "ok"]
+    # An output edited since batch wrote it is the user's now: kept unless forced.
     (out / "a.mp4").write_text("tampered")
-    s = batch(jobs, out, workers=1, generate=fake_generate)
-    assert [r["status"] for r in s["jobs"]][:2] == ["ok", "skipped"]
+    with pytest.raises(OutputError, match="a.mp4: was changed since avmix batch wrote it"):
+        batch(jobs, out, workers=1, generate=fake_generate)
+    assert (out / "a.mp4").read_text() == "tampered"
     s = batch(jobs, out, workers=1, generate=fake_generate, force=True)
     assert [r["status"] for r in s["jobs"]][:2] == ["ok", "ok"]
+    assert (out / "a.mp4").read_text() != "tampered"
 
 
 def test_bad_engine_options(tmp_path, jobs_dir):
@@ -217,6 +332,8 @@ def test_local_engine_real_jobs_and_resume(tmp_path, jobs_dir, run_cli):
 
     res = run_cli("batch", jobs, "-o", out, "--workers", "2")
     assert res.code == 1
+    assert res.err.startswith("avmix: error: 1 of 4 jobs failed: broken.mp4 (line 4): ")
+    assert "missing.wav: no such file" in res.err and len(res.err.strip().splitlines()) == 1
     summary = json.loads((out / "batch.json").read_text())
     assert [r["status"] for r in summary["jobs"]] == ["skipped", "skipped", "skipped", "failed"]
     assert (out / "mix.mp4").stat().st_mtime_ns == mtime

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from avmix.errors import AvmixError
 from avmix.progress import Bar
 
 
@@ -34,7 +35,8 @@ def batch_command(
                                           help="Parallel jobs (default: CPU cores).", rich_help_panel="Performance"),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: start a local "
                                           "Ray).", rich_help_panel="Performance"),
-    force: bool = typer.Option(False, "--force", help="Rerun jobs that are already complete.",
+    force: bool = typer.Option(False, "--force", help="Rerun jobs that are already complete, and replace existing "
+                               "outputs that batch did not make.",
                                rich_help_panel="Output"),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout.",
                                  rich_help_panel="Output"),
@@ -50,8 +52,16 @@ def batch_command(
     else:
         _table(summary)
     if summary["failed"]:
-        raise typer.Exit(1)
+        raise AvmixError(failure_line(summary))
     return 0
+
+
+def failure_line(summary: dict) -> str:
+    """``N of M jobs failed: OUTPUT (line L): ERROR`` for the first failed job, on one line."""
+    first = next(r for r in summary["jobs"] if r["status"] == "failed")
+    error = " ".join((first["error"] or "failed").split())
+    return (f"{summary['failed']} of {len(summary['jobs'])} jobs failed: {first['output']} (line {first['line']}): "
+            f"{error}")
 
 
 def _table(summary: dict) -> None:
