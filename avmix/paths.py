@@ -10,7 +10,7 @@ import stat
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from avmix.errors import InputError, OutputError
+from avmix.errors import InputError, OutputError, UsageError
 
 STDIO = "-"
 SIDECAR_ROOM = len(".timeline.json") + 2  # OUT.timeline.json, .OUT.avmix-work must fit in NAME_MAX too
@@ -75,6 +75,7 @@ def check_output(path: str | os.PathLike, inputs: Sequence[str | os.PathLike] = 
         raise OutputError("output directory is not a directory", path=parent)
     if p.is_dir():
         raise OutputError("output is a directory", path=p)
+    check_regular(p)
     for i in inputs:
         if os.fspath(i) != STDIO and Path(i).exists() and p.exists() and os.path.samefile(p, i):
             raise OutputError("output is the same file as an input; refusing to overwrite it", path=p)
@@ -92,6 +93,44 @@ def check_output(path: str | os.PathLike, inputs: Sequence[str | os.PathLike] = 
     if not os.access(parent, os.W_OK):
         raise OutputError("output directory is not writable", path=parent)
     return p
+
+
+def check_regular(path: str | os.PathLike) -> None:
+    """An existing target that is not a regular file (a FIFO, a device, a socket) is never replaced, -y or
+    not: renaming over it would turn /dev/null or a pipe another program reads into a plain file."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):  # a directory has its own message
+        raise OutputError("is not a regular file; refusing to replace it", path=path)
+
+
+def same_path(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """``a`` and ``b`` name one file or folder: the same path once symlinks are resolved, or (both
+    existing) the same file under two names (a hard link). Standard input/output ('-') is never a path."""
+    if STDIO in (os.fspath(a), os.fspath(b)):
+        return False
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_apart(writes: Sequence[tuple[str, str | os.PathLike]], reads: Sequence[tuple[str, str | os.PathLike]]
+                ) -> None:
+    """Before any work: nothing a command writes is a file it reads (OutputError), and no two of the
+    things it writes share a path (UsageError). Both are (role, path) pairs; the role is what the
+    message calls the file ("--preview", "an input (--image)")."""
+    for n, (role, w) in enumerate(writes):
+        for what, r in reads:
+            if same_path(w, r):
+                raise OutputError(f"{role} is the same file as {what}; refusing to overwrite it", path=w)
+        for other, w2 in writes[:n]:
+            if same_path(w, w2):
+                raise UsageError(f"{role} and {other} are the same path", path=w, hint="give each its own path")
 
 
 @contextlib.contextmanager
@@ -181,6 +220,7 @@ def check_sidecar(output: str | os.PathLike, *, overwrite: bool) -> None:
     if side.is_dir():
         raise OutputError("is a directory, where avmix writes the timeline", path=side,
                           hint="remove it, or pass --timeline PATH")
+    check_regular(side)
     if side.exists() and not overwrite:
         raise OutputError("already exists", path=side, hint="pass -y/--overwrite to replace it, or --timeline PATH")
 

@@ -83,24 +83,86 @@ def _locked(workdir: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _workdir(workdir: str | os.PathLike | None, output: Path, inputs: list[Path]) -> tuple[Path, bool]:
-    """(work directory, whether it is ours to remove); refuses a non-empty directory that is not one."""
-    default = workdir is None
-    work = output.with_name(f".{output.name}.avmix-work") if default else Path(workdir)
+def _work_path(workdir: str | os.PathLike | None, output: Path) -> tuple[Path, bool]:
+    """(work directory, whether it is ours to remove: the default one beside the output)."""
+    if workdir is None:
+        return output.with_name(f".{output.name}.avmix-work"), True
+    return Path(workdir), False
+
+
+def _workdir(work: Path, ours: bool) -> None:
+    """Create the work directory; refuses a non-empty directory that is not one."""
     if work.exists() and not work.is_dir():
         raise UsageError("work directory is not a directory", path=work)
     if work.is_dir() and not (work / MANIFEST).exists() and any(p.name != ".lock" for p in work.iterdir()):
         raise UsageError("not empty and not an avmix work directory (no manifest.json)", path=work,
                          hint="give a new or empty --workdir")
-    for p in inputs:
-        for name in WORK_FILES:
-            if os.path.abspath(p) == os.path.abspath(work / name):
-                raise UsageError("an input is a file of the work directory; use another --workdir", path=p)
     try:
-        work.mkdir(parents=not default, exist_ok=True)
+        work.mkdir(parents=not ours, exist_ok=True)
     except OSError as e:
         raise OutputError(f"cannot create the work directory ({e.strerror})", path=work) from None
-    return work, default
+
+
+def _labels(labels: Sequence[str], inputs: list[Path], texts: dict, *, tagger: str | None) -> list[str]:
+    """Each input's label (inputs not composed): its --label, else a text input's prompt, else its file
+    name; "" where --tagger is to name it."""
+    out = list(labels) + [""] * (len(inputs) - len(labels))
+    for i, spec in texts.items():
+        if not out[i]:
+            out[i] = spec.prompt
+    return out if tagger else [x or label_from_name(p) for x, p in zip(out, inputs)]
+
+
+def _check_apart(inputs: list[Path], out: Path, work: Path, *, ours: bool, texts: dict, composed: bool,
+                 pics: list[dict | None], opts: Options, chosen: str) -> list[Path]:
+    """Before any work: every file the run reads (inputs, --image, --reference, a composed input's timeline,
+    sources and pictures) kept apart from everything it writes (the output, --preview, --stems and the
+    stem files, the work directory and its files), and those from each other. Returns the files read."""
+    co, wo = opts.compose, opts.work
+    reads: list[tuple[str, Path]] = [("an input", p) for i, p in enumerate(inputs) if i not in texts]
+    reads += [("an input (--image)", Path(img)) for img in co.images if img not in ("", "-")]
+    if co.reference is not None:
+        reads.append(("an input (--reference)", Path(co.reference)))
+    if composed:
+        side = paths.sidecar(inputs[0])
+        sources = Timeline.load(side).sources
+        labels = [co.labels[i] if i < len(co.labels) else s.label for i, s in enumerate(sources)]
+        reads.append(("an input (its timeline)", side))
+        for s in sources:
+            with contextlib.suppress(InputError):  # a missing source is reported where it is read
+                reads.append(("a source of the composed input", _find_source(s.path, side)))
+        reads += [("a picture of the composed input", Path(pic["path"])) for pic in pics if pic]
+    else:
+        labels = _labels(co.labels, inputs, texts, tagger=opts.model.tagger)
+    writes: list[tuple[str, Path]] = [("the output", out)]
+    if wo.preview is not None:
+        writes.append(("--preview", Path(wo.preview)))
+    if wo.stems is not None:
+        d = Path(wo.stems)
+        if d.exists() and not d.is_dir():
+            raise OutputError("--stems must be a directory", path=d)
+        writes.append(("--stems", d))
+        for i, label in enumerate(labels):
+            if label:
+                writes.append(("a --stems file", d / stem_name(i, label)))
+                if chosen == "composite" and pics[i] is not None:
+                    writes.append(("a --stems file", d / stem_name(i, label, ".mp4")))
+            else:  # --tagger names it later: any stem of this track may be it
+                for what, r in reads:
+                    if paths.same_path(r.parent, d) and re.fullmatch(rf"{i:02d}-.+\.(wav|mp4)", r.name):
+                        raise OutputError(f"a --stems file may be the same file as {what}; refusing to "
+                                          "overwrite it", path=r)
+        writes.append(("a --stems file", d / "mix.wav"))
+    if ours and not wo.keep:  # removed after the run, with all it holds
+        inside = os.path.join(os.path.realpath(work), "")
+        for role, p in [*reads, *writes]:
+            if os.path.join(os.path.realpath(p), "").startswith(inside):
+                raise OutputError(f"{role} is inside the work directory, which avmix removes after the run",
+                                  path=p, hint="move it, or pass --keep or --workdir DIR")
+    writes.append(("the work directory" if ours else "--workdir", work))
+    writes += [("a file of the work directory", work / name) for name in (*WORK_FILES, ".lock")]
+    paths.check_apart(writes, reads)
+    return [p for _, p in reads]
 
 
 class _Stages:
@@ -165,7 +227,7 @@ def generate(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, opt
     if work_opts.preview is not None:
         if Path(work_opts.preview).suffix.lower() != ".png":
             raise UsageError("the preview must be a .png file", path=work_opts.preview)
-        paths.check_output(work_opts.preview, [*inputs, out], overwrite=overwrite)
+        paths.check_output(work_opts.preview, inputs, overwrite=overwrite)
     opts = Options(compose=compose, video=video, model=opts.model.checked(), work=work_opts, synth=synth_opts)
     pics = [None if i in texts and (pic or {}).get("kind") != "image" else pic  # text: only an --image
             for i, pic in enumerate(source_pictures(inputs, compose.images, composed=composed))]
@@ -183,17 +245,20 @@ def generate(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, opt
     elif video.layout is not None:
         raise UsageError(f"--layout is for the composite backend, and this run uses {chosen}",
                          hint="add --backend composite")
+    work, ours = _work_path(work_opts.workdir, out)
+    keep = _check_apart(inputs, out, work, ours=ours, texts=texts, composed=composed, pics=pics, opts=opts,
+                        chosen=chosen)
     if video.backend == "auto":
         note(f"backend {chosen}: {why}", quiet=quiet)
 
-    work, ours = _workdir(work_opts.workdir, out, inputs)
+    _workdir(work, ours)
     started = time.perf_counter()
     try:
         from avmix.audio import io
 
         with sigterm_as_interrupt(), _locked(work), io.reuse_decoded():  # analysis reads compose's decodes
             result = _run(inputs, out, work, composed=composed, opts=opts, chosen=chosen, why=why,
-                          overwrite=overwrite, progress=progress, quiet=quiet, texts=texts)
+                          overwrite=overwrite, progress=progress, quiet=quiet, texts=texts, keep=keep)
     except BaseException:
         if (work / MANIFEST).exists() and Manifest.load(work).stages:
             note(f"work directory kept: {work} (run the same command again to resume)", quiet=quiet)
@@ -208,7 +273,8 @@ def generate(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, opt
 
 
 def _run(inputs: list[Path], out: Path, work: Path, *, composed: bool, opts: Options, chosen: str, why: str,
-         overwrite: bool, progress: ProgressFn, quiet: bool, texts: dict | None = None) -> dict:
+         overwrite: bool, progress: ProgressFn, quiet: bool, texts: dict | None = None,
+         keep: Sequence[Path] = ()) -> dict:
     man = Manifest.load(work)
     stages = _Stages(man, no_cache=opts.work.no_cache, progress=progress)
     co, vo, mo, wo = opts.compose, opts.video, opts.model, opts.work
@@ -227,10 +293,8 @@ def _run(inputs: list[Path], out: Path, work: Path, *, composed: bool, opts: Opt
     # -- compose: audio.wav + timeline.json
     _import_soon("avmix.audio.analyze")  # scipy takes ~0.3 s of CPU to import: meanwhile ffmpeg decodes
     labels = list(co.labels)
-    if tracks:  # a text track's label is its prompt unless --label gave one ("" = not given)
-        labels = synth.labels_with_prompts(labels, tracks, len(inputs))
-    if not composed:
-        labels += [""] * (len(inputs) - len(labels))
+    if not composed:  # a text track's label is its prompt unless --label gave one ("" = not given)
+        labels = _labels(labels, inputs, texts or {}, tagger=mo.tagger)
         missing = [i for i, x in enumerate(labels) if not x]
         if mo.tagger and missing:
             from avmix.video import diffusion
@@ -260,7 +324,7 @@ def _run(inputs: list[Path], out: Path, work: Path, *, composed: bool, opts: Opt
                                 hashes=hashes, progress=progress, quiet=quiet,
                                 origins={i: t.origin for i, t in tracks.items()}))
     timeline = Timeline.load(work / TIMELINE)
-    stems = _write_stems(timeline, work, wo.stems, inputs, overwrite=overwrite, man=man) if wo.stems else None
+    stems = _write_stems(timeline, work, wo.stems, [*inputs, *keep], overwrite=overwrite, man=man) if wo.stems else None
 
     # -- the mux's audio, encoded in the background meanwhile (cached)
     early = None
@@ -291,8 +355,8 @@ def _run(inputs: list[Path], out: Path, work: Path, *, composed: bool, opts: Opt
                                 lambda: _video(chosen, analysis, timeline, work, opts, progress))
 
         if wo.stems and chosen == "composite":  # each picture as it sits in the video, beside its sound
-            stems["pictures"] = _write_picture_stems(timeline, analysis, wo.stems, inputs, opts, overwrite=overwrite,
-                                                     man=man, progress=progress)
+            stems["pictures"] = _write_picture_stems(timeline, analysis, wo.stems, [*inputs, *keep], opts,
+                                                     overwrite=overwrite, man=man, progress=progress)
         encoded = early.finish()
     finally:
         if early is not None:

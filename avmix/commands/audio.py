@@ -20,22 +20,32 @@ from avmix.progress import Bar
 
 
 def _prepare(inputs: list[str], output: str, *, at_least: int, as_json: bool, bit_depth: int | None,
-             timeline: str | None = None, overwrite: bool = False) -> None:
+             timeline: str | None = None, overwrite: bool = False, reference: str | None = None) -> None:
+    from avmix import paths, synth
+
     c.check_inputs(inputs, at_least=at_least)
     c.check_output_format(output, as_json=as_json)
     c.check_bit_depth(bit_depth)
     if timeline is not None:  # an explicit --timeline is an output like OUT: never clobber a file without -y
-        from avmix import paths
-
         if timeline == "-" or (output != "-" and os.path.abspath(timeline) == os.path.abspath(output)):
             raise UsageError("--timeline must be a file other than the output", path=timeline)
         paths.check_output(timeline, inputs, overwrite=overwrite)
+    # the output and the timeline (given, or beside the output) never replace an input or the reference
+    reads = [("an input", p) for p in inputs if not synth.is_text(p)]
+    if reference is not None:
+        reads.append(("an input (--reference)", os.fspath(reference)))
+    writes = [("the output", output)]
+    if timeline is not None:
+        writes.append(("--timeline", timeline))
+    elif output != paths.STDIO:
+        writes.append(("the timeline", paths.sidecar(output)))
+    paths.check_apart(writes, reads)
 
 
 def _run(inputs: list[str], output: str, opts: Options, *, at_least: int, bit_depth, overwrite, timeline,
          as_json, quiet) -> None:
     _prepare(inputs, output, at_least=at_least, as_json=as_json, bit_depth=bit_depth, timeline=timeline,
-             overwrite=overwrite)
+             overwrite=overwrite, reference=opts.compose.reference)
     co = opts.compose.checked(len(inputs))
     inputs, labels, origins = _synthesize(inputs, output, opts, co.labels, overwrite=overwrite, quiet=quiet)
     co = co.replace(labels=labels)
