@@ -171,3 +171,14 @@ def test_collision_checks_leave_a_normal_run_alone(d, run_cli):
     assert run_cli(*args, "-y").code == 0
     assert sorted(os.listdir(d / "st")) == ["00-a.mp4", "00-a.wav", "01-b.wav", "mix.wav"]
     assert (d / "o.png").stat().st_size > 0 and (d / "o.mp4").stat().st_size > 0
+
+
+def test_the_library_keeps_a_reference_from_its_own_timeline(d):
+    from avmix.audio import compose
+    from avmix.errors import OutputError
+
+    ref = d / "b.wav"
+    before = ref.read_bytes()
+    with pytest.raises(OutputError, match="same file as an input"):
+        compose.mix([d / "a.wav"], d / "o.wav", reference=ref, timeline_path=ref, overwrite=True)
+    assert ref.read_bytes() == before and not (d / "o.wav").exists()

@@ -647,10 +647,10 @@ def _run(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, plan, *
     for p in names:
         paths.check_input(p)
     ref_file = open_reference(reference) if reference is not None else None
-    paths.check_output(output, names + ([os.fspath(reference)] if reference is not None else []),
-                       overwrite=overwrite)
+    read = names + ([os.fspath(reference)] if reference is not None else [])
+    paths.check_output(output, read, overwrite=overwrite)
     if timeline_path is not None:
-        paths.check_output(timeline_path, names + [os.fspath(output)], overwrite=True)
+        paths.check_output(timeline_path, read + [os.fspath(output)], overwrite=True)
     elif os.fspath(output) != paths.STDIO:
         paths.check_sidecar(output, overwrite=overwrite)
     files = [open_audio(p) for p in names]
