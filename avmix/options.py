@@ -362,8 +362,8 @@ class VideoOptions(_Group):
     captions: bool = opt(False, "--captions", panel=VIDEO, commands=("generate",),
                          help="Draw each track's label in the video.")
     layout: str | None = opt(None, "--layout", panel=VIDEO, commands=("generate",), choices=Layout,
-                             help="composite: where the pictures go. mix: grid (default), spotlight, row, column; "
-                                  "concat: sequence; overlay: pip.")
+                             help="composite: where the pictures go. grid, spotlight, row, column (mix's default: grid); "
+                                  "sequence (concat's default); pip (overlay's default).")
     pip_position: str = opt("bottom-right", "--pip-position", panel=VIDEO, commands=("generate",),
                             choices=PipPosition, help="composite, overlay: the corner of TOP's picture.")
     pip_size: float = opt(0.3, "--pip-size", metavar="FRACTION", panel=VIDEO, commands=("generate",),

@@ -245,6 +245,9 @@ def generate(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, opt
     elif video.layout is not None:
         raise UsageError(f"--layout is for the composite backend, and this run uses {chosen}",
                          hint="add --backend composite")
+    elif any(p not in (None, "", "-") for p in compose.images or []):
+        raise UsageError(f"--image is for the composite backend, and this run uses {chosen}",
+                         hint="add --backend composite, or leave --backend auto")
     work, ours = _work_path(work_opts.workdir, out)
     keep = _check_apart(inputs, out, work, ours=ours, texts=texts, composed=composed, pics=pics, opts=opts,
                         chosen=chosen)

@@ -470,12 +470,18 @@ def test_video_without_sound_is_refused_in_one_line(tmp_path, clips, run_cli):
 
 @pytest.mark.parametrize("args, words", [
     (["--layout", "grid", "--backend", "procedural"], "composite backend"),
+    (["--image", "-", "--image", "IMAGE", "--backend", "procedural"], "--image is for the composite backend"),
     (["--layout", "pip"], "overlay"),
     (["--image", "-", "--image", "-", "--image", "-"], "--image"),
     (["--pip-size", "2"], "pip-size"),
 ])
 def test_bad_composite_options_are_one_line(tmp_path, clips, run_cli, args, words):
     out = tmp_path / "out.mp4"
+    if "IMAGE" in args:
+        from PIL import Image
+
+        Image.new("RGB", (32, 32), (0, 90, 200)).save(tmp_path / "face.png")
+        args = [str(tmp_path / "face.png") if a == "IMAGE" else a for a in args]
     r = run_cli("generate", clips[0]["path"], clips[1]["path"], "-o", out, *args)
     assert r.code == 2, r.err
     assert words in r.err and "Traceback" not in r.err and not out.exists()
