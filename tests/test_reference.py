@@ -277,6 +277,20 @@ def test_cli_json_reports_reference_before_after_target(tmp_path, pair, run_cli)
     assert abs(d["before"]["lufs"] - d["target"]["lufs"]) > 5
 
 
+def test_generate_json_reports_reference_also_from_the_cache(tmp_path, pair, run_cli):
+    ref = tmp_path / "ref.wav"
+    sf.write(ref, pair[2] * np.float32(0.3), SR, subtype="FLOAT")
+    args = ("generate", pair[0], pair[1], "-o", tmp_path / "o.mp4", "--reference", ref, "--json", "-y",
+            "--size", "160x90", "--fps", "10", "--backend", "procedural", "--workdir", tmp_path / "work")
+    first, again = run_cli(*args), run_cli(*args)
+    assert first.code == 0 and again.code == 0, (first.err, again.err)
+    d, d2 = json.loads(first.out), json.loads(again.out)
+    assert "compose" in d2["reused"] and d2["reference"] == d["reference"]
+    assert d["reference"]["path"] == str(ref)
+    assert abs(d["reference"]["after"]["lufs"] - d["reference"]["target"]["lufs"]) < 0.2
+    assert abs(d["reference"]["before"]["lufs"] - d["reference"]["target"]["lufs"]) > 5
+
+
 @pytest.mark.parametrize("extra", [("--normalize", "lufs"), ("--target", "-14"), ("--reference-strength", "2")])
 def test_cli_usage_errors_exit_2(tmp_path, pair, run_cli, extra):
     ref = tmp_path / "ref.wav"
