@@ -67,6 +67,8 @@ def check_output(path: str | os.PathLike, inputs: Sequence[str | os.PathLike] = 
     """Validate an output path before any work is done."""
     if os.fspath(path) == STDIO:
         return Path(STDIO)
+    if os.fspath(path).endswith(("/", os.sep)):  # Path() would drop the slash and write a file there
+        raise OutputError("names a directory (it ends with '/'); give a file name", path=path)
     p = Path(path)
     parent = p.parent if str(p.parent) else Path(".")
     if not parent.exists():

@@ -182,3 +182,9 @@ def test_the_library_keeps_a_reference_from_its_own_timeline(d):
     with pytest.raises(OutputError, match="same file as an input"):
         compose.mix([d / "a.wav"], d / "o.wav", reference=ref, timeline_path=ref, overwrite=True)
     assert ref.read_bytes() == before and not (d / "o.wav").exists()
+
+
+def test_an_output_ending_in_a_slash_is_refused(d, run_cli):
+    r = run_cli("mix", "a.wav", "-o", "out.wav/")
+    assert r.code == 1 and "ends with '/'" in r.err and "Traceback" not in r.err
+    assert not (d / "out.wav").exists()
