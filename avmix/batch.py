@@ -113,9 +113,7 @@ def not_ours(target: str, extra: dict[str, str], line: int) -> str | None:
     side = record_path(target)
     if os.path.lexists(side) and _record(target) is None:
         return f"{side}: exists and is not an avmix batch record {where}"
-    result = (rec or {}).get("result") if isinstance((rec or {}).get("result"), dict) else {}
-    stems = result.get("stems") if isinstance(result.get("stems"), dict) else {}
-    made = {"preview": result.get("preview"), "stems": stems.get("dir")}
+    made = made_beside(target)  # its previous run's, even if its output was removed since
     for name, p in extra.items():
         if name not in made or made[name] == p or not os.path.lexists(p):
             continue
@@ -123,6 +121,14 @@ def not_ours(target: str, extra: dict[str, str], line: int) -> str | None:
             continue  # a fresh job does not replace stems files (generate refuses); empty: nothing to lose
         return f"{p}: exists and avmix batch did not make it {where}"
     return None
+
+
+def made_beside(target: str) -> dict[str, Any]:
+    """The preview and stems folder that the job writing ``target`` last made, by its record."""
+    rec = _record(target) or {}
+    result = rec.get("result") if isinstance(rec.get("result"), dict) else {}
+    stems = result.get("stems") if isinstance(result.get("stems"), dict) else {}
+    return {"preview": result.get("preview"), "stems": stems.get("dir")}
 
 
 def run_job(spec: dict[str, Any]) -> dict[str, Any]:
@@ -137,7 +143,7 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
 
         target = Path(spec["target"])
         target.parent.mkdir(parents=True, exist_ok=True)
-        record_path(target).unlink(missing_ok=True)
+        # the old record stays until the new one replaces it: a failed rerun leaves the job's files its own
         result = generate(spec["inputs"], os.fspath(target), overwrite=spec["overwrite"], quiet=True,
                           **spec["options"])
         st = os.stat(target)
@@ -313,8 +319,10 @@ def batch(jobs_file: str | os.PathLike, outdir: str | os.PathLike, *, engine: st
         extra = {k: v for k, v in j.options.items() if k in ("preview", "stems")}
         if not force and (why := not_ours(j.target, extra, j.line)):
             refused.append(why)
-        # generate replaces the output only when batch made it (a changed job) or with --force
-        overwrite = force or os.path.lexists(j.target)
+        # generate replaces files only when batch made them (a changed job) or with --force
+        made = made_beside(j.target)
+        overwrite = force or os.path.lexists(j.target) or any(
+            made.get(k) == v and os.path.lexists(v) for k, v in extra.items())
         specs.append({"index": j.index, "inputs": j.inputs, "target": j.target, "output": j.output,
                       "options": j.options, "job_hash": digest, "generate": generate, "overwrite": overwrite})
     if refused:  # before running anything

@@ -33,6 +33,11 @@ def fake_generate(inputs, output, *, mode="mix", labels=None, fps=30, size=(1280
             "preview": preview}
 
 
+def failing_generate(inputs, output, **kw):
+    """A rerun that fails before writing anything."""
+    raise InputError("the model ran out of memory", path=output)
+
+
 def clicks(seconds: float, every: float, sr: int = SR) -> np.ndarray:
     x = np.zeros((int(seconds * sr), 1), dtype=np.float32)
     x[:: int(every * sr)] = 0.9
@@ -233,6 +238,19 @@ def test_records_and_previews_batch_did_not_make_are_kept(tmp_path, jobs_dir):
     assert (out / "b.png").read_text() == "mine"
     assert batch(jobs, out, workers=1, generate=fake_generate, force=True)["ok"] == 1
     assert (out / "b.png").read_text() == "preview of 12 fps"
+
+
+def test_a_failed_rerun_or_a_removed_output_leaves_the_job_its_own_files(tmp_path, jobs_dir):
+    out = tmp_path / "out"
+    job = {"inputs": ["audio/tone.wav"], "output": "a.mp4", "preview": "a.png"}
+    jobs = write_jsonl(jobs_dir / "j.jsonl", [job])
+    assert batch(jobs, out, workers=1, generate=fake_generate)["ok"] == 1
+    changed = write_jsonl(jobs_dir / "k.jsonl", [{**job, "fps": 12}])
+    assert batch(changed, out, workers=1, generate=failing_generate)["failed"] == 1
+    assert batch(jobs, out, workers=1, generate=fake_generate)["skipped"] == 1  # still the first run's
+    (out / "a.mp4").unlink()  # to have the job made again: its own preview is replaced, not refused
+    assert batch(changed, out, workers=1, generate=fake_generate)["ok"] == 1
+    assert (out / "a.png").read_text() == "preview of 12 fps"
 
 
 def test_failed_jobs_end_with_one_error_line(tmp_path, jobs_dir, run_cli):
