@@ -78,11 +78,8 @@ def check_output(path: str | os.PathLike, inputs: Sequence[str | os.PathLike] = 
     if p.is_dir():
         raise OutputError("output is a directory", path=p)
     check_regular(p)
-    for i in inputs:
-        if os.fspath(i) != STDIO and Path(i).exists() and p.exists() and os.path.samefile(p, i):
-            raise OutputError("output is the same file as an input; refusing to overwrite it", path=p)
-        if os.fspath(i) != STDIO and os.path.abspath(i) == os.path.abspath(p):
-            raise OutputError("output is the same file as an input; refusing to overwrite it", path=p)
+    if any(same_path(p, i) for i in inputs):
+        raise OutputError("output is the same file as an input; refusing to overwrite it", path=p)
     if p.exists() and not overwrite:
         raise OutputError("already exists", path=p, hint="pass -y/--overwrite to replace it")
     try:

@@ -41,7 +41,7 @@ import numpy as np
 
 from avmix import ffmpeg
 from avmix.errors import AvmixError, InputError, UsageError
-from avmix.paths import check_input
+from avmix.paths import check_input, same_path
 from avmix.progress import ProgressFn, report
 
 MIN_FLOW = 0.1  # pixels per frame of the video as it is: weaker flow maxima are not motion peaks
@@ -416,7 +416,7 @@ def score(video: str | os.PathLike, *, audio: str | os.PathLike | None = None,
     _require("librosa")
 
     if wd is not None:
-        uses = ["analysis.json", "timeline.json"] + (["audio.wav"] if Path(audio) == wd / "audio.wav" else [])
+        uses = ["analysis.json", "timeline.json"] + (["audio.wav"] if same_path(audio, wd / "audio.wav") else [])
         _check_workdir(wd, video, info, fps, uses)
     audio_file = _open_audio(audio)  # before the flow: a too-short audio is refused at once
     tracks, note = _workdir_tracks(wd) if wd is not None else ([], None)

@@ -26,10 +26,8 @@ def _prepare(inputs: list[str], output: str, *, at_least: int, as_json: bool, bi
     c.check_inputs(inputs, at_least=at_least)
     c.check_output_format(output, as_json=as_json)
     c.check_bit_depth(bit_depth)
-    if timeline is not None:  # an explicit --timeline is an output like OUT: never clobber a file without -y
-        if timeline == "-" or (output != "-" and os.path.abspath(timeline) == os.path.abspath(output)):
-            raise UsageError("--timeline must be a file other than the output", path=timeline)
-        paths.check_output(timeline, inputs, overwrite=overwrite)
+    if timeline == "-":
+        raise UsageError("--timeline must be a file, not standard output", path=timeline)
     # the output and the timeline (given, or beside the output) never replace an input or the reference
     reads = [("an input", p) for p in inputs if not synth.is_text(p)]
     if reference is not None:
@@ -40,6 +38,8 @@ def _prepare(inputs: list[str], output: str, *, at_least: int, as_json: bool, bi
     elif output != paths.STDIO:
         writes.append(("the timeline", paths.sidecar(output)))
     paths.check_apart(writes, reads)
+    if timeline is not None:  # an explicit --timeline is an output like OUT: never clobber a file without -y
+        paths.check_output(timeline, overwrite=overwrite)
 
 
 def _run(inputs: list[str], output: str, opts: Options, *, at_least: int, bit_depth, overwrite, timeline,
