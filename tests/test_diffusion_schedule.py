@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 
+from avmix.video import timing
 from avmix.video.diffusion import schedule
 from avmix.video.diffusion.interpolate import retimed
 
@@ -181,7 +182,7 @@ def test_native_frames_stand_for_the_audio_around_the_cut():
     cuts = schedule.cut_points([1.05, 1.15], fps=fps, frames=frames, native_fps=native, n=n, allowed=[9, 10])
     assert cuts == [(11, 9), (12, 10)]
     times = schedule.native_times(n, native, fps, cuts)
-    assert np.all(schedule.frame_at(times[9:], fps) >= 11) and np.all(schedule.frame_at(times[:9], fps) <= 9)
+    assert np.all(timing.frame_at(times[9:], fps) >= 11) and np.all(timing.frame_at(times[:9], fps) <= 9)
 
 
 def test_wan_changes_start_on_latent_groups():

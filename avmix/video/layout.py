@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from avmix.video.diffusion.schedule import frame_at, onset_frame
+from avmix.video.timing import frame_at, onset_frame
 
 LAYOUTS = ("grid", "spotlight", "row", "column")
 DEFAULT_LAYOUT = {"mix": "grid", "concat": "sequence", "overlay": "pip"}

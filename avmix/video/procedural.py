@@ -166,7 +166,7 @@ def _smoothstep(x: float) -> float:
 def hit_frames(onsets, fps: float, n: int) -> np.ndarray:
     """Frames on which onsets at ``onsets`` (s) show: the first frame that starts at or after the hit
     (the picture trails the sound by less than a frame; see the README), one per frame, inside ``0..n-1``."""
-    from avmix.video.diffusion.schedule import onset_frame  # the one placement rule of every renderer
+    from avmix.video.timing import onset_frame  # the one placement rule of every renderer
 
     k = onset_frame(onsets, fps)
     return unique(np.clip(k, 0, max(0, n - 1))) if k.size else np.zeros(0, np.int64)

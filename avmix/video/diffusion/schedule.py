@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from avmix.stats import unique
+from avmix.video.timing import frame_at, onset_frame
 
 SILENCE = 0.02  # envelope (0..1) below which a track counts as silent
 PRESENCE_FLOOR = 0.15  # concat/overlay: a placed track keeps at least this weight while quiet
@@ -49,19 +50,6 @@ def build_prompts(labels: list[str], *, mode: str, style: str = "") -> Prompts:
     # concat/overlay: the scene prompt only fills silences, so the style alone when there is one
     scene = _join(labels) if mode == "mix" or not style.strip() else ""
     return Prompts([_with_style(t, style) for t in tracks] + [_with_style(scene, style)], len(tracks))
-
-
-def frame_at(times: np.ndarray | float, fps: float) -> np.ndarray:
-    """The output frame that holds each time (frame j covers [j/fps, (j+1)/fps))."""
-    return np.floor(np.asarray(times, dtype=np.float64) * fps + 1e-6).astype(np.int64)
-
-
-def onset_frame(times: np.ndarray | float, fps: float) -> np.ndarray:
-    """The output frame that first shows a change at each time: the first frame starting at or after it.
-    The picture then trails the sound by less than a frame (at most 42 ms at 24 fps, inside the 45 ms a
-    late picture can trail unnoticed, ITU-R BT.1359) and never leads it; it also meets librosa's onsets,
-    which trail true hits by 8-39 ms, within AV-Align's one frame."""
-    return np.ceil(np.asarray(times, dtype=np.float64) * fps - 1e-6).astype(np.int64)
 
 
 def sample(values: np.ndarray, fps: float, times: np.ndarray) -> np.ndarray:
