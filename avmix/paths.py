@@ -5,6 +5,7 @@ import atexit
 import contextlib
 import errno
 import os
+import re
 import secrets
 import stat
 from pathlib import Path
@@ -33,6 +34,12 @@ def check_input(path: str | os.PathLike) -> Path:
     if p.is_file() and p.stat().st_size == 0:  # pipes (<(...), FIFOs) report 0 bytes
         raise InputError("file is empty (0 bytes)", path=p)
     return p
+
+
+def stem_name(index: int, label: str, suffix: str = ".wav") -> str:
+    """``NN-slug.wav``: a source's stem file (``.mp4``: its picture stem), by position and label."""
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", label).strip("-").lower()[:40] or "track"
+    return f"{index:02d}-{slug}{suffix}"
 
 
 def file_key(path: str | os.PathLike) -> tuple[str, int, int] | None:

@@ -144,9 +144,9 @@ def _check_apart(inputs: list[Path], out: Path, work: Path, *, ours: bool, texts
         writes.append(("--stems", d))
         for i, label in enumerate(labels):
             if label:
-                writes.append(("a --stems file", d / stem_name(i, label)))
+                writes.append(("a --stems file", d / paths.stem_name(i, label)))
                 if chosen == "composite" and pics[i] is not None:
-                    writes.append(("a --stems file", d / stem_name(i, label, ".mp4")))
+                    writes.append(("a --stems file", d / paths.stem_name(i, label, ".mp4")))
             else:  # --tagger names it later: any stem of this track may be it
                 for what, r in reads:
                     if paths.same_path(r.parent, d) and re.fullmatch(rf"{i:02d}-.+\.(wav|mp4)", r.name):
@@ -578,11 +578,6 @@ def _video(backend: str, analysis: Analysis, timeline: Timeline, work: Path, opt
     return dict(info or {}, backend=backend)
 
 
-def stem_name(index: int, label: str, suffix: str = ".wav") -> str:
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", label).strip("-").lower()[:40] or "track"
-    return f"{index:02d}-{slug}{suffix}"
-
-
 def _write_picture_stems(timeline: Timeline, analysis: Analysis, stems_dir: str, inputs: list[Path], opts: Options,
                          *, overwrite: bool, man: Manifest, progress: ProgressFn) -> list[str]:
     """``NN-slug.mp4`` beside ``NN-slug.wav`` for every source with a picture: its picture full-frame and
@@ -592,7 +587,7 @@ def _write_picture_stems(timeline: Timeline, analysis: Analysis, stems_dir: str,
     d = Path(stems_dir)
     width, height = opts.video.size
     ours = set(man.data.get("stems_written") or [])
-    todo = [(i, d / stem_name(i, s.label, ".mp4")) for i, s in enumerate(timeline.sources)
+    todo = [(i, d / paths.stem_name(i, s.label, ".mp4")) for i, s in enumerate(timeline.sources)
             if isinstance(s.picture, dict) and s.picture.get("path")]
     for _, target in todo:
         paths.check_output(target, inputs, overwrite=overwrite or os.path.abspath(target) in ours)
@@ -619,7 +614,7 @@ def _write_stems(timeline: Timeline, work: Path, stems_dir: str, inputs: list[Pa
         d.mkdir(exist_ok=True)
     except OSError as e:
         raise OutputError(f"cannot create the stems directory ({e.strerror})", path=d) from None
-    names = [stem_name(i, s.label) for i, s in enumerate(timeline.sources)]
+    names = [paths.stem_name(i, s.label) for i, s in enumerate(timeline.sources)]
     ours = set(man.data.get("stems_written") or [])
     targets = [os.path.abspath(d / name) for name in names + ["mix.wav"]]
     for t in targets:

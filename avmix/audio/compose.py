@@ -21,7 +21,6 @@ import itertools
 import math
 import os
 import queue
-import re
 import threading
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -610,13 +609,12 @@ class _Measure:
 
 
 def write_stems(tl: Timeline, stems_dir: str | os.PathLike, *, bit_depth: int | None = None) -> list[Path]:
-    """Write every source as it sits in the output to ``stems_dir/NN-label.wav``."""
+    """Write every source as it sits in the output to ``stems_dir/NN-slug.wav`` (:func:`avmix.paths.stem_name`)."""
     d = Path(stems_dir)
     d.mkdir(parents=True, exist_ok=True)
     out = []
     for s in tl.sources:
-        name = re.sub(r"[^A-Za-z0-9._-]+", "_", s.label).strip("._") or "track"
-        p = d / f"{s.index:02d}-{name}.wav"
+        p = d / paths.stem_name(s.index, s.label)
         with AudioWriter(p, sample_rate=tl.sample_rate, channels=tl.channels, bit_depth=bit_depth,
                          frames=tl.frames) as w:
             for b in source_blocks(tl, s.index):
