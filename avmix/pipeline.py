@@ -106,10 +106,7 @@ def _workdir(work: Path, ours: bool) -> None:
 def _labels(labels: Sequence[str], inputs: list[Path], texts: dict, *, tagger: str | None) -> list[str]:
     """Each input's label (inputs not composed): its --label, else a text input's prompt, else its file
     name; "" where --tagger is to name it."""
-    out = list(labels) + [""] * (len(inputs) - len(labels))
-    for i, spec in texts.items():
-        if not out[i]:
-            out[i] = spec.prompt
+    out = synth.labels_with_prompts(labels, {i: spec.prompt for i, spec in texts.items()}, len(inputs))
     return out if tagger else [x or label_from_name(p) for x, p in zip(out, inputs)]
 
 
