@@ -198,6 +198,9 @@ _LAYOUTS = {"mono": 1, "stereo": 2, "2.1": 3, "3.0": 3, "quad": 4, "4.0": 4, "4.
             "5.1": 6, "6.0": 6, "6.1": 7, "7.0": 7, "7.1": 8, "hexagonal": 6, "octagonal": 8, "downmix": 2}
 
 
+IMAGE_FORMATS = ("png_pipe", "jpeg_pipe", "image2", "apng", "webp_pipe", "bmp_pipe")  # ffmpeg's image demuxers
+
+
 @dataclass
 class AudioStream:
     codec: str
@@ -224,6 +227,13 @@ class MediaInfo:
     audio: AudioStream | None = None
     video: VideoStream | None = None
     streams: list[str] = field(default_factory=list)
+
+    @property
+    def still(self) -> bool:
+        """A still image: read by one of ffmpeg's image demuxers, or a lone PNG or JPEG frame."""
+        v = self.video
+        return v is not None and (self.format.split(",")[0] in IMAGE_FORMATS or v.codec in ("png", "mjpeg")
+                                  and self.audio is None and (self.duration is None or self.duration <= 0.05))
 
 
 def _channels(desc: str) -> int:

@@ -398,7 +398,7 @@ def score(video: str | os.PathLike, *, audio: str | os.PathLike | None = None,
         raise InputError("video frame rate unknown (ffmpeg reports none)", path=video)
     if info.video.width <= 0 or info.video.height <= 0:
         raise InputError("video has no picture size", path=video)
-    if info.format == "image2" or info.format.endswith("_pipe"):  # ffmpeg's image demuxers
+    if info.still:
         raise InputError(f"is a still image: AV-Align needs a video of at least {MIN_FRAMES} frames "
                          "(it measures motion between frames)", path=video)
     wd = Path(workdir) if workdir is not None else None

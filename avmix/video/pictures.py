@@ -24,7 +24,6 @@ import numpy as np
 from avmix import ffmpeg, paths, progress
 from avmix.errors import FFmpegError, InputError
 
-IMAGE_FORMATS = ("png_pipe", "jpeg_pipe", "image2", "apng", "webp_pipe", "bmp_pipe")
 SEEK_MARGIN_S = 1.0  # seek this far before a wanted time and let the fps filter find the frame
 SKIP_LIMIT_S = 3.0  # read forward up to this far; further jumps restart the decoder with a seek
 READ_AHEAD = 6  # frames read ahead of the compositor, per picture
@@ -131,8 +130,7 @@ def _probe(path: str) -> Picture | None:
     w, h = max(1, round(v.width * sar)), v.height
     if rot in (90, 270):
         w, h = h, w
-    image = info.format.split(",")[0] in IMAGE_FORMATS or v.codec in ("png", "mjpeg") and info.audio is None \
-        and (info.duration is None or info.duration <= 0.05)
+    image = info.still
     if w < 2 or h < 2:
         raise InputError(f"picture of {v.width}x{v.height} is too small", path=path)
     m = re.search(r"Video: [^,]+, [a-z0-9_]+\(([^)]*)\)", line)
