@@ -265,8 +265,9 @@ def parse_info(path: str, stderr: str) -> MediaInfo:
             # whole thousands read "1k fps"
             fm = re.search(r"([\d.]+)(k?) fps", line) or re.search(r"([\d.]+)(k?) tbr", line)
             pm = re.search(r"Video: [^,]+, ([a-z0-9][a-z0-9_]*)", line)  # the field after the codec
+            fps = float(fm.group(1)) * (1000 if fm.group(2) else 1) if fm else None
             info.video = VideoStream(codec=vm.group(1), width=int(vm.group(2)), height=int(vm.group(3)),
-                                     fps=float(fm.group(1)) * (1000 if fm.group(2) else 1) if fm else None, pix_fmt=pm.group(1) if pm else "")
+                                     fps=fps, pix_fmt=pm.group(1) if pm else "")
     return info
 
 

@@ -228,7 +228,8 @@ class ComposeOptions(_Group):
                              help="Cut leading and trailing silence of every track first.")
     at: float = opt(0.0, "--at", metavar="SEC", commands=("overlay", "generate"),
                     help="Where TOP starts in BASE, in seconds (sample-accurate).")
-    loop: bool = opt(False, "--loop", commands=("overlay", "generate"), help="Repeat TOP to the end of BASE (its first pass always plays whole).")
+    loop: bool = opt(False, "--loop", commands=("overlay", "generate"),
+                     help="Repeat TOP to the end of BASE (its first pass always plays whole).")
     duck: float | None = opt(None, "--duck", metavar="DB", commands=("overlay", "generate"), panel=LEVELS,
                              help="Lower BASE by DB dB while TOP sounds (sidechain ducking, as a voice over a "
                                   "music bed).")

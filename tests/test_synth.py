@@ -69,7 +69,8 @@ def test_parse(text, prompt, seconds):
     assert (spec.prompt, spec.seconds, spec.source) == (prompt, seconds, text)
 
 
-@pytest.mark.parametrize("text", ["text:", "text:@3", "text:rain@0", "text:rain@-2", "text:rain@1e-9", "text:rain@1e9", "text:rain@1e999"])
+@pytest.mark.parametrize("text", ["text:", "text:@3", "text:rain@0", "text:rain@-2", "text:rain@1e-9", "text:rain@1e9",
+                                  "text:rain@1e999"])
 def test_parse_rejects(text):
     with pytest.raises(UsageError) as e:
         parse(text)
