@@ -188,3 +188,17 @@ def test_an_output_ending_in_a_slash_is_refused(d, run_cli):
     r = run_cli("mix", "a.wav", "-o", "out.wav/")
     assert r.code == 1 and "ends with '/'" in r.err and "Traceback" not in r.err
     assert not (d / "out.wav").exists()
+
+
+def test_the_library_replaces_stems_only_with_overwrite(d):
+    from avmix.audio import compose
+    from avmix.errors import OutputError
+
+    stems = d / "stems"
+    compose.mix([d / "a.wav", d / "b.wav"], d / "o.wav", stems_dir=stems, labels=["a", "b"])
+    (stems / "01-b.wav").write_bytes(b"mine")
+    with pytest.raises(OutputError, match="already exists"):
+        compose.mix([d / "a.wav", d / "b.wav"], d / "o2.wav", stems_dir=stems, labels=["a", "b"])
+    assert (stems / "01-b.wav").read_bytes() == b"mine" and not (d / "o2.wav").exists()
+    compose.mix([d / "a.wav", d / "b.wav"], d / "o2.wav", stems_dir=stems, labels=["a", "b"], overwrite=True)
+    assert (stems / "01-b.wav").read_bytes() != b"mine"

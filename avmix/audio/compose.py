@@ -656,6 +656,11 @@ def _run(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, plan, *
     for i, origin in (origins or {}).items():  # how a synthesised source was made (avmix.synth)
         tl.sources[i].origin = origin
     tl._reference_file = ref_file
+    if stems_dir is not None and Path(stems_dir).is_dir():  # stems are outputs too: apart from what is read,
+        # and replaced only with overwrite (a folder still to be made holds nothing to lose)
+        for src in tl.sources:
+            paths.check_output(Path(stems_dir) / paths.stem_name(src.index, src.label), read + [os.fspath(output)],
+                               overwrite=overwrite)
     # hash while rendering, one thread a file (xxhash releases the GIL)
     with concurrent.futures.ThreadPoolExecutor(max_workers=min(len(files), 4)) as pool:
         hashes = [pool.submit(file_hash, f.local_path) for f in files]
