@@ -327,6 +327,14 @@ def _check_overlaps(path: Path, jobs: list[Job], known: dict[str, Any]) -> None:
             for key in (real, ino):
                 if key is not None:
                     outs[key] = (j.line, what, p)
+    for key, (line, what, p) in list(outs.items()):  # nor inside another job's folder (--workdir, --stems)
+        parent = os.path.dirname(key) if isinstance(key, str) else None
+        while parent and os.path.dirname(parent) != parent:
+            hit = outs.get(parent)
+            if hit is not None and hit[0] != line and hit[1] in ("workdir", "stems"):
+                raise UsageError(f"line {line}: {what} {p} lies inside {hit[1]} {hit[2]} of the job on line "
+                                 f"{hit[0]}; batch would overwrite it", path=path)
+            parent = os.path.dirname(parent)
     reads = [(0, os.fspath(path))]  # the jobs file itself
     for j in jobs:
         reads += [(j.line, p) for p in j.inputs if not is_text(p)]

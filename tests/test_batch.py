@@ -171,6 +171,8 @@ def _snapshot(d: Path) -> dict[str, bytes]:
      "line 1: output {d}/v.mp4 is an input of this job; batch would overwrite it"),
     ([{"inputs": ["a.wav"], "output": "jobs.jsonl"}],
      "line 1: output {d}/jobs.jsonl is the jobs file; batch would overwrite it"),
+    ([{"inputs": ["a.wav"], "output": "w/video.mp4"}, {"inputs": ["a.wav"], "output": "z.mp4", "workdir": "w"}],
+     "line 1: output {d}/w/video.mp4 lies inside workdir {d}/w of the job on line 2; batch would overwrite it"),
 ])
 def test_jobs_that_would_overwrite_an_input_run_nothing(tmp_path, run_cli, rows, message):
     d = tmp_path / "bk"
