@@ -112,25 +112,41 @@ def _labels(labels: Sequence[str], inputs: list[Path], texts: dict, *, tagger: s
 
 def _check_apart(inputs: list[Path], out: Path, work: Path, *, ours: bool, texts: dict, composed: bool,
                  pics: list[dict | None], opts: Options, chosen: str) -> list[Path]:
-    """Before any work: every file the run reads (inputs, --image, --reference, a composed input's timeline,
-    sources and pictures) kept apart from everything it writes (the output, --preview, --stems and the
-    stem files, the work directory and its files), and those from each other. Returns the files read."""
-    co, wo = opts.compose, opts.work
+    """Before any work: every file the run reads kept apart from everything it writes, and those from each
+    other. Returns the files read."""
+    reads, labels = _files_read(inputs, texts=texts, composed=composed, pics=pics, opts=opts)
+    writes = _files_written(out, work, reads, labels, ours=ours, pics=pics, opts=opts, chosen=chosen)
+    paths.check_apart(writes, reads)
+    return [p for _, p in reads]
+
+
+def _files_read(inputs: list[Path], *, texts: dict, composed: bool, pics: list[dict | None], opts: Options
+                ) -> tuple[list[tuple[str, Path]], list[str]]:
+    """(role, path) of the inputs, --image and --reference files, and a composed input's timeline, sources
+    and pictures; and each track's label ("" where --tagger is to name it)."""
+    co = opts.compose
     reads: list[tuple[str, Path]] = [("an input", p) for i, p in enumerate(inputs) if i not in texts]
     reads += [("an input (--image)", Path(img)) for img in co.images if img not in ("", "-")]
     if co.reference is not None:
         reads.append(("an input (--reference)", Path(co.reference)))
-    if composed:
-        side = paths.sidecar(inputs[0])
-        sources = Timeline.load(side).sources
-        labels = [co.labels[i] if i < len(co.labels) else s.label for i, s in enumerate(sources)]
-        reads.append(("an input (its timeline)", side))
-        for s in sources:
-            with contextlib.suppress(InputError):  # a missing source is reported where it is read
-                reads.append(("a source of the composed input", _find_source(s.path, side)))
-        reads += [("a picture of the composed input", Path(pic["path"])) for pic in pics if pic]
-    else:
-        labels = _labels(co.labels, inputs, texts, tagger=opts.model.tagger)
+    if not composed:
+        return reads, _labels(co.labels, inputs, texts, tagger=opts.model.tagger)
+    side = paths.sidecar(inputs[0])
+    sources = Timeline.load(side).sources
+    reads.append(("an input (its timeline)", side))
+    for s in sources:
+        with contextlib.suppress(InputError):  # a missing source is reported where it is read
+            reads.append(("a source of the composed input", _find_source(s.path, side)))
+    reads += [("a picture of the composed input", Path(pic["path"])) for pic in pics if pic]
+    return reads, [co.labels[i] if i < len(co.labels) else s.label for i, s in enumerate(sources)]
+
+
+def _files_written(out: Path, work: Path, reads: list[tuple[str, Path]], labels: list[str], *, ours: bool,
+                   pics: list[dict | None], opts: Options, chosen: str) -> list[tuple[str, Path]]:
+    """(role, path) of the output, --preview, --stems and its files, the work directory and its files.
+    OutputError for a stem that may be a file read, or a file read or written inside a work directory
+    that is removed after the run."""
+    wo = opts.work
     writes: list[tuple[str, Path]] = [("the output", out)]
     if wo.preview is not None:
         writes.append(("--preview", Path(wo.preview)))
@@ -158,8 +174,7 @@ def _check_apart(inputs: list[Path], out: Path, work: Path, *, ours: bool, texts
                                   path=p, hint="move it, or pass --keep or --workdir DIR")
     writes.append(("the work directory" if ours else "--workdir", work))
     writes += [("a file of the work directory", work / name) for name in (*WORK_FILES, ".lock")]
-    paths.check_apart(writes, reads)
-    return [p for _, p in reads]
+    return writes
 
 
 class _Stages:
