@@ -401,8 +401,7 @@ def _run(inputs: list[Path], out: Path, work: Path, *, composed: bool, opts: Opt
     return {"output": os.fspath(out), "duration": timeline.duration, "backend": chosen, "backend_reason": why,
             "workdir": os.fspath(work), "timings": dict(stages.timings), "reused": list(stages.reused),
             "preview": preview, "stems": stems, "video_copied": muxed["video_copied"],
-            **({"reference": {"path": timeline.master["reference"], **timeline.master["report"]}}
-               if timeline.master and "report" in timeline.master else {})}
+            **({"reference": timeline.reference_report} if timeline.reference_report else {})}
 
 
 class _EarlyAudio:
@@ -494,9 +493,6 @@ def _compose(inputs: list[Path], work: Path, *, composed: bool, labels: list[str
     # with --reference, the "after" figures of --json: an analysis pass of the composed audio
     timeline = compose.render(planned, work / AUDIO, bit_depth=WORK_BIT_DEPTH, progress=progress, quiet=quiet,
                               loudness=co.reference is not None)
-    report = getattr(timeline, "_reference_report", None)
-    if report is not None:  # kept with the correction, so a cached compose still reports it
-        timeline.master["report"] = {k: report[k] for k in ("before", "after", "target")}
     for source, h in zip(timeline.sources, hashes):  # hashed once already, for the manifest
         source.hash = h
     for i, origin in (origins or {}).items():

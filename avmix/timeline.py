@@ -125,6 +125,13 @@ class Timeline:
     def duration(self) -> float:
         return self.frames / self.sample_rate
 
+    @property
+    def reference_report(self) -> dict[str, Any] | None:
+        """What --reference matching measured: {"path", "before", "after", "target"} (``--json``'s
+        "reference"), or None without a reference."""
+        m = self.master or {}
+        return {"path": m["reference"], **m["report"]} if "report" in m and "reference" in m else None
+
     def to_dict(self) -> dict[str, Any]:
         d = _out(asdict(self), optional=("master",))
         d.pop("schema")

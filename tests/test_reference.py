@@ -139,7 +139,7 @@ def test_compression_brings_the_loudness_range_towards_the_reference(tmp_path, p
     sf.write(pa, a * ride, SR, subtype="FLOAT")
     sf.write(pb, b * ride, SR, subtype="FLOAT")
     tl, out = mix_to(tmp_path, (pa, pb, pair[2] * ride), pair[2], limit=False)
-    rep = tl._reference_report
+    rep = tl.reference_report
     before, after, target = rep["before"]["lra"], rep["after"]["lra"], rep["target"]["lra"]
     assert before > target + 4
     assert abs(after - target) < 0.5 * abs(before - target), rep
@@ -317,7 +317,7 @@ def test_real_recordings_match_a_treated_real_reference(tmp_path):
     sf.write(tmp_path / "ref.wav", ref * np.float32(0.5), SR, subtype="FLOAT")
     tl = compose.mix([real.path("music_electronic.flac")], tmp_path / "o.wav", reference=str(tmp_path / "ref.wav"),
                      duration="longest", loudness=True)
-    rep = tl._reference_report
+    rep = tl.reference_report
     assert abs(rep["after"]["lufs"] - rep["target"]["lufs"]) < 0.3
     err_before = abs(math.log(rep["before"]["centroid_hz"] / rep["target"]["centroid_hz"]))
     err_after = abs(math.log(rep["after"]["centroid_hz"] / rep["target"]["centroid_hz"]))

@@ -127,7 +127,7 @@ def test_loudness_range_is_matched_after_the_limiter(tmp_path, monkeypatch):
             monkeypatch.undo()
         tl = compose.mix(names, tmp_path / "out.wav", overwrite=True, reference=str(tmp_path / "ref.wav"),
                          loudness=True)
-        rep = tl._reference_report
+        rep = tl.reference_report
         got[refine] = abs(rep["after"]["lra"] - rep["target"]["lra"])
         assert abs(rep["after"]["lufs"] - rep["target"]["lufs"]) < 0.2
     assert got[True] < got[False] - 0.3, got  # 1.7 -> 1.3 LU off here; 3.5 -> 2.5 on the pair at 48 kHz

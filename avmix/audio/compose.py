@@ -414,8 +414,7 @@ def _render_matched(eng: _Engine, s: Settings, output, *, bit_depth: int | None,
         peak, tl.lufs = _write_to_target(eng, tl, output, corr["target_lufs"], bit_depth=bit_depth,
                                          progress=progress, quiet=quiet, start=start,
                                          model=None if model is None else model.level)
-    tl._reference_report = {"path": os.fspath(s.reference), "before": before,
-                            "after": getattr(tl, "_after", None), "target": target}
+    corr["report"] = {"before": before, "after": getattr(tl, "_after", None), "target": target}  # in the timeline
     return _finish(tl, s, output, peak, bit_depth=bit_depth, stems_dir=stems_dir, quiet=quiet)
 
 

@@ -80,7 +80,7 @@ def result_dict(timeline) -> dict[str, Any]:
         "lufs": _num(timeline.lufs),
         "tracks": [{"path": s.path, "label": s.label, "start": s.start_sample / sr, "end": s.end_sample / sr,
                     "gain_db": s.gain_db} for s in timeline.sources],
-        **({"reference": timeline._reference_report} if getattr(timeline, "_reference_report", None) else {}),
+        **({"reference": timeline.reference_report} if timeline.reference_report else {}),
     }
 
 
