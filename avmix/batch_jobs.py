@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from avmix.errors import UsageError
+from avmix import paths
 from avmix.paths import read_text
 from avmix.synth.spec import is_text
 
@@ -221,7 +222,7 @@ def _safe_output(outdir: Path, name: str, what: str = "output") -> Path:
         raise ValueError(f"{what} {name!r} is not a file name")
     root = os.path.realpath(outdir)
     real = os.path.realpath(os.path.join(root, name))
-    if not real.startswith(root + os.sep):
+    if not paths.inside(real, root):
         raise ValueError(f"{what} {name!r} leads out of the output directory (through a symlink)")
     if os.path.basename(real) == SUMMARY_NAME or real.endswith(RECORD_SUFFIX):
         raise ValueError(f"{what} {name!r} is a name batch uses for its own records")
@@ -297,16 +298,6 @@ def read_jobs(jobs_file: str | os.PathLike, outdir: str | os.PathLike, *,
     return jobs
 
 
-def _file_id(p: str) -> tuple[str, tuple[int, int] | None]:
-    """(real path, (device, inode) if it exists): symlinks, ``..`` and hard links name one file."""
-    real = os.path.realpath(p)
-    try:
-        st = os.stat(real)
-    except OSError:
-        return real, None
-    return real, (st.st_dev, st.st_ino)
-
-
 def _check_overlaps(path: Path, jobs: list[Job], known: dict[str, Any]) -> None:
     """UsageError if two jobs write the same file, or a job writes a file that a job (itself or
     another) reads, or the jobs file: jobs run in any order and at once, so one would clobber the other."""
@@ -318,7 +309,7 @@ def _check_overlaps(path: Path, jobs: list[Job], known: dict[str, Any]) -> None:
         written += [(name, v) for name, v in j.options.items()
                     if isinstance(v, str) and _path_kind(known.get(name)) == "output"]
         for what, p in written:
-            real, ino = _file_id(p)
+            real, ino = paths.file_id(p)
             for key in (real, ino):
                 if key is not None and key in outs:
                     line, other, _ = outs[key]
@@ -328,13 +319,11 @@ def _check_overlaps(path: Path, jobs: list[Job], known: dict[str, Any]) -> None:
                 if key is not None:
                     outs[key] = (j.line, what, p)
     for key, (line, what, p) in list(outs.items()):  # nor inside another job's folder (--workdir, --stems)
-        parent = os.path.dirname(key) if isinstance(key, str) else None
-        while parent and os.path.dirname(parent) != parent:
+        for parent in (map(str, Path(key).parents) if isinstance(key, str) else ()):
             hit = outs.get(parent)
             if hit is not None and hit[0] != line and hit[1] in ("workdir", "stems"):
                 raise UsageError(f"line {line}: {what} {p} lies inside {hit[1]} {hit[2]} of the job on line "
                                  f"{hit[0]}; batch would overwrite it", path=path)
-            parent = os.path.dirname(parent)
     reads = [(0, os.fspath(path))]  # the jobs file itself
     for j in jobs:
         reads += [(j.line, p) for p in j.inputs if not is_text(p)]
@@ -343,14 +332,12 @@ def _check_overlaps(path: Path, jobs: list[Job], known: dict[str, Any]) -> None:
                 reads += [(j.line, p) for p in (v if isinstance(v, list) else [v])
                           if isinstance(p, str) and p not in ("", "-")]
     for line, p in reads:
-        real, ino = _file_id(p)
-        hit, held = outs.get(ino) if ino is not None else None, "is"
-        parent = real
-        while hit is None:  # the file itself, or a directory output holding it (--stems, --workdir)
-            hit, held = outs.get(parent), "is" if parent == real else f"holds {p},"
-            if os.path.dirname(parent) == parent:
+        real, ino = paths.file_id(p)
+        hit, held = outs.get(ino) or outs.get(real), "is"
+        for parent in map(str, Path(real).parents):  # or a directory output holding it (--stems, --workdir)
+            if hit is not None:
                 break
-            parent = os.path.dirname(parent)
+            hit, held = outs.get(parent), f"holds {p},"
         if hit is None:
             continue
         w_line, what, w_path = hit

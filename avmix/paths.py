@@ -112,31 +112,73 @@ def check_regular(path: str | os.PathLike) -> None:
         raise OutputError("is not a regular file; refusing to replace it", path=path)
 
 
+def file_id(path: str | os.PathLike) -> tuple[str, tuple[int, int] | None]:
+    """(real path, (device, inode) if it exists): symlinks, ``..`` and hard links give one identity."""
+    real = os.path.realpath(path)
+    try:
+        st = os.stat(real)
+    except OSError:
+        return real, None
+    return real, (st.st_dev, st.st_ino)
+
+
+def _keys(path: str | os.PathLike) -> list:
+    real, ino = file_id(path)
+    return [real] if ino is None else [real, ino]
+
+
 def same_path(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     """``a`` and ``b`` name one file or folder: the same path once symlinks are resolved, or (both
     existing) the same file under two names (a hard link). Standard input/output ('-') is never a path."""
     if STDIO in (os.fspath(a), os.fspath(b)):
         return False
-    if os.path.realpath(a) == os.path.realpath(b):
-        return True
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
+    return bool(set(_keys(a)) & set(_keys(b)))
+
+
+def inside(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    """``path`` lies below ``folder`` (not the folder itself), symlinks resolved."""
+    p, d = os.path.realpath(path), os.path.realpath(folder)
+    return p != d and os.path.commonpath([p, d]) == d
 
 
 def check_apart(writes: Sequence[tuple[str, str | os.PathLike]], reads: Sequence[tuple[str, str | os.PathLike]]
                 ) -> None:
     """Before any work: nothing a command writes is a file it reads (OutputError), and no two of the
     things it writes share a path (UsageError). Both are (role, path) pairs; the role is what the
-    message calls the file ("--preview", "an input (--image)")."""
-    for n, (role, w) in enumerate(writes):
-        for what, r in reads:
-            if same_path(w, r):
-                raise OutputError(f"{role} is the same file as {what}; refusing to overwrite it", path=w)
-        for other, w2 in writes[:n]:
-            if same_path(w, w2):
-                raise UsageError(f"{role} and {other} are the same path", path=w, hint="give each its own path")
+    message calls the file ("--preview", "an input (--image)"). Each path is resolved once."""
+    read: dict = {}
+    for what, r in reads:
+        if os.fspath(r) != STDIO:
+            for k in _keys(r):
+                read.setdefault(k, what)
+    written: dict = {}
+    for role, w in writes:
+        if os.fspath(w) == STDIO:
+            continue
+        keys = _keys(w)
+        for k in keys:
+            if k in read:
+                raise OutputError(f"{role} is the same file as {read[k]}; refusing to overwrite it", path=w)
+        for k in keys:
+            if k in written:
+                raise UsageError(f"{role} and {written[k]} are the same path", path=w, hint="give each its own path")
+        for k in keys:
+            written.setdefault(k, role)
+
+
+def check_audio_outputs(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, *,
+                        timeline: str | os.PathLike | None = None, reference: str | os.PathLike | None = None) -> None:
+    """``mix``, ``concat``, ``overlay``: the output and its timeline (given, or beside the output) never
+    replace an input or the reference, nor each other."""
+    reads = [("an input", p) for p in inputs]
+    if reference is not None:
+        reads.append(("an input (--reference)", reference))
+    writes = [("the output", output)]
+    if timeline is not None:
+        writes.append(("--timeline", timeline))
+    elif os.fspath(output) != STDIO:
+        writes.append(("the timeline", sidecar(output)))
+    check_apart(writes, reads)
 
 
 @contextlib.contextmanager

@@ -167,9 +167,8 @@ def _files_written(out: Path, work: Path, reads: list[tuple[str, Path]], labels:
                                           "overwrite it", path=r)
         writes.append(("a --stems file", d / "mix.wav"))
     if ours and not wo.keep:  # removed after the run, with all it holds
-        inside = os.path.join(os.path.realpath(work), "")
         for role, p in [*reads, *writes]:
-            if os.path.join(os.path.realpath(p), "").startswith(inside):
+            if paths.inside(p, work):
                 raise OutputError(f"{role} is inside the work directory, which avmix removes after the run",
                                   path=p, hint="move it, or pass --keep or --workdir DIR")
     writes.append(("the work directory" if ours else "--workdir", work))

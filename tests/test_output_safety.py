@@ -202,3 +202,17 @@ def test_the_library_replaces_stems_only_with_overwrite(d):
     assert (stems / "01-b.wav").read_bytes() == b"mine" and not (d / "o2.wav").exists()
     compose.mix([d / "a.wav", d / "b.wav"], d / "o2.wav", stems_dir=stems, labels=["a", "b"], overwrite=True)
     assert (stems / "01-b.wav").read_bytes() != b"mine"
+
+
+def test_the_library_keeps_its_timeline_off_an_input(d):
+    from avmix.audio import compose
+    from avmix.errors import OutputError
+
+    side = d / "o.wav.timeline.json"
+    compose.mix([d / "a.wav"], side.with_suffix(".wav"), timeline_path=d / "t.json")  # any audio file named so
+    (d / "t.json").unlink()
+    os.replace(side.with_suffix(".wav"), side)
+    before = side.read_bytes()
+    with pytest.raises(OutputError, match="the timeline is the same file as an input"):
+        compose.mix([d / "a.wav", side], d / "o.wav", overwrite=True)
+    assert side.read_bytes() == before and not (d / "o.wav").exists()

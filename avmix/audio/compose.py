@@ -645,9 +645,10 @@ def _run(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, plan, *
         paths.check_input(p)
     ref_file = open_reference(reference) if reference is not None else None
     read = names + ([os.fspath(reference)] if reference is not None else [])
-    paths.check_output(output, read, overwrite=overwrite)
+    paths.check_audio_outputs(names, output, timeline=timeline_path, reference=reference)
+    paths.check_output(output, overwrite=overwrite)
     if timeline_path is not None:
-        paths.check_output(timeline_path, read + [os.fspath(output)], overwrite=True)
+        paths.check_output(timeline_path, overwrite=True)
     elif os.fspath(output) != paths.STDIO:
         paths.check_sidecar(output, overwrite=overwrite)
     files = [open_audio(p) for p in names]

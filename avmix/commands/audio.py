@@ -6,7 +6,6 @@ Parsing only: the options and their checks are :class:`avmix.options.ComposeOpti
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import List
 
 import typer
@@ -28,16 +27,8 @@ def _prepare(inputs: list[str], output: str, *, at_least: int, as_json: bool, bi
     c.check_bit_depth(bit_depth)
     if timeline == "-":
         raise UsageError("--timeline must be a file, not standard output", path=timeline)
-    # the output and the timeline (given, or beside the output) never replace an input or the reference
-    reads = [("an input", p) for p in inputs if not synth.is_text(p)]
-    if reference is not None:
-        reads.append(("an input (--reference)", os.fspath(reference)))
-    writes = [("the output", output)]
-    if timeline is not None:
-        writes.append(("--timeline", timeline))
-    elif output != paths.STDIO:
-        writes.append(("the timeline", paths.sidecar(output)))
-    paths.check_apart(writes, reads)
+    paths.check_audio_outputs([p for p in inputs if not synth.is_text(p)], output, timeline=timeline,
+                              reference=reference)
     if timeline is not None:  # an explicit --timeline is an output like OUT: never clobber a file without -y
         paths.check_output(timeline, overwrite=overwrite)
 
