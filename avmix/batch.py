@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -72,63 +73,64 @@ def record_path(target: str | os.PathLike) -> Path:
     return p.with_name(p.name + RECORD_SUFFIX)
 
 
-def _record(target: str) -> dict[str, Any] | None:
-    """The job record beside ``target``, if there is a readable one."""
+def _json_of(path: str | os.PathLike, schema: str) -> dict[str, Any] | None:
+    """The JSON object in ``path`` if it is readable and of ``schema``."""
     try:
-        rec = json.loads(record_path(target).read_text(encoding="utf-8"))
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return rec if isinstance(rec, dict) and rec.get("schema") == JOB_SCHEMA else None
+    return data if isinstance(data, dict) and data.get("schema") == schema else None
 
 
-def made_by_batch(target: str) -> dict[str, Any] | None:
-    """The record of the job that wrote ``target`` if the file is still what it wrote, else None."""
-    rec = _record(target)
-    try:
-        st = os.stat(target)
-    except OSError:
+@dataclass
+class Prior:
+    """What an earlier run of a job left beside its output, read once: its record, whether the output
+    is still the file that record describes, and the preview and stems folder it made."""
+    record: dict[str, Any] | None
+    intact: bool
+    made: dict[str, Any]
+
+    @classmethod
+    def of(cls, target: str) -> "Prior":
+        rec = _json_of(record_path(target), JOB_SCHEMA)
+        try:
+            st = os.stat(target)
+        except OSError:
+            st = None
+        intact = (rec is not None and st is not None and rec.get("size") == st.st_size
+                  and rec.get("mtime_ns") == st.st_mtime_ns)
+        result = rec.get("result") if rec is not None and isinstance(rec.get("result"), dict) else {}
+        stems = result.get("stems") if isinstance(result.get("stems"), dict) else {}
+        return cls(rec, intact, {"preview": result.get("preview"), "stems": stems.get("dir")})
+
+    def completed(self, digest: str) -> dict[str, Any] | None:
+        """The record of the finished job with this hash if its output is still the one it wrote."""
+        return self.record if self.intact and self.record.get("job_hash") == digest else None
+
+    def refusal(self, target: str, extra: dict[str, str], line: int) -> str | None:
+        """Why rerunning the job would replace a file batch did not make (None: it would not).
+
+        ``target`` and the records batch keeps beside it may be replaced only when batch wrote them; a
+        ``preview``/``stems`` in ``extra`` only when the record names it (its previous run's, even if its
+        output was removed since)."""
+        where = f"(job on line {line}); move it away or pass --force to replace it"
+        if os.path.lexists(target) and not self.intact:
+            why = "was changed since avmix batch wrote it" if self.record else "exists and avmix batch did not make it"
+            return f"{target}: {why} {where}"
+        side = record_path(target)
+        if os.path.lexists(side) and self.record is None:
+            return f"{side}: exists and is not an avmix batch record {where}"
+        for name, p in extra.items():
+            if self.made[name] == p or not os.path.lexists(p):
+                continue
+            if name == "stems" and (not self.intact or (os.path.isdir(p) and not any(os.scandir(p)))):
+                continue  # a fresh job does not replace stems files (generate refuses); empty: nothing to lose
+            return f"{p}: exists and avmix batch did not make it {where}"
         return None
-    if rec is not None and rec.get("size") == st.st_size and rec.get("mtime_ns") == st.st_mtime_ns:
-        return rec
-    return None
 
-
-def completed(target: str, digest: str) -> dict[str, Any] | None:
-    """The record of a finished job if its output is still the one it wrote, else None."""
-    rec = made_by_batch(target)
-    return rec if rec is not None and rec.get("job_hash") == digest else None
-
-
-def not_ours(target: str, extra: dict[str, str], line: int) -> str | None:
-    """Why rerunning the job would replace a file batch did not make (None: it would not).
-
-    ``target`` and the records batch keeps beside it may be replaced only when batch wrote them; a
-    ``preview``/``stems`` in ``extra`` only when the record of ``target`` names it (its previous run).
-    """
-    where = f"(job on line {line}); move it away or pass --force to replace it"
-    rec = made_by_batch(target)
-    if os.path.lexists(target) and rec is None:
-        why = "was changed since avmix batch wrote it" if _record(target) else "exists and avmix batch did not make it"
-        return f"{target}: {why} {where}"
-    side = record_path(target)
-    if os.path.lexists(side) and _record(target) is None:
-        return f"{side}: exists and is not an avmix batch record {where}"
-    made = made_beside(target)  # its previous run's, even if its output was removed since
-    for name, p in extra.items():
-        if name not in made or made[name] == p or not os.path.lexists(p):
-            continue
-        if name == "stems" and (rec is None or (os.path.isdir(p) and not any(os.scandir(p)))):
-            continue  # a fresh job does not replace stems files (generate refuses); empty: nothing to lose
-        return f"{p}: exists and avmix batch did not make it {where}"
-    return None
-
-
-def made_beside(target: str) -> dict[str, Any]:
-    """The preview and stems folder that the job writing ``target`` last made, by its record."""
-    rec = _record(target) or {}
-    result = rec.get("result") if isinstance(rec.get("result"), dict) else {}
-    stems = result.get("stems") if isinstance(result.get("stems"), dict) else {}
-    return {"preview": result.get("preview"), "stems": stems.get("dir")}
+    def replaces(self, target: str, extra: dict[str, str]) -> bool:
+        """Whether the rerun replaces files this job made before (generate's overwrite)."""
+        return os.path.lexists(target) or any(self.made[k] == v and os.path.lexists(v) for k, v in extra.items())
 
 
 def run_job(spec: dict[str, Any]) -> dict[str, Any]:
@@ -294,7 +296,7 @@ def batch(jobs_file: str | os.PathLike, outdir: str | os.PathLike, *, engine: st
         raise UsageError("output directory is not a directory", path=out)
     jobs = read_jobs(jobs_file, out, generate=generate)  # before creating anything: a bad file runs nothing
     summary_path = out / SUMMARY_NAME
-    if not force and os.path.lexists(summary_path) and not _is_summary(summary_path):
+    if not force and os.path.lexists(summary_path) and _json_of(summary_path, BATCH_SCHEMA) is None:
         raise OutputError("exists and is not an avmix batch summary; move it away or pass --force to replace it",
                           path=summary_path)
 
@@ -311,18 +313,17 @@ def batch(jobs_file: str | os.PathLike, outdir: str | os.PathLike, *, engine: st
         if j.error:
             continue
         digest = job_hash(j, seen)
-        rec = None if force else completed(j.target, digest)
+        prior = Prior.of(j.target)
+        rec = None if force else prior.completed(digest)
         if rec is not None:
             row.update(status="skipped", error=None, result=rec.get("result"),
                        timings=(rec.get("result") or {}).get("timings") if isinstance(rec.get("result"), dict) else None)
             continue
         extra = {k: v for k, v in j.options.items() if k in ("preview", "stems")}
-        if not force and (why := not_ours(j.target, extra, j.line)):
+        if not force and (why := prior.refusal(j.target, extra, j.line)):
             refused.append(why)
         # generate replaces files only when batch made them (a changed job) or with --force
-        made = made_beside(j.target)
-        overwrite = force or os.path.lexists(j.target) or any(
-            made.get(k) == v and os.path.lexists(v) for k, v in extra.items())
+        overwrite = force or prior.replaces(j.target, extra)
         specs.append({"index": j.index, "inputs": j.inputs, "target": j.target, "output": j.output,
                       "options": j.options, "job_hash": digest, "generate": generate, "overwrite": overwrite})
     if refused:  # before running anything
@@ -359,14 +360,6 @@ def batch(jobs_file: str | os.PathLike, outdir: str | os.PathLike, *, engine: st
         _write_summary(out, summary, rows, wall)
         raise
     return _write_summary(out, summary, rows, wall)
-
-
-def _is_summary(path: Path) -> bool:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and data.get("schema") == BATCH_SCHEMA
 
 
 def _write_summary(out: Path, summary: dict[str, Any], rows: list[dict[str, Any]], wall: float) -> dict[str, Any]:
