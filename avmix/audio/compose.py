@@ -134,6 +134,8 @@ def _prefetch(it: Iterator[np.ndarray], depth: int = 2) -> Iterator[np.ndarray]:
 class _Engine:
     """Produces the output (or selected sources' contributions) block by block, before the limiter."""
 
+    corrected = False  # the master correction is applied when writing (a held mix has it already)
+
     def __init__(self, tl: Timeline):
         self.tl = tl
         self.files = list(source_files(tl))
@@ -304,13 +306,8 @@ def _finish(tl: Timeline, s: Settings, output, peak: float, *, bit_depth: int | 
 
 def _measure_stream(blocks, tl: Timeline, progress: ProgressFn, stage: str = "measure", *,
                     bands: bool = True) -> Measurement:
-    done = 0
-
-    def step(n: int) -> None:
-        nonlocal done
-        done += n
-        report(progress, stage, done, tl.frames)
-    return reference.measure(blocks, tl.sample_rate, tl.channels, bands=bands, on_block=step)
+    return reference.measure(blocks, tl.sample_rate, tl.channels, bands=bands, progress=progress, stage=stage,
+                             total=tl.frames)
 
 
 def measure_reference(f: AudioFile, sample_rate: int, channels: int, *, progress: ProgressFn = None,
@@ -320,19 +317,14 @@ def measure_reference(f: AudioFile, sample_rate: int, channels: int, *, progress
     job would otherwise read 3 LU low, a mono one of a stereo job 3 LU high), so the output measures
     what the reference does. The file is read once. ``stop`` set: give up early (the job failed or
     was interrupted; the result is then meaningless)."""
-    done, total = 0, f.target_frames(sample_rate)
-
-    def step(n: int) -> None:
-        nonlocal done
-        done += n
-        report(progress, "reference", done, total)
     blocks = f.blocks(sample_rate=sample_rate, channels=f.channels, blocksize=BLOCK)
     if stop is not None:
         blocks = itertools.takewhile(lambda _: not stop.is_set(), blocks)
     meter = LoudnessMeter(sample_rate, f.channels) if f.channels != channels else None
     if meter is not None:
         blocks = _metered(blocks, meter, channels)
-    m = reference.measure(blocks, sample_rate, channels, bands=False, on_block=step)
+    m = reference.measure(blocks, sample_rate, channels, bands=False, progress=progress, stage="reference",
+                          total=f.target_frames(sample_rate))
     if meter is not None:
         m.lufs = meter.integrated()
     return m
@@ -460,7 +452,7 @@ def _mix_into(eng: _Engine, sink: "_Measure", progress: ProgressFn) -> None:
     """One pass: mix at the timeline's master gain, limit, and hand every block to ``sink``."""
     tl = eng.tl
     limiter = _limiter(tl)
-    corr = None if getattr(eng, "corrected", False) else _corrector(tl)  # a held mix is corrected already
+    corr = None if eng.corrected else _corrector(tl)  # a held mix is corrected already
     done = 0
     for block in eng.blocks(master_gain_db=tl.master_gain_db):
         done += len(block)

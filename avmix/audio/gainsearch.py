@@ -101,12 +101,12 @@ def power_fit(g1: float, l1: float, g2: float, l2: float, target: float) -> floa
     return 10.0 * math.log10((pt - b) / a)
 
 
-def stuck(tries: list[tuple[float, float]], target: float, start: float,
-          model: Callable[[float], float] | None = None) -> bool:
-    """Whether another pass is pointless: the search would repeat a gain already tried, or loudness fell
-    as the gain rose (gating let near-silence in, so more gain only takes the output further off)."""
+def stuck(tries: list[tuple[float, float]], nxt: float) -> bool:
+    """Whether another pass (at gain ``nxt``) is pointless: the search would repeat a gain already tried,
+    or loudness fell as the gain rose (gating let near-silence in, so more gain only takes the output
+    further off)."""
     gain, level = tries[-1]
-    if next_gain(tries, target, start, model) in {g for g, _ in tries}:
+    if nxt in {g for g, _ in tries}:
         return True
     return any(g < gain and lv > level for g, lv in tries[:-1])
 
@@ -126,7 +126,8 @@ def verdict(tries: list[tuple[float, float]], target: float, start: float, *, to
         return None
     if any(g == gain for g, _ in tries[:-1]):  # the closest pass, written again: the search's choice
         return None
-    if final or stuck(tries, target, start, model):
+    nxt = None if final else next_gain(tries, target, start, model)  # a model makes it a solve: once
+    if nxt is None or stuck(tries, nxt):
         best = closest(tries, target)
         return None if best == gain else best
-    return next_gain(tries, target, start, model)
+    return nxt

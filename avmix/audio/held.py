@@ -17,7 +17,7 @@ import numpy as np
 from avmix.audio import dynamics, gainsearch
 from avmix.audio.loudness import (ABS_GATE, BLOCK_S, OFFSET, STEP_S, LoudnessMeter, gated_loudness, loudness_range,
                                   to_lufs)
-from avmix.audio.match import (FAST_RANGE, RATIO_RANGE, _eq_band_gains, _Shape, corrector, pack_curve, ramp,
+from avmix.audio.match import (FAST_RANGE, RATIO_RANGE, _eq_band_gains, _Shape, _solve, corrector, pack_curve, ramp,
                                unpack_curve)
 from avmix.audio.reference import DYNAMICS_SECONDS, HOP, Measurement, crest_db
 
@@ -30,7 +30,6 @@ class Held:
     """The mix's blocks, kept while they pass (:meth:`keep`) as long as they total under HOLD_BYTES."""
 
     def __init__(self):
-        self.limit = HOLD_BYTES
         self.blocks: list[np.ndarray] | None = []  # None: too long, not kept
 
     def keep(self, blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
@@ -38,7 +37,7 @@ class Held:
         for b in blocks:
             if self.blocks is not None:
                 size += b.nbytes
-                if size > self.limit:
+                if size > HOLD_BYTES:
                     self.blocks = None
                 else:
                     self.blocks.append(b)  # the engine makes a new array per block: no copy
@@ -126,7 +125,7 @@ class LevelModel:
         self._pk.append(pk.astype(np.float32))
         h = x[:k * HOP].reshape(k, -1)
         self._ums.append(np.einsum("ij,ij->i", h, h, dtype=np.float64) / h.shape[1])
-        self._left = x[k * HOP - 32:k * HOP] if k else self._left
+        self._left = x[k * HOP - (len(self._kernels) - 1):k * HOP] if k else self._left
         self._rest = x[k * HOP:]
 
     def _arrays(self) -> tuple[np.ndarray, np.ndarray]:
@@ -272,16 +271,7 @@ def refine_dynamics(corr: dict, ref: Measurement, mix: Measurement, held: Held, 
 
 def _bisect(fn, want: float, lo: float, hi: float, steps: int = 6) -> float:
     """The ratio in [lo, hi] (log scale) where the falling ``fn`` meets ``want`` (an end if it does not)."""
-    if fn(hi) >= want:
-        return hi
-    a, b = math.log(lo), math.log(hi)
-    for _ in range(steps):
-        m = (a + b) / 2
-        if fn(math.exp(m)) > want:
-            a = m
-        else:
-            b = m
-    return math.exp((a + b) / 2)
+    return hi if fn(hi) >= want else _solve(fn, want, lo, hi, rising=False, steps=steps)
 
 
 def _secant(level, target: float, g: float, steps: int = 5) -> float:

@@ -328,10 +328,10 @@ def _eq_band_gains(mix: Measurement, pts: np.ndarray, mid_db: np.ndarray, side_d
     return out
 
 
-def _solve(fn, want: float, lo: float, hi: float, rising: bool) -> float:
+def _solve(fn, want: float, lo: float, hi: float, rising: bool, steps: int = 14) -> float:
     """Bisection on log ratio for fn(r) = want (fn monotone; clamped to the range)."""
     a, b = math.log(lo), math.log(hi)
-    for _ in range(14):
+    for _ in range(steps):
         m = (a + b) / 2
         v = fn(math.exp(m))
         if (v < want) == rising:

@@ -18,12 +18,13 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Iterable
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from avmix.audio.loudness import LoudnessMeter, loudness_range, short_term
+from avmix.progress import ProgressFn, report
 
 HOP = 512  # samples per dynamics hop (a divisor of the engine's block)
 ABS_GATE_DB = -70.0  # dBFS: frames below are silence
@@ -246,13 +247,14 @@ class Analyzer:
 
 
 def measure(blocks: Iterable[np.ndarray], sample_rate: int, channels: int, *, bands: bool = True,
-            on_block: Callable[[int], None] | None = None) -> Measurement:
-    """A whole stream of (n, channels) blocks measured (``on_block(n)`` after each, for progress)."""
+            progress: ProgressFn = None, stage: str = "measure", total: int = 0) -> Measurement:
+    """A whole stream of (n, channels) blocks measured, reported as ``stage`` of ``total`` frames."""
     a = Analyzer(sample_rate, channels, bands=bands)
+    done = 0
     for b in blocks:
         a.add(b)
-        if on_block is not None:
-            on_block(len(b))
+        done += len(b)
+        report(progress, stage, done, total)
     return a.result()
 
 
