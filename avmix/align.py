@@ -159,12 +159,12 @@ def parabolic(y_minus: float, y0: float, y_plus: float) -> float:
     return float(np.clip(0.5 * (y_minus - y_plus) / den, -1.0, 1.0))
 
 
-def coarse_lag(a: np.ndarray, b: np.ndarray, rate: float, spec_a: np.ndarray | None = None) -> tuple[int, float]:
-    """Lag of b against a in samples (delay b by it) and the confidence, over whole signals.
-
-    ``spec_a``: a's spectrum at length fast_len(len(a) + len(b) - 1), when already computed."""
+def coarse_lag(ref: "_Take", take: "_Take", rate: float) -> tuple[int, float]:
+    """Lag of the take against the reference in samples of their coarse signals (delay the take by it),
+    and the confidence, over the whole signals. The reference's spectrum is kept for the next take."""
+    a, b = ref.coarse, take.coarse
     n = fast_len(len(a) + len(b) - 1)
-    r = _gcc_phat(_rfft(a, n) if spec_a is None else spec_a, b, n)
+    r = _gcc_phat(ref.spectrum(n), b, n)
     min_overlap = int(min(MIN_OVERLAP * rate, 0.5 * min(len(a), len(b))))
     vals, first = _by_lag(r, len(a), len(b), max(min_overlap, 1))
     return peak_and_confidence(vals, first, rate)
@@ -263,13 +263,13 @@ class _Take:
                              path=self.path)
         self.coarse = file.read(sample_rate=COARSE_RATE, channels=1)[:, 0]
         self.silent = float(np.sqrt(np.mean(np.square(self.coarse, dtype=np.float64)))) < SILENT_RMS
-        self._spectra: dict[int, np.ndarray] = {}
+        self._spectrum: tuple[int, np.ndarray] | None = None
 
     def spectrum(self, n: int) -> np.ndarray:
         """The coarse signal's spectrum at FFT length n (the reference's is reused for every take)."""
-        if n not in self._spectra:
-            self._spectra = {n: _rfft(self.coarse, n)}
-        return self._spectra[n]
+        if self._spectrum is None or self._spectrum[0] != n:
+            self._spectrum = (n, _rfft(self.coarse, n))
+        return self._spectrum[1]
 
 
 def _windows(start: float, stop: float, margin: float) -> list[tuple[float, float]]:
@@ -309,8 +309,7 @@ def _refine(ref: _Take, take: _Take, lag: int) -> float:
 def _match(ref: _Take, take: _Take, threshold: float) -> Match:
     if ref.silent or take.silent:
         return Match(take.path, None, 0.0)
-    n = fast_len(len(ref.coarse) + len(take.coarse) - 1)
-    lag, conf = coarse_lag(ref.coarse, take.coarse, COARSE_RATE, ref.spectrum(n))
+    lag, conf = coarse_lag(ref, take, COARSE_RATE)
     if conf < threshold:
         return Match(take.path, None, round(conf, 3))
     return Match(take.path, _refine(ref, take, lag), round(conf, 3))

@@ -47,6 +47,12 @@ AUDIO_BITRATE = "192k"
 # only from .m4a on 5.1 and only from .mka on 9.0, and Opus into .webm moves its start on 5.1: those
 # containers encode their audio in the mux.
 EARLY_AUDIO = {".mp4": ".m4a", ".m4v": ".m4a", ".mov": ".m4a"}
+def audio_encoding(output: str | os.PathLike, bitrate: str) -> dict:
+    """The audio encoder options of ``output``'s container: the mux and :class:`AudioEncode` both use
+    these, so an early encode is the one the mux would make."""
+    return {"acodec": container(output)[2], "b:a": bitrate}
+
+
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 
 
@@ -145,7 +151,7 @@ def render(video: str | os.PathLike, audio: str | os.PathLike, output: str | os.
         needs.add("apad")
 
     opts: dict = {"f": fmt, "t": f"{target:.6f}"}
-    opts.update({"acodec": "copy"} if early else {"acodec": acodec, "b:a": audio_bitrate})
+    opts.update({"acodec": "copy"} if early else audio_encoding(output, audio_bitrate))
     if fmt in ("matroska", "webm"):
         # The audio encoder's priming samples (AAC 1024, Opus 312) lie before zero. By default ffmpeg 5.1
         # shifts the whole file to start them at zero, so the video starts 21 ms late and gains a frame
@@ -179,16 +185,16 @@ class AudioEncode:
 
     def __init__(self, audio: str | os.PathLike, path: str | os.PathLike, output: str | os.PathLike, *,
                  audio_bitrate: str = AUDIO_BITRATE):
-        _, _, acodec = container(output)
+        enc = audio_encoding(output, audio_bitrate)
         self.path = Path(path)
         self._atomic = paths.atomic_path(self.path)
         tmp = self._atomic.__enter__()
         self._proc = None
         try:
             stream = ffmpeg_python.input(ffargs.slot(0))["a:0"]
-            args = ffmpeg_python.output(stream, ffargs.slot(1), f="mp4", acodec=acodec,
-                                        **{"b:a": audio_bitrate}).get_args()
-            self._proc = ffmpeg.popen(ffargs.fill(args, [audio, tmp]), stdout=subprocess.DEVNULL, needs={acodec})
+            args = ffmpeg_python.output(stream, ffargs.slot(1), f="mp4", **enc).get_args()
+            self._proc = ffmpeg.popen(ffargs.fill(args, [audio, tmp]), stdout=subprocess.DEVNULL,
+                                      needs={enc["acodec"]})
         except BaseException as e:
             self._stop(e)
             raise

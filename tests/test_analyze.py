@@ -154,7 +154,7 @@ def test_coarse_strength_is_the_published_onset_strength():
 
 def test_onsets_agree_with_the_scored_onsets_on_real_recordings():
     """The onsets the picture moves on against the ones AV-Align scores it by (librosa's), matched
-    within one frame at 30 fps, on the frames the picture shows them (procedural.hit_frames), over the
+    within one frame at 30 fps, on the frames the picture shows them (timing.hit_frames), over the
     real recordings: 0.51 mean with the fine detector's times for confirmed onsets (0.66 on the coarse
     frames, which can put a change before its hit; 0.94 for the published method's own picks, which also
     find onsets in vibrato and steady noise); the fine detector alone gave 0.41."""
@@ -162,7 +162,7 @@ def test_onsets_agree_with_the_scored_onsets_on_real_recordings():
     import soundfile as sf
 
     from avmix import score
-    from avmix.video.procedural import hit_frames
+    from avmix.video.timing import hit_frames
     from tests import real
     fps, scores = 30, []
     for path, _ in real.all_recordings():

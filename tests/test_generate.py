@@ -386,7 +386,7 @@ def test_av_sync_in_the_muxed_file(tmp_path):
                       "aresample=async=1:first_pts=0", "-ac", "1", "-ar", str(SR), "-f", "f32le", "-"])
     env = np.abs(np.frombuffer(raw, np.float32))
     for t in times:
-        k = int(np.ceil(t * fps))  # the first frame at or after the click (procedural.hit_frames)
+        k = int(np.ceil(t * fps))  # the first frame at or after the click (timing.hit_frames)
         window = change[k - 5:k + 6]
         video_frame = k - 5 + int(np.argmax(window))
         assert abs(video_frame - k) <= 1, (t, np.round(window, 1))

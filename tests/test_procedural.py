@@ -10,7 +10,7 @@ from avmix import ffmpeg
 from avmix.audio.analyze import analyze_array, n_video_frames
 from avmix.errors import FFmpegError, UsageError
 from avmix.timeline import Analysis
-from avmix.video import procedural
+from avmix.video import procedural, timing
 from avmix.video.writer import VideoWriter
 
 SR = 16000
@@ -160,7 +160,7 @@ def test_recorded_like_material_moves_only_on_its_onsets(tmp_path, material):
     for ta, (_, truth) in zip(an.tracks, made):
         if truth is not None:  # the analysis finds the note starts and nothing else (no vibrato onsets)
             assert np.allclose(ta.onsets, truth, atol=0.02), (ta.onsets, truth)
-    hits = np.unique(np.concatenate([procedural.hit_frames(ta.onsets, fps, an.frames) for ta in an.tracks]))
+    hits = np.unique(np.concatenate([timing.hit_frames(ta.onsets, fps, an.frames) for ta in an.tracks]))
     out = tmp_path / "v.mp4"
     procedural.render(an, out, width=W, height=H, seed=1)
     peaks, whole = flow_peak_frames(out)
@@ -189,7 +189,7 @@ def test_real_piano_notes_move_the_picture_once_each(tmp_path):
     mix = analyze_array(x, sr, fps=fps, label="mix")
     an = Analysis(fps=fps, frames=len(ta.envelope), duration=len(x) / sr, tracks=[ta], mix=mix, mode="mix")
     assert len(ta.onsets) == 8
-    hits = procedural.hit_frames(ta.onsets, fps, an.frames)
+    hits = timing.hit_frames(ta.onsets, fps, an.frames)
     out = tmp_path / "v.mp4"
     procedural.render(an, out, width=W, height=H)
     peaks, whole = flow_peak_frames(out)

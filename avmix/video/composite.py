@@ -26,6 +26,7 @@ from avmix.progress import ProgressFn, report
 from avmix.timeline import Analysis, Timeline
 from avmix.video import layout as lay
 from avmix.video import pictures
+from avmix.video.timing import frames_since_hit, hit_frames
 from avmix.video.writer import VideoWriter, check_size
 
 DIM = 0.5  # picture brightness of a silent tile (1.0 at full loudness)
@@ -88,8 +89,6 @@ def lighting(envelope: list[float], onsets: list[float], fps: float, frames: int
     for k in range(frames):
         cur = max(float(env[k]), cur * rel)
         level[k] = cur
-    from avmix.video.procedural import frames_since_hit, hit_frames  # the same hit placement as that renderer
-
     age = frames_since_hit(hit_frames(onsets, fps, frames), frames)  # huge before the first hit: exp gives 0
     flash = np.exp(-age / (FLASH_S * fps)).astype(np.float32)
     flash[flash < 0.02] = 0.0

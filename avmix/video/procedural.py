@@ -27,6 +27,7 @@ from avmix.errors import UsageError
 from avmix.progress import ProgressFn, report
 from avmix.stats import unique
 from avmix.timeline import Analysis, TrackAnalysis
+from avmix.video.timing import frames_since_hit, hit_frames
 from avmix.video.writer import VideoWriter, check_size
 
 INTERNAL_PIXELS = 640 * 360  # draw at about this many pixels; ffmpeg scales to the output size
@@ -163,15 +164,6 @@ def _smoothstep(x: float) -> float:
 
 # ---------------------------------------------------------------------------------------- drawing
 
-def hit_frames(onsets, fps: float, n: int) -> np.ndarray:
-    """Frames on which onsets at ``onsets`` (s) show: the first frame that starts at or after the hit
-    (the picture trails the sound by less than a frame; see the README), one per frame, inside ``0..n-1``."""
-    from avmix.video.timing import onset_frame  # the one placement rule of every renderer
-
-    k = onset_frame(onsets, fps)
-    return unique(np.clip(k, 0, max(0, n - 1))) if k.size else np.zeros(0, np.int64)
-
-
 def level_curve(env: np.ndarray, hits: np.ndarray, fps: float) -> np.ndarray:
     """The visible level (0..1) per frame: it rises at once only on a hit (to the loudest envelope of
     the next HIT_LOOK_S), and between hits glides towards the smoothed envelope at no more than
@@ -200,13 +192,6 @@ def level_curve(env: np.ndarray, hits: np.ndarray, fps: float) -> np.ndarray:
             cur += min(step, max(-step, smooth[k] - cur))
         level[k] = cur
     return level
-
-
-def frames_since_hit(hits: np.ndarray, n: int) -> np.ndarray:
-    """Frames since the latest hit, per frame (a large number before the first)."""
-    last = np.full(n, -10 ** 6, np.int64)
-    last[hits[hits < n]] = hits[hits < n]
-    return np.arange(n) - np.maximum.accumulate(last)
 
 
 class _TrackState:
