@@ -106,37 +106,27 @@ class Manifest:
         outputs = entry.get("outputs")
         if not isinstance(outputs, dict) or not outputs:
             return False
-        for name, size in outputs.items():
-            p = self.workdir / name
-            if Path(name).name != name or not p.is_file() or p.stat().st_size != size:
-                return False
-        return True
+        return all(self._intact(name, size) for name, size in outputs.items())
 
-    def recorded_sizes(self) -> dict[str, int]:
-        """{file name: size in bytes} of every stage output this manifest records as finished."""
-        out: dict[str, int] = {}
-        for entry in self.stages.values():
-            outputs = entry.get("outputs") if isinstance(entry, dict) else None
-            if isinstance(outputs, dict):
-                out.update({n: s for n, s in outputs.items() if isinstance(s, int)})
-        return out
+    def _intact(self, name: str, size: int) -> bool:
+        """The stage file ``name`` is in the work directory with the size recorded for it."""
+        p = self.workdir / name
+        return Path(name).name == name and p.is_file() and p.stat().st_size == size
 
     def check_files(self, names: list[str]) -> None:
         """Raise InputError unless each of ``names`` (stage files a command is about to use) is the file
         the manifest recorded: there, with the recorded size. A work directory without a manifest (or
         one recording no stage) is taken as it is: there is nothing to check against."""
-        if not self.path.is_file():
-            return
-        recorded = self.recorded_sizes()
+        recorded = {n: s for e in self.stages.values() if isinstance(e, dict) and isinstance(e.get("outputs"), dict)
+                    for n, s in e["outputs"].items() if isinstance(s, int)}
         if not recorded:
             return
         for name in names:
             p = self.workdir / name
-            size = recorded.get(name)
-            if size is None:  # its stage did not finish in the run that wrote this manifest
+            if name not in recorded:  # its stage did not finish in the run that wrote this manifest
                 raise InputError("is not a finished stage of the work directory's manifest (an interrupted "
                                  "run?); run avmix generate again", path=p)
-            if not p.is_file() or p.stat().st_size != size:
+            if not self._intact(name, recorded[name]):
                 raise InputError("does not match the work directory's manifest (changed or truncated); "
                                  "run avmix generate again", path=p)
 

@@ -39,7 +39,12 @@ def check_input(path: str | os.PathLike) -> Path:
 def stem_name(index: int, label: str, suffix: str = ".wav") -> str:
     """``NN-slug.wav``: a source's stem file (``.mp4``: its picture stem), by position and label."""
     slug = re.sub(r"[^A-Za-z0-9]+", "-", label).strip("-").lower()[:40] or "track"
-    return f"{index:02d}-{slug}{suffix}"
+    return f"{stem_prefix(index)}{slug}{suffix}"
+
+
+def stem_prefix(index: int) -> str:
+    """How every stem file name of the source at ``index`` begins."""
+    return f"{index:02d}-"
 
 
 def file_key(path: str | os.PathLike) -> tuple[str, int, int] | None:

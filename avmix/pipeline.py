@@ -110,29 +110,29 @@ def _labels(labels: Sequence[str], inputs: list[Path], texts: dict, *, tagger: s
     return out if tagger else [x or label_from_name(p) for x, p in zip(out, inputs)]
 
 
-def _check_apart(inputs: list[Path], out: Path, work: Path, *, ours: bool, texts: dict, composed: bool,
+def _check_apart(inputs: list[Path], out: Path, work: Path, *, ours: bool, texts: dict, sources: list | None,
                  pics: list[dict | None], opts: Options, chosen: str) -> list[Path]:
     """Before any work: every file the run reads kept apart from everything it writes, and those from each
     other. Returns the files read."""
-    reads, labels = _files_read(inputs, texts=texts, composed=composed, pics=pics, opts=opts)
+    reads, labels = _files_read(inputs, texts=texts, sources=sources, pics=pics, opts=opts)
     writes = _files_written(out, work, reads, labels, ours=ours, pics=pics, opts=opts, chosen=chosen)
     paths.check_apart(writes, reads)
     return [p for _, p in reads]
 
 
-def _files_read(inputs: list[Path], *, texts: dict, composed: bool, pics: list[dict | None], opts: Options
+def _files_read(inputs: list[Path], *, texts: dict, sources: list | None, pics: list[dict | None], opts: Options
                 ) -> tuple[list[tuple[str, Path]], list[str]]:
     """(role, path) of the inputs, --image and --reference files, and a composed input's timeline, sources
-    and pictures; and each track's label ("" where --tagger is to name it)."""
+    (``sources``: its timeline's, None for inputs not composed) and pictures; and each track's label (""
+    where --tagger is to name it)."""
     co = opts.compose
     reads: list[tuple[str, Path]] = [("an input", p) for i, p in enumerate(inputs) if i not in texts]
     reads += [("an input (--image)", Path(img)) for img in co.images if img not in ("", "-")]
     if co.reference is not None:
         reads.append(("an input (--reference)", Path(co.reference)))
-    if not composed:
+    if sources is None:
         return reads, _labels(co.labels, inputs, texts, tagger=opts.model.tagger)
     side = paths.sidecar(inputs[0])
-    sources = Timeline.load(side).sources
     reads.append(("an input (its timeline)", side))
     for s in sources:
         with contextlib.suppress(InputError):  # a missing source is reported where it is read
@@ -162,7 +162,7 @@ def _files_written(out: Path, work: Path, reads: list[tuple[str, Path]], labels:
                     writes.append(("a --stems file", d / paths.stem_name(i, label, ".mp4")))
             else:  # --tagger names it later: any stem of this track may be it
                 for what, r in reads:
-                    if paths.same_path(r.parent, d) and re.fullmatch(rf"{i:02d}-.+\.(wav|mp4)", r.name):
+                    if paths.same_path(r.parent, d) and re.fullmatch(re.escape(paths.stem_prefix(i)) + r".+\.(wav|mp4)", r.name):
                         raise OutputError(f"a --stems file may be the same file as {what}; refusing to "
                                           "overwrite it", path=r)
         writes.append(("a --stems file", d / "mix.wav"))
@@ -185,20 +185,29 @@ class _Stages:
         self.reused: list[str] = []
 
     def run(self, name: str, stage_key: str, depends: dict, outputs: list[str], fn) -> dict | None:
-        m = self.manifest
-        if not self.no_cache and m.fresh(name, stage_key):
-            m.mark_reused(name)
-            self.timings[name] = 0.0
+        if self.reuse(name, stage_key):
             self.reused.append(name)
             report(self.progress, name, 1, 1)
-            return m.stages[name].get("info")
-        m.invalidate(name)
+            return self.manifest.stages[name].get("info")
+        self.manifest.invalidate(name)
         t = time.perf_counter()
         info = fn()
-        seconds = time.perf_counter() - t
-        m.record(name, stage_key, depends=depends, outputs=outputs, seconds=seconds, info=info)
-        self.timings[name] = round(seconds, 4)
+        self.done(name, stage_key, depends, outputs, time.perf_counter() - t, info)
         return info
+
+    def reuse(self, name: str, stage_key: str) -> bool:
+        """Whether ``name`` is cached with this key and intact (then marked reused, in 0 s)."""
+        if self.no_cache or not self.manifest.fresh(name, stage_key):
+            return False
+        self.manifest.mark_reused(name)
+        self.timings[name] = 0.0
+        return True
+
+    def done(self, name: str, stage_key: str, depends: dict, outputs: list[str], seconds: float,
+             info: dict | None = None) -> None:
+        """Record a finished stage and its time."""
+        self.manifest.record(name, stage_key, depends=depends, outputs=outputs, seconds=seconds, info=info)
+        self.timings[name] = round(seconds, 4)
 
 
 def generate(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, options: Options | None = None, *,
@@ -228,6 +237,7 @@ def generate(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, opt
         if i not in texts:
             paths.check_input(p)
     composed = len(inputs) == 1 and not texts and paths.sidecar(inputs[0]).is_file()
+    sources = Timeline.load(paths.sidecar(inputs[0])).sources if composed else None  # a composed input's
     if opts.compose.mode == "overlay" and len(inputs) != 2 and not composed:
         raise UsageError(f"--mode overlay takes exactly two inputs (BASE TOP), got {len(inputs)}")
     n_labels = len(opts.compose.labels or [])
@@ -241,7 +251,7 @@ def generate(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, opt
         paths.check_output(work_opts.preview, inputs, overwrite=overwrite)
     opts = Options(compose=compose, video=video, model=opts.model.checked(), work=work_opts, synth=synth_opts)
     pics = [None if i in texts and (pic or {}).get("kind") != "image" else pic  # text: only an --image
-            for i, pic in enumerate(source_pictures(inputs, compose.images, composed=composed))]
+            for i, pic in enumerate(source_pictures(inputs, compose.images, sources=sources))]
     for pic in pics:
         if pic is not None and pic["kind"] == "image":  # a missing or unreadable image stops here, in one line
             from avmix.video import pictures
@@ -251,7 +261,7 @@ def generate(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, opt
     if chosen == "composite":
         from avmix.video import composite
 
-        n_tracks = len(inputs) if not composed else len(Timeline.load(paths.sidecar(inputs[0])).sources)
+        n_tracks = len(inputs) if sources is None else len(sources)
         composite.check_layout(compose.mode, video.layout, n_tracks)
     elif video.layout is not None:
         raise UsageError(f"--layout is for the composite backend, and this run uses {chosen}",
@@ -260,7 +270,7 @@ def generate(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, opt
         raise UsageError(f"--image is for the composite backend, and this run uses {chosen}",
                          hint="add --backend composite, or leave --backend auto")
     work, ours = _work_path(work_opts.workdir, out)
-    keep = _check_apart(inputs, out, work, ours=ours, texts=texts, composed=composed, pics=pics, opts=opts,
+    keep = _check_apart(inputs, out, work, ours=ours, texts=texts, sources=sources, pics=pics, opts=opts,
                         chosen=chosen)
     if video.backend == "auto":
         note(f"backend {chosen}: {why}", quiet=quiet)
@@ -271,7 +281,7 @@ def generate(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, opt
         from avmix.audio import io
 
         with sigterm_as_interrupt(), _locked(work), io.reuse_decoded():  # analysis reads compose's decodes
-            result = _run(inputs, out, work, composed=composed, opts=opts, chosen=chosen, why=why,
+            result = _run(inputs, out, work, composed=composed, pics=pics, opts=opts, chosen=chosen, why=why,
                           overwrite=overwrite, progress=progress, quiet=quiet, texts=texts, keep=keep)
     except BaseException:
         if (work / MANIFEST).exists() and Manifest.load(work).stages:
@@ -286,7 +296,8 @@ def generate(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, opt
     return result
 
 
-def _run(inputs: list[Path], out: Path, work: Path, *, composed: bool, opts: Options, chosen: str, why: str,
+def _run(inputs: list[Path], out: Path, work: Path, *, composed: bool, pics: list[dict | None], opts: Options,
+         chosen: str, why: str,
          overwrite: bool, progress: ProgressFn, quiet: bool, texts: dict | None = None,
          keep: Sequence[Path] = ()) -> dict:
     man = Manifest.load(work)
@@ -334,7 +345,7 @@ def _run(inputs: list[Path], out: Path, work: Path, *, composed: bool, opts: Opt
             depends["reference"] = file_hash(co.reference)
     k_compose = key("compose", depends)
     stages.run("compose", k_compose, depends, [AUDIO, TIMELINE],
-               lambda: _compose(inputs, work, composed=composed, labels=labels, co=co,
+               lambda: _compose(inputs, work, composed=composed, pics=pics, labels=labels, co=co,
                                 hashes=hashes, progress=progress, quiet=quiet,
                                 origins={i: t.origin for i, t in tracks.items()}))
     timeline = Timeline.load(work / TIMELINE)
@@ -418,12 +429,10 @@ class _EarlyAudio:
         self.name = ENCODED + ext
         self.depends = {"compose": k_compose, "codec": mux.container(out)[2], "bitrate": mux.AUDIO_BITRATE}
         self.key = key("audio", self.depends)
-        m = stages.manifest
-        if not stages.no_cache and m.fresh("audio", self.key):
-            m.mark_reused("audio")
-            stages.timings["audio"] = 0.0
+        if stages.reuse("audio", self.key):
             self.path = work / self.name
             return
+        m = stages.manifest
         if m.stages.pop("audio", None) is not None:  # the old file is about to be replaced
             m.save()
         self.started = time.perf_counter()
@@ -433,9 +442,8 @@ class _EarlyAudio:
         """The encoded file (waiting for the encode to end), recorded in the manifest; None: no such stage."""
         if self.job is not None:
             self.path, self.job = self.job.wait(), None
-            seconds = time.perf_counter() - self.started  # wall time, overlapping the stages it ran beside
-            self.stages.manifest.record("audio", self.key, depends=self.depends, outputs=[self.name], seconds=seconds)
-            self.stages.timings["audio"] = round(seconds, 4)
+            # wall time, overlapping the stages it ran beside
+            self.stages.done("audio", self.key, self.depends, [self.name], time.perf_counter() - self.started)
         return self.path
 
     def cancel(self) -> None:
@@ -459,7 +467,8 @@ def _import_soon(name: str) -> None:
     threading.Thread(target=load, name="avmix-import", daemon=True).start()
 
 
-def _compose(inputs: list[Path], work: Path, *, composed: bool, labels: list[str], co: ComposeOptions,
+def _compose(inputs: list[Path], work: Path, *, composed: bool, pics: list[dict | None], labels: list[str],
+             co: ComposeOptions,
              hashes: list[str], progress: ProgressFn, quiet: bool, origins: dict[int, dict] | None = None) -> None:
     from avmix.audio import compose, io, plan, writer
 
@@ -480,7 +489,7 @@ def _compose(inputs: list[Path], work: Path, *, composed: bool, labels: list[str
                                       frames=timeline.frames):
                 w.write(block)
         timeline.output = os.fspath(work / AUDIO)
-        for source, pic in zip(timeline.sources, source_pictures(inputs, co.images, composed=True)):
+        for source, pic in zip(timeline.sources, pics):
             source.picture = pic  # the composed file's pictures, with any --image given now
         timeline.save(work / TIMELINE)
         return
@@ -496,7 +505,7 @@ def _compose(inputs: list[Path], work: Path, *, composed: bool, labels: list[str
         source.hash = h
     for i, origin in (origins or {}).items():
         timeline.sources[i].origin = origin
-    for source, pic in zip(timeline.sources, source_pictures(inputs, co.images)):
+    for source, pic in zip(timeline.sources, pics):
         source.picture = pic
     timeline.save(work / TIMELINE)
 
@@ -527,13 +536,13 @@ def _synth(inputs: list[Path], texts: dict, work: Path, opts: Options, stages: _
     return tracks
 
 
-def source_pictures(inputs: list[Path], images: Sequence[str], *, composed: bool = False) -> list[dict | None]:
+def source_pictures(inputs: list[Path], images: Sequence[str], *, sources: list | None = None) -> list[dict | None]:
     """Each input's picture, ``{"path", "kind"}`` or None: its ``--image`` ('-': none given), else its own
-    video stream (cover art of an audio file does not count). A composed input brings its timeline's."""
+    video stream (cover art of an audio file does not count). A composed input (``sources``: its
+    timeline's) brings its timeline's."""
     from avmix.video import pictures
 
-    if composed:
-        sources = Timeline.load(paths.sidecar(inputs[0])).sources
+    if sources is not None:
         out = [s.picture if isinstance(s.picture, dict) and s.picture.get("path") else None for s in sources]
         for i, img in enumerate(images[:len(out)]):
             if img not in ("", "-"):
@@ -614,9 +623,7 @@ def _write_stems(timeline: Timeline, work: Path, stems_dir: str, inputs: list[Pa
     """
     from avmix.audio import compose, writer
 
-    d = Path(stems_dir)
-    if d.exists() and not d.is_dir():
-        raise OutputError("--stems must be a directory", path=d)
+    d = Path(stems_dir)  # checked to be a directory (or none yet) with the other outputs, before any work
     try:
         d.mkdir(exist_ok=True)
     except OSError as e:
