@@ -5,10 +5,12 @@ Every AvmixError becomes one line on stderr and its exit code; ``--debug`` shows
 """
 from __future__ import annotations
 
+import atexit
 import importlib
 import os
 import re
 import sys
+import threading
 from typing import Optional
 
 import typer
@@ -168,4 +170,19 @@ def main() -> None:
     # are small (a 10-minute normalised mix took no longer on one thread)
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     _keep_freed_memory()
-    sys.exit(run())
+    _exit(run())
+
+
+def _exit(code: int) -> None:
+    """Exit without the interpreter's teardown, which frees every module and object one by one: about
+    25 ms, a tenth of a short mix. Every output is closed by now. The exit handlers still run (temp files
+    removed, the DSP helper thread joined); a thread alive after them gets the normal exit, which waits."""
+    atexit._run_exitfuncs()
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        sys.exit(code)
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):  # a closed pipe: what Python's own exit would report as 120
+        code = code or 120
+    os._exit(code)

@@ -92,12 +92,13 @@ def _vp9_options(crf: int, preset: str) -> dict:
 def render(video: str | os.PathLike, audio: str | os.PathLike, output: str | os.PathLike, *,
            fit: str = "audio", crf: int = 18, preset: str = "veryfast", audio_bitrate: str = AUDIO_BITRATE,
            overwrite: bool = False, progress: ProgressFn = None,
-           encoded_audio: str | os.PathLike | None = None) -> dict:
+           encoded_audio: str | os.PathLike | None = None, video_info: ffmpeg.MediaInfo | None = None) -> dict:
     """Mux ``video`` (its first video stream) with ``audio`` (its first audio stream) into ``output``.
 
     ``encoded_audio``: ``audio`` already encoded for this output by :class:`AudioEncode` (at
     ``audio_bitrate``); its stream is copied when the output keeps the audio whole (as ``fit="audio"``
-    does), else the audio is encoded here as without it.
+    does), else the audio is encoded here as without it. ``video_info``: what the caller knows of
+    ``video`` because it wrote it (:func:`avmix.video.writer.described`); None: ``video`` is probed.
 
     Returns ``{"output", "duration" (s), "fit", "video_copied", "video_codec", "audio_codec", "audio_copied",
     "width", "height", "fps", "method" ("cut"|"hold"|"loop"|"as-is")}``.
@@ -107,7 +108,7 @@ def render(video: str | os.PathLike, audio: str | os.PathLike, output: str | os.
     video, audio = paths.check_input(video), paths.check_input(audio)
     out = paths.check_output(output, [video, audio], overwrite=overwrite)
 
-    vinfo = ffmpeg.probe(video)
+    vinfo = video_info or ffmpeg.probe(video)
     if vinfo.video is None:
         raise InputError("has no video stream", path=video, hint="give a video file as the first input")
     # decoded by avmix's reader as the compose commands do: ffmpeg's mux would decode past a truncated or

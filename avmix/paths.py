@@ -6,7 +6,6 @@ import contextlib
 import errno
 import os
 import re
-import secrets
 import stat
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -216,7 +215,7 @@ def _create_temp(parent: Path, prefix: str, suffix: str) -> Path:
     cannot leave a temp file that nothing knows of."""
     parent = Path(os.path.abspath(parent))
     for _ in range(100):
-        tmp = parent / f"{prefix}{secrets.token_hex(4)}{suffix}"
+        tmp = parent / f"{prefix}{os.urandom(4).hex()}{suffix}"
         _pending[tmp] = os.getpid()
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)

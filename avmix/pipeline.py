@@ -389,8 +389,13 @@ def _run(inputs: list[Path], out: Path, work: Path, *, composed: bool, pics: lis
 
     # -- mux: OUT (always; the video is H.264 of the right length, so it is copied, not re-encoded)
     t = time.perf_counter()
+    known = None  # the built-in backends write exactly the analysis' frames: no probe needed
+    if chosen != "diffusion":
+        from avmix.video import writer
+        known = writer.described(work / VIDEO, width=vo.size[0], height=vo.size[1], fps=analysis.fps,
+                                 frames=analysis.frames)
     muxed = mux.render(work / VIDEO, work / AUDIO, out, fit="audio", crf=vo.crf, preset=vo.preset,
-                       overwrite=overwrite, progress=progress, encoded_audio=encoded)
+                       overwrite=overwrite, progress=progress, encoded_audio=encoded, video_info=known)
     stages.timings["mux"] = round(time.perf_counter() - t, 4)
 
     preview = None

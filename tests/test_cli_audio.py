@@ -197,7 +197,9 @@ def test_pipes_through_stdin_and_stdout(tmp_path):
     a = sine(440, 1.0, 44100, 1, amp=0.25)
     b = sine(660, 0.5, 48000, 2, amp=0.25)
     pa, pb = write_wav(tmp_path / "a.wav", a, 44100), write_wav(tmp_path / "b.wav", b)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    tmp = tmp_path / "tmp"  # stdin is copied to a temp file there, removed at exit
+    tmp.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(tmp)}
     cmd = [sys.executable, "-m", "avmix"]
     with open(pa, "rb") as fin:
         p1 = subprocess.run(cmd + ["mix", "-", str(pb), "-o", "-", "--no-limit", "--bit-depth", "32"],
@@ -208,6 +210,7 @@ def test_pipes_through_stdin_and_stdout(tmp_path):
                                "--bit-depth", "32", "--json"],
                         input=p1.stdout, capture_output=True, env=env, timeout=120)
     assert p2.returncode == 0, p2.stderr
+    assert list(tmp.iterdir()) == []  # the exit handlers ran (the CLI skips the interpreter's teardown)
     d = json.loads(p2.stdout)
     assert d["duration"] == pytest.approx(1.5) and d["sample_rate"] == 48000 and d["channels"] == 2
     y, sr = sf.read(str(tmp_path / "out.wav"), dtype="float32", always_2d=True)

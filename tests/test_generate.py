@@ -432,3 +432,30 @@ def test_quiet_generate_prints_no_compose_notes(tmp_path, capsys):
     assert capsys.readouterr().err == ""
     pipeline.generate([silent], tmp_path / "o.mp4", normalize="lufs", quiet=False, overwrite=True, **SMALL)
     assert "the mix is silent" in capsys.readouterr().err
+
+
+def test_sound_files_and_our_own_video_are_not_probed(tmp_path, tracks, monkeypatch):
+    """A WAV cannot hold a picture and the built-in backends know what they wrote: no ffmpeg probe runs
+    for either, and the output is still whole and in sync."""
+    from avmix.video import pictures
+
+    probed = []
+    real_probe, real_pic = ffmpeg.probe, pictures._probe
+    monkeypatch.setattr(ffmpeg, "probe", lambda p: probed.append(os.fspath(p)) or real_probe(p))
+    monkeypatch.setattr(pictures, "_probe", lambda p: probed.append(os.fspath(p)) or real_pic(p))
+    monkeypatch.setattr(pictures, "_PROBED", {})
+    work = tmp_path / "work"
+    res = pipeline.generate(tracks, tmp_path / "out.mp4", workdir=work, **SMALL)
+    assert probed == []
+    assert res["video_copied"] and check_output(res, work) == pytest.approx(2.5)
+
+
+def test_a_riff_that_is_not_wave_is_probed(tmp_path):
+    from avmix.video import pictures
+
+    wav, avi, flac = tmp_path / "a.wav", tmp_path / "a.avi", tmp_path / "a.flac"
+    wav.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt ")
+    avi.write_bytes(b"RIFF\x24\x00\x00\x00AVI LIST")
+    flac.write_bytes(b"fLaC\x00\x00\x00\x22")
+    assert pictures._audio_only(str(wav)) and pictures._audio_only(str(flac))
+    assert not pictures._audio_only(str(avi))

@@ -330,3 +330,19 @@ def test_audio_encode_cancelled_leaves_nothing(tmp_path):
     with mux.AudioEncode(audio, tmp_path / "a.m4a", tmp_path / "o.mp4"):
         pass  # left without wait(): cancelled too
     assert sorted(p.name for p in tmp_path.iterdir()) == [audio.name]
+
+
+def test_what_the_writer_describes_is_what_ffmpeg_probes(tmp_path):
+    """The pipeline hands the mux :func:`writer.described` instead of probing its own video."""
+    from avmix.video import writer
+
+    path = tmp_path / "v.mp4"
+    with writer.VideoWriter(path, width=64, height=48, fps=29.97) as w:
+        for k in range(31):
+            w.write(np.full((48, 64, 3), k * 8, np.uint8))
+    probed, told = ffmpeg.probe(path), writer.described(path, width=64, height=48, fps=29.97, frames=31)
+    assert probed.duration == pytest.approx(told.duration, abs=0.011)  # ffmpeg prints centiseconds
+    assert (probed.video.codec, probed.video.width, probed.video.height, probed.video.pix_fmt) == \
+        (told.video.codec, told.video.width, told.video.height, told.video.pix_fmt)
+    assert probed.video.fps == pytest.approx(told.video.fps, abs=0.01)
+    assert probed.format == told.format

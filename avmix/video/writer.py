@@ -68,6 +68,12 @@ def encode_args(output: str | os.PathLike, *, width: int, height: int, fps: floa
     return ffargs.fill(ffmpeg_python.output(stream, ffargs.slot(0), **out_opts).get_args(), [output])
 
 
+def described(path: str | os.PathLike, *, width: int, height: int, fps: float, frames: int) -> ffmpeg.MediaInfo:
+    """What ``ffmpeg.probe`` says of the file a :class:`VideoWriter` made of ``frames`` frames."""
+    return ffmpeg.MediaInfo(os.fspath(path), "mov,mp4,m4a,3gp,3g2,mj2", duration=frames / fps,
+                            video=ffmpeg.VideoStream("h264", width, height, fps, "yuv420p"))
+
+
 class VideoWriter:
     """Context manager: ``with VideoWriter(p, width=1280, height=720, fps=30) as w: w.write(frame)``.
 
