@@ -99,6 +99,7 @@ def cpu():
 rows = {"start-up and imports": [*cpu(), 0.0]}
 t0 = time.perf_counter()
 from avmix import pipeline, mux
+from avmix.pipeline import muxing, workdir
 rows["start-up and imports"] = [*cpu(), 0.0]
 def timed(name, fn):
     def run(*a, **k):
@@ -109,10 +110,10 @@ def timed(name, fn):
             e = cpu()
             rows[name] = [e[0] - b[0], e[1] - b[1], time.perf_counter() - t]
     return run
-run = pipeline._Stages.run
-pipeline._Stages.run = lambda self, name, *a, **k: timed(name, run)(self, name, *a, **k)
-pipeline._EarlyAudio.finish = timed("audio (wait)", pipeline._EarlyAudio.finish)
-pipeline.mux.render = timed("mux", mux.render)
+run = workdir.Stages.run
+workdir.Stages.run = lambda self, name, *a, **k: timed(name, run)(self, name, *a, **k)
+muxing.EarlyAudio.finish = timed("audio (wait)", muxing.EarlyAudio.finish)
+mux.render = timed("mux", mux.render)
 b = cpu()
 pipeline.generate([sys.argv[1]], sys.argv[2], overwrite=True, backend="procedural", size=(1280, 720), fps=30.0)
 e = cpu()

@@ -10,9 +10,9 @@ from avmix import paths
 from avmix.errors import OutputError
 from avmix.manifest import Manifest
 from avmix.options import Options
+from avmix.pipeline.workdir import AUDIO, WORK_BIT_DEPTH
 from avmix.progress import ProgressFn
 from avmix.timeline import Analysis, Timeline
-from avmix.workdir import AUDIO, WORK_BIT_DEPTH
 
 
 def write_stems(timeline: Timeline, work: Path, stems_dir: str, inputs: list[Path], *, overwrite: bool,

@@ -7,10 +7,10 @@ import re
 from pathlib import Path
 
 from avmix import paths
-from avmix.audio_stages import find_source, track_labels
 from avmix.errors import InputError, OutputError
 from avmix.options import Options
-from avmix.workdir import WORK_FILES
+from avmix.pipeline.audio import find_source, track_labels
+from avmix.pipeline.workdir import WORK_FILES
 
 
 def check_apart(inputs: list[Path], out: Path, work: Path, *, ours: bool, texts: dict, sources: list | None,

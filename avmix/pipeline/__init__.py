@@ -1,9 +1,9 @@
 """``generate``: compose -> analyze -> video -> mux, through files in a work directory, with a cache.
 
 Here: the checks before any work and the stages in order. Each stage's work and cache key are in
-:mod:`avmix.audio_stages` (synth, compose, analyze), :mod:`avmix.video_stage` and :mod:`avmix.mux_stage`;
-the work directory and the stage cache in :mod:`avmix.workdir`; the files a run reads and writes, kept
-apart, in :mod:`avmix.run_files`; ``--stems`` in :mod:`avmix.stems`.
+:mod:`.audio` (synth, compose, analyze), :mod:`.video` and :mod:`.muxing`; the work directory and the
+stage cache in :mod:`.workdir`; the files a run reads and writes, kept apart, in :mod:`.files`;
+``--stems`` in :mod:`.stems`.
 
 Every stage writes its files atomically, and the manifest records a stage only once its files are complete,
 so Ctrl-C or SIGTERM at any moment leaves a work directory the next run resumes from, and never a partial
@@ -20,21 +20,20 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from avmix import mux, paths, run_files, synth, workdir
-from avmix.audio_stages import label_from_name, run_analyze, run_compose, run_synth  # noqa: F401 (public here)
+from avmix import mux, paths, synth
 from avmix.errors import UsageError
 from avmix.manifest import MANIFEST, Manifest, versions
-from avmix.mux_stage import EarlyAudio, run_mux
-from avmix.options import Backend, Mode, Options, check_choice, parse_size  # noqa: F401 (parse_size: public here before)
+from avmix.options import Backend, Mode, Options, check_choice
+from avmix.pipeline import files, workdir
+from avmix.pipeline.audio import run_analyze, run_compose, run_synth
+from avmix.pipeline.muxing import EarlyAudio, run_mux
+from avmix.pipeline.stems import write_picture_stems, write_stems
+from avmix.pipeline.video import run_video, write_preview
+from avmix.pipeline.workdir import ANALYSIS, TIMELINE
 from avmix.progress import ProgressFn, note
 from avmix.signals import sigterm_as_interrupt
-from avmix.stems import write_picture_stems, write_stems
 from avmix.timeline import Analysis, Timeline, file_hash
-from avmix.video_stage import run_video, write_preview
-from avmix.workdir import (ANALYSIS, AUDIO, ENCODED, TIMELINE, TRACKS, VIDEO, WORK_BIT_DEPTH,  # noqa: F401
-                           WORK_FILES)  # the work directory's file names: public here before
 
-_Stages, _EarlyAudio = workdir.Stages, EarlyAudio  # their names here before: benchmarks/render.py patches them
 BACKENDS = tuple(b.value for b in Backend)
 
 
@@ -77,7 +76,7 @@ def generate(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, opt
     pics = _pictures(inputs, opts.compose.images, texts, sources)
     chosen, why = _backend(opts, pics, inputs, sources)
     work, ours = workdir.location(opts.work.workdir, out)
-    keep = run_files.check_apart(inputs, out, work, ours=ours, texts=texts, sources=sources, pics=pics, opts=opts,
+    keep = files.check_apart(inputs, out, work, ours=ours, texts=texts, sources=sources, pics=pics, opts=opts,
                                  chosen=chosen)
     if opts.video.backend == "auto":
         note(f"backend {chosen}: {why}", quiet=quiet)

@@ -13,9 +13,9 @@ from avmix import paths, synth
 from avmix.errors import InputError
 from avmix.manifest import key
 from avmix.options import ComposeOptions, Options
+from avmix.pipeline.workdir import ANALYSIS, AUDIO, TIMELINE, TRACKS, WORK_BIT_DEPTH, Stages
 from avmix.progress import ProgressFn
 from avmix.timeline import Timeline, file_hash, same_content
-from avmix.workdir import ANALYSIS, AUDIO, TIMELINE, TRACKS, WORK_BIT_DEPTH, Stages
 
 
 def label_from_name(path: str | os.PathLike) -> str:

@@ -8,9 +8,9 @@ from pathlib import Path
 from avmix import mux
 from avmix.manifest import key
 from avmix.options import VideoOptions
+from avmix.pipeline.workdir import AUDIO, ENCODED, VIDEO, Stages
 from avmix.progress import ProgressFn
 from avmix.timeline import Analysis
-from avmix.workdir import AUDIO, ENCODED, VIDEO, Stages
 
 
 class EarlyAudio:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from avmix.manifest import key
 from avmix.options import Options
+from avmix.pipeline.workdir import VIDEO, Stages
 from avmix.progress import ProgressFn
 from avmix.timeline import Analysis, Timeline
-from avmix.workdir import VIDEO, Stages
 
 
 def run_video(chosen: str, analysis: Analysis, timeline: Timeline, work: Path, opts: Options, *, k_analyze: str,
