@@ -166,6 +166,7 @@ def _keep_freed_memory() -> None:
 
 
 def main() -> None:
+    """The console script: runs the command line and ends the process (call :func:`run` for an exit code)."""
     # OpenBLAS starts a thread per core when numpy loads: ~0.05 s of CPU a command, and avmix's products
     # are small (a 10-minute normalised mix took no longer on one thread)
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -183,9 +184,10 @@ def _exit(code: int) -> None:
     atexit._run_exitfuncs()
     if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
         sys.exit(code)
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except (OSError, ValueError):  # a closed pipe: what Python's own exit would report as 120
-        code = code or 120
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:  # None: started with that descriptor closed
+                stream.flush()
+        except (OSError, ValueError):  # a closed pipe: what Python's own exit would report as 120
+            code = code or 120
     os._exit(code)

@@ -278,3 +278,16 @@ def test_progress_bar_on_a_terminal_and_quiet_silences_it(tmp_path):
     code, err = _stderr_on_a_terminal(["mix", str(pa), str(pa), "-o", str(tmp_path / "o.wav"), "-y",
                                        "--normalize", "lufs", "-q"])
     assert code == 0 and err == ""
+
+
+@pytest.mark.parametrize("closed", ["1", "2"])
+def test_a_closed_stdout_or_stderr_does_not_fail_a_quiet_run(tmp_path, closed):
+    """Started with descriptor 1 or 2 closed (cron, daemons): Python then has no sys.stdout or sys.stderr,
+    and the run still succeeds."""
+    pa = write_wav(tmp_path / "a.wav", sine(440, 0.5))
+    out = tmp_path / "o.wav"
+    cmd = f'"{sys.executable}" -m avmix mix "{pa}" -o "{out}" -q {closed}>&-'
+    p = subprocess.run(["sh", "-c", cmd], env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert sf.info(str(out)).frames == 24000

@@ -17,15 +17,26 @@ def single_thread_blas():
 
     The products here are small (a 16x16 or 33x6 matrix against a block); OpenBLAS splits them over
     threads anyway, which on a 2-core machine under load makes them 10x slower, not faster. The command
-    line sets one thread before numpy loads: then there is nothing to limit (and 5 ms saved).
+    line sets one OpenBLAS thread before numpy loads: then there is nothing to limit (and 5 ms saved).
     """
-    if os.environ.get("OPENBLAS_NUM_THREADS") == "1":
+    if _openblas_one_thread():
         return contextlib.nullcontext()
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:  # pragma: no cover - optional
         return contextlib.nullcontext()
     return threadpool_limits(limits=1, user_api="blas")
+
+
+def _openblas_one_thread() -> bool:
+    """numpy's BLAS is a pthreads OpenBLAS and ``OPENBLAS_NUM_THREADS`` is 1 (which it reads on loading)."""
+    if os.environ.get("OPENBLAS_NUM_THREADS") != "1":
+        return False
+    try:
+        blas = np.__config__.CONFIG["Build Dependencies"]["blas"]
+    except (AttributeError, KeyError, TypeError):
+        return False
+    return "openblas" in str(blas.get("name", "")).lower() and "OPENMP" not in str(blas.get("openblas configuration", ""))
 
 
 _HELPERS: list = []
