@@ -237,12 +237,16 @@ def refine_dynamics(corr: dict, ref: Measurement, mix: Measurement, held: Held, 
     target = corr["target_lufs"]
     gain = [gainsearch.solve(model.level, target, target - model.lufs - 6.0, target - model.lufs + 18.0)]
 
+    seen: dict[tuple[float, float], tuple[float, float, np.ndarray]] = {}  # a pair already tried is not redone
+
     def outcome(sr: float, fr: float) -> tuple[float, float, np.ndarray]:
-        d = (shape.curve(sr, fr) - g0)[:hops]
-        d = np.pad(d, (0, hops - len(d)), mode="edge") if len(d) < hops else d
-        gain[0] = _secant(lambda g: model.level(g, d), target, gain[0])
-        lra, crest = model.dynamics(gain[0], d)
-        return lra, crest, d
+        if (sr, fr) not in seen:
+            d = (shape.curve(sr, fr) - g0)[:hops]
+            d = np.pad(d, (0, hops - len(d)), mode="edge") if len(d) < hops else d
+            gain[0] = _secant(lambda g: model.level(g, d), target, gain[0])
+            lra, crest = model.dynamics(gain[0], d)
+            seen[(sr, fr)] = lra, crest, d
+        return seen[(sr, fr)]
 
     lra0, crest0, _ = outcome(slow, fast)
     if abs(lra0 - want_lra) <= LRA_SLACK and abs(crest0 - want_crest) <= CREST_SLACK:
