@@ -47,6 +47,8 @@ AUDIO_BITRATE = "192k"
 # only from .m4a on 5.1 and only from .mka on 9.0, and Opus into .webm moves its start on 5.1: those
 # containers encode their audio in the mux.
 EARLY_AUDIO = {".mp4": ".m4a", ".m4v": ".m4a", ".mov": ".m4a"}
+
+
 def audio_encoding(output: str | os.PathLike, bitrate: str) -> dict:
     """The audio encoder options of ``output``'s container: the mux and :class:`AudioEncode` both use
     these, so an early encode is the one the mux would make."""

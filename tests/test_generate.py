@@ -451,11 +451,11 @@ def test_sound_files_and_our_own_video_are_not_probed(tmp_path, tracks, monkeypa
 
 
 def test_a_riff_that_is_not_wave_is_probed(tmp_path):
-    from avmix.video import pictures
+    from avmix.audio import io
 
     wav, avi, flac = tmp_path / "a.wav", tmp_path / "a.avi", tmp_path / "a.flac"
     wav.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt ")
     avi.write_bytes(b"RIFF\x24\x00\x00\x00AVI LIST")
     flac.write_bytes(b"fLaC\x00\x00\x00\x22")
-    assert pictures._audio_only(str(wav)) and pictures._audio_only(str(flac))
-    assert not pictures._audio_only(str(avi))
+    assert io.sound_only(wav) and io.sound_only(flac)
+    assert not io.sound_only(avi)

@@ -36,7 +36,8 @@ def _openblas_one_thread() -> bool:
         blas = np.__config__.CONFIG["Build Dependencies"]["blas"]
     except (AttributeError, KeyError, TypeError):
         return False
-    return "openblas" in str(blas.get("name", "")).lower() and "OPENMP" not in str(blas.get("openblas configuration", ""))
+    name, config = str(blas.get("name", "")).lower(), str(blas.get("openblas configuration", ""))
+    return "openblas" in name and "OPENMP" not in config
 
 
 _HELPERS: list = []

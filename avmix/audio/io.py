@@ -401,6 +401,22 @@ def _sniff(local: str) -> str | None:
     return _MAGIC.get(head[:4])
 
 
+def sound_only(path: str | os.PathLike) -> bool:
+    """A WAV, AIFF, FLAC or CAF file by its first bytes: it holds sound and no picture (FLAC's cover art
+    does not count), so nothing needs to ask ffmpeg. RIFF that is not WAVE (AVI) and Ogg are not."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+    except OSError:
+        return False
+    family, tag = _MAGIC.get(head[:4]), head[8:12]
+    if head[:4] in (b"RIFF", b"RIFX", b"RF64", b"BW64"):
+        return tag == b"WAVE"
+    if family == "aiff":
+        return tag in (b"AIFF", b"AIFC")
+    return family in ("wav", "flac", "caf")  # W64 ("riff") names its kind in a GUID further on
+
+
 def _data_shortfall(local: str) -> int:
     """Bytes missing from a WAV or AIFF file whose header declares a longer sound-data chunk (0 if complete).
 

@@ -76,8 +76,8 @@ def generate(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, opt
     pics = _pictures(inputs, opts.compose.images, texts, sources)
     chosen, why = _backend(opts, pics, inputs, sources)
     work, ours = workdir.location(opts.work.workdir, out)
-    keep = files.check_apart(inputs, out, work, ours=ours, texts=texts, sources=sources, pics=pics, opts=opts,
-                                 chosen=chosen)
+    reads = files.check_apart(inputs, out, work, ours=ours, texts=texts, sources=sources, pics=pics, opts=opts,
+                              chosen=chosen)
     if opts.video.backend == "auto":
         note(f"backend {chosen}: {why}", quiet=quiet)
 
@@ -88,7 +88,7 @@ def generate(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, opt
 
         with sigterm_as_interrupt(), workdir.locked(work), io.reuse_decoded():  # analysis reads compose's decodes
             result = _run(inputs, out, work, composed=sources is not None, pics=pics, opts=opts, chosen=chosen,
-                          why=why, overwrite=overwrite, progress=progress, quiet=quiet, texts=texts, keep=keep)
+                          why=why, overwrite=overwrite, progress=progress, quiet=quiet, texts=texts, reads=reads)
     except BaseException:
         if (work / MANIFEST).exists() and Manifest.load(work).stages:
             note(f"work directory kept: {work} (run the same command again to resume)", quiet=quiet)
@@ -170,8 +170,8 @@ def _backend(opts: Options, pics: list[dict | None], inputs: list[Path], sources
 def _run(inputs: list[Path], out: Path, work: Path, *, composed: bool, pics: list[dict | None], opts: Options,
          chosen: str, why: str,
          overwrite: bool, progress: ProgressFn, quiet: bool, texts: dict | None = None,
-         keep: Sequence[Path] = ()) -> dict:
-    """The stages in order, in the locked work directory. ``keep``: the files read, which no stem may replace."""
+         reads: Sequence[Path] = ()) -> dict:
+    """The stages in order, in the locked work directory. ``reads``: the files read, which no stem may replace."""
     man = Manifest.load(work)
     stages = workdir.Stages(man, no_cache=opts.work.no_cache, progress=progress)
     wo = opts.work
@@ -185,7 +185,7 @@ def _run(inputs: list[Path], out: Path, work: Path, *, composed: bool, pics: lis
     k_compose = run_compose(inputs, work, composed=composed, pics=pics, opts=opts, texts=texts or {},
                             tracks=tracks, hashes=hashes, stages=stages, progress=progress, quiet=quiet)
     timeline = Timeline.load(work / TIMELINE)
-    stems = write_stems(timeline, work, wo.stems, [*inputs, *keep], overwrite=overwrite, man=man) if wo.stems else None
+    stems = write_stems(timeline, work, wo.stems, [*inputs, *reads], overwrite=overwrite, man=man) if wo.stems else None
 
     # -- the mux's audio, encoded in the background meanwhile (cached)
     early = None
@@ -199,7 +199,7 @@ def _run(inputs: list[Path], out: Path, work: Path, *, composed: bool, pics: lis
         video_info = run_video(chosen, analysis, timeline, work, opts, k_analyze=k_analyze, stages=stages,
                                progress=progress)
         if wo.stems and chosen == "composite":  # each picture as it sits in the video, beside its sound
-            stems["pictures"] = write_picture_stems(timeline, analysis, wo.stems, [*inputs, *keep], opts,
+            stems["pictures"] = write_picture_stems(timeline, analysis, wo.stems, [*inputs, *reads], opts,
                                                     overwrite=overwrite, man=man, progress=progress)
         encoded = early.finish()
     finally:
@@ -207,7 +207,7 @@ def _run(inputs: list[Path], out: Path, work: Path, *, composed: bool, pics: lis
             early.cancel()  # an error or Ctrl-C: no encode outlives the run
 
     # -- mux: OUT (always), then the preview from the work directory's video
-    muxed = run_mux(work, out, chosen=chosen, analysis=analysis, vo=opts.video, encoded=encoded,
+    muxed = run_mux(work, out, analysis=analysis, vo=opts.video, encoded=encoded,
                     overwrite=overwrite, stages=stages, progress=progress)
     preview = write_preview(work, analysis, wo.preview, stages) if wo.preview else None
 

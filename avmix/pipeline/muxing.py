@@ -51,16 +51,16 @@ class EarlyAudio:
             self.job = None
 
 
-def run_mux(work: Path, out: Path, *, chosen: str, analysis: Analysis, vo: VideoOptions, encoded: Path | None,
+def run_mux(work: Path, out: Path, *, analysis: Analysis, vo: VideoOptions, encoded: Path | None,
             overwrite: bool, stages: Stages, progress: ProgressFn) -> dict:
     """Write ``out`` (the video is H.264 of the right length, so it is copied, not re-encoded). Returns
     what mux.render reports."""
+    from avmix.video import writer
+
     t = time.perf_counter()
-    known = None  # the built-in backends write exactly the analysis' frames: no probe needed
-    if chosen != "diffusion":
-        from avmix.video import writer
-        known = writer.described(work / VIDEO, width=vo.size[0], height=vo.size[1], fps=analysis.fps,
-                                 frames=analysis.frames)
+    # every backend writes the analysis' frames at the output size through VideoWriter: no probe needed
+    known = writer.described(work / VIDEO, width=vo.size[0], height=vo.size[1], fps=analysis.fps,
+                             frames=analysis.frames)
     muxed = mux.render(work / VIDEO, work / AUDIO, out, fit="audio", crf=vo.crf, preset=vo.preset,
                        overwrite=overwrite, progress=progress, encoded_audio=encoded, video_info=known)
     stages.timings["mux"] = round(time.perf_counter() - t, 4)

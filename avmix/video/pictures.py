@@ -79,23 +79,10 @@ def find(path: str | os.PathLike) -> Picture | None:
     if key is None:
         raise InputError("no such file" if not os.path.exists(path) else "not a file", path=path)
     if key not in _PROBED:
-        _PROBED[key] = None if _audio_only(path) else _probe(path)
+        from avmix.audio import io  # a sound file needs no ffmpeg run (0.07 s) to show it has no picture
+
+        _PROBED[key] = None if io.sound_only(path) else _probe(path)
     return _PROBED[key]
-
-
-# WAV, AIFF, FLAC and CAF hold sound only (FLAC's cover art does not count): known from the first bytes,
-# without the 0.07 s of an ffmpeg run
-_AUDIO_ONLY = ((b"RIFF", b"WAVE"), (b"RIFX", b"WAVE"), (b"RF64", b"WAVE"), (b"BW64", b"WAVE"),
-               (b"FORM", b"AIFF"), (b"FORM", b"AIFC"), (b"fLaC", None), (b"caff", None))
-
-
-def _audio_only(path: str) -> bool:
-    try:
-        with open(path, "rb") as f:
-            head = f.read(12)
-    except OSError:
-        return False  # ffmpeg says what is wrong
-    return any(head[:4] == magic and (kind is None or head[8:12] == kind) for magic, kind in _AUDIO_ONLY)
 
 
 def find_all(paths: list[str | os.PathLike], *, unreadable_ok: bool = False) -> list[Picture | None]:
