@@ -86,6 +86,7 @@ def _json_of(path: str | os.PathLike, schema: str) -> dict[str, Any] | None:
 class Prior:
     """What an earlier run of a job left beside its output, read once: its record, whether the output
     is still the file that record describes, and the preview and stems folder it made."""
+    target: str
     record: dict[str, Any] | None
     intact: bool
     made: dict[str, Any]
@@ -101,19 +102,19 @@ class Prior:
                   and rec.get("mtime_ns") == st.st_mtime_ns)
         result = rec.get("result") if rec is not None and isinstance(rec.get("result"), dict) else {}
         stems = result.get("stems") if isinstance(result.get("stems"), dict) else {}
-        return cls(rec, intact, {"preview": result.get("preview"), "stems": stems.get("dir")})
+        return cls(target, rec, intact, {"preview": result.get("preview"), "stems": stems.get("dir")})
 
     def completed(self, digest: str) -> dict[str, Any] | None:
         """The record of the finished job with this hash if its output is still the one it wrote."""
         return self.record if self.intact and self.record.get("job_hash") == digest else None
 
-    def refusal(self, target: str, extra: dict[str, str], line: int) -> str | None:
+    def refusal(self, extra: dict[str, str], line: int) -> str | None:
         """Why rerunning the job would replace a file batch did not make (None: it would not).
 
-        ``target`` and the records batch keeps beside it may be replaced only when batch wrote them; a
+        The target and the records batch keeps beside it may be replaced only when batch wrote them; a
         ``preview``/``stems`` in ``extra`` only when the record names it (its previous run's, even if its
         output was removed since)."""
-        where = f"(job on line {line}); move it away or pass --force to replace it"
+        target, where = self.target, f"(job on line {line}); move it away or pass --force to replace it"
         if os.path.lexists(target) and not self.intact:
             why = "was changed since avmix batch wrote it" if self.record else "exists and avmix batch did not make it"
             return f"{target}: {why} {where}"
@@ -128,9 +129,9 @@ class Prior:
             return f"{p}: exists and avmix batch did not make it {where}"
         return None
 
-    def replaces(self, target: str, extra: dict[str, str]) -> bool:
+    def replaces(self, extra: dict[str, str]) -> bool:
         """Whether the rerun replaces files this job made before (generate's overwrite)."""
-        return os.path.lexists(target) or any(self.made[k] == v and os.path.lexists(v) for k, v in extra.items())
+        return os.path.lexists(self.target) or any(self.made[k] == v and os.path.lexists(v) for k, v in extra.items())
 
 
 def run_job(spec: dict[str, Any]) -> dict[str, Any]:
@@ -313,17 +314,17 @@ def batch(jobs_file: str | os.PathLike, outdir: str | os.PathLike, *, engine: st
         if j.error:
             continue
         digest = job_hash(j, seen)
-        prior = Prior.of(j.target)
-        rec = None if force else prior.completed(digest)
+        prior = None if force else Prior.of(j.target)  # --force: nothing batch left is asked about
+        rec = prior and prior.completed(digest)
         if rec is not None:
             row.update(status="skipped", error=None, result=rec.get("result"),
                        timings=(rec.get("result") or {}).get("timings") if isinstance(rec.get("result"), dict) else None)
             continue
         extra = {k: v for k, v in j.options.items() if k in ("preview", "stems")}
-        if not force and (why := prior.refusal(j.target, extra, j.line)):
+        if prior is not None and (why := prior.refusal(extra, j.line)):
             refused.append(why)
         # generate replaces files only when batch made them (a changed job) or with --force
-        overwrite = force or prior.replaces(j.target, extra)
+        overwrite = prior is None or prior.replaces(extra)
         specs.append({"index": j.index, "inputs": j.inputs, "target": j.target, "output": j.output,
                       "options": j.options, "job_hash": digest, "generate": generate, "overwrite": overwrite})
     if refused:  # before running anything

@@ -309,15 +309,12 @@ def _check_overlaps(path: Path, jobs: list[Job], known: dict[str, Any]) -> None:
         written += [(name, v) for name, v in j.options.items()
                     if isinstance(v, str) and _path_kind(known.get(name)) == "output"]
         for what, p in written:
-            real, ino = paths.file_id(p)
-            for key in (real, ino):
-                if key is not None and key in outs:
-                    line, other, _ = outs[key]
-                    by = "this job's " + other if line == j.line else f"the job on line {line}"
-                    raise UsageError(f"line {j.line}: {what} {p} is also written by {by}", path=path)
-            for key in (real, ino):
-                if key is not None:
-                    outs[key] = (j.line, what, p)
+            keys = paths.file_keys(p)
+            hit = next((outs[k] for k in keys if k in outs), None)
+            if hit is not None:
+                by = "this job's " + hit[1] if hit[0] == j.line else f"the job on line {hit[0]}"
+                raise UsageError(f"line {j.line}: {what} {p} is also written by {by}", path=path)
+            outs.update((k, (j.line, what, p)) for k in keys)
     for key, (line, what, p) in list(outs.items()):  # nor inside another job's folder (--workdir, --stems)
         for parent in (map(str, Path(key).parents) if isinstance(key, str) else ()):
             hit = outs.get(parent)
@@ -332,12 +329,11 @@ def _check_overlaps(path: Path, jobs: list[Job], known: dict[str, Any]) -> None:
                 reads += [(j.line, p) for p in (v if isinstance(v, list) else [v])
                           if isinstance(p, str) and p not in ("", "-")]
     for line, p in reads:
-        real, ino = paths.file_id(p)
-        hit, held = outs.get(ino) or outs.get(real), "is"
-        for parent in map(str, Path(real).parents):  # or a directory output holding it (--stems, --workdir)
-            if hit is not None:
-                break
-            hit, held = outs.get(parent), f"holds {p},"
+        keys = paths.file_keys(p)
+        hit, held = next((outs[k] for k in keys if k in outs), None), "is"
+        if hit is None:  # or a directory output holding it (--stems, --workdir)
+            hit = next((outs[d] for d in map(str, Path(keys[0]).parents) if d in outs), None)
+            held = f"holds {p},"
         if hit is None:
             continue
         w_line, what, w_path = hit

@@ -126,7 +126,8 @@ def file_id(path: str | os.PathLike) -> tuple[str, tuple[int, int] | None]:
     return real, (st.st_dev, st.st_ino)
 
 
-def _keys(path: str | os.PathLike) -> list:
+def file_keys(path: str | os.PathLike) -> list:
+    """The keys of :func:`file_id` that exist: [real path] or [real path, (device, inode)]."""
     real, ino = file_id(path)
     return [real] if ino is None else [real, ino]
 
@@ -136,7 +137,7 @@ def same_path(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     existing) the same file under two names (a hard link). Standard input/output ('-') is never a path."""
     if STDIO in (os.fspath(a), os.fspath(b)):
         return False
-    return bool(set(_keys(a)) & set(_keys(b)))
+    return bool(set(file_keys(a)) & set(file_keys(b)))
 
 
 def inside(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
@@ -153,13 +154,13 @@ def check_apart(writes: Sequence[tuple[str, str | os.PathLike]], reads: Sequence
     read: dict = {}
     for what, r in reads:
         if os.fspath(r) != STDIO:
-            for k in _keys(r):
+            for k in file_keys(r):
                 read.setdefault(k, what)
     written: dict = {}
     for role, w in writes:
         if os.fspath(w) == STDIO:
             continue
-        keys = _keys(w)
+        keys = file_keys(w)
         for k in keys:
             if k in read:
                 raise OutputError(f"{role} is the same file as {read[k]}; refusing to overwrite it", path=w)
