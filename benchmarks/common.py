@@ -7,6 +7,7 @@ process of the tree), and, when psutil is present, the summed RSS of the whole t
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -175,9 +176,11 @@ def summarize(runs: list[dict]) -> dict:
     }
 
 
+@functools.cache
 def fresh_bytecode() -> None:
     """Compile avmix's bytecode, as ``make`` and a pip install do: after an edit (or where
-    PYTHONDONTWRITEBYTECODE is set) every timed run would otherwise compile the changed modules anew."""
+    PYTHONDONTWRITEBYTECODE is set) every timed run would otherwise compile the changed modules anew.
+    Once per benchmark run."""
     import compileall
     compileall.compile_dir(str(HERE.parent / "avmix"), quiet=1)
 

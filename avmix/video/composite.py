@@ -267,7 +267,7 @@ class Compositor:
         PiP or a spotlight), or tiles that do not overlap (a full grid)."""
         if live and lay.fade_alpha(self.shots[live[0]], k) >= 1.0 and self._full(self.shots[live[0]].box):
             return True
-        if not (apart or len(live) == 1):
+        if not apart:  # one tile covers the frame only as the full-frame base above
             return False
         area = 0
         for s in live:

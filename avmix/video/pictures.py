@@ -115,12 +115,12 @@ def _probe(path: str) -> Picture | None:
         raise InputError("not an image or video ffmpeg can read", path=path)
     info = ffmpeg.parse_info(path, err)
     ffmpeg.remember_info(path, err)  # the audio stage's probe of this file reads it from here
+    line = next((s for s in info.streams if "Video:" in s and "attached pic" not in s), None)
     if info.video is None:
-        if any("Video:" in s and "attached pic" not in s for s in info.streams):  # a stream without a size
+        if line is not None:  # a video stream without a size
             raise InputError("its picture cannot be read (truncated or corrupt)", path=path)
         return None
     v = info.video
-    line = next(s for s in info.streams if "Video:" in s and "attached pic" not in s)
     sar = 1.0
     m = re.search(r"SAR (\d+):(\d+)", line)
     if m and int(m.group(1)) > 0 and int(m.group(2)) > 0:

@@ -25,8 +25,7 @@ def onset_frame(times: np.ndarray | float, fps: float) -> np.ndarray:
 
 def hit_frames(onsets, fps: float, n: int) -> np.ndarray:
     """Frames on which onsets at ``onsets`` (s) show (:func:`onset_frame`), one per frame, inside ``0..n-1``."""
-    k = onset_frame(onsets, fps)
-    return unique(np.clip(k, 0, max(0, n - 1))) if k.size else np.zeros(0, np.int64)
+    return unique(np.clip(onset_frame(onsets, fps), 0, max(0, n - 1)))
 
 
 def frames_since_hit(hits: np.ndarray, n: int) -> np.ndarray:
