@@ -30,7 +30,7 @@ from numpy import fft  # not scipy.fft: importing it costs 0.2 s of CPU (scipy.s
 
 from avmix.audio.io import AudioFile, open_audio
 from avmix.errors import InputError
-from avmix.stats import median
+from avmix.stats import robust_spread
 
 COARSE_RATE = 8000  # Hz: speech and music keep most of their structure below 4 kHz
 FINE_RATE_MAX = 48000  # Hz: above this the fine stage gains nothing that matters at 1 ms
@@ -138,8 +138,7 @@ def peak_and_confidence(vals: np.ndarray, first_lag: int, rate: float) -> tuple[
     lag = first_lag + i
     # the spread of the bulk: a strided sample is plenty (the peak is a handful of values)
     sample = vals[::max(1, len(vals) // 200_000)]
-    med = median(sample)
-    sigma = 1.4826 * median(np.abs(sample - med))
+    med, sigma = robust_spread(sample)
     if not sigma > 0 or vals[i] <= med:
         return lag, 0.0
     z_peak = (float(vals[i]) - med) / sigma
@@ -179,8 +178,7 @@ def _first_arrival(h: np.ndarray, centre: int, search: int, rate: float, later: 
     so the direct sound is the strong arrival with the largest index; else the smallest.
     """
     body = h[centre - search:centre + search + 1]
-    med = median(body)
-    sigma = 1.4826 * median(np.abs(body - med))
+    med, sigma = robust_spread(body)
     top = int(np.argmax(body))
     strong = max(STRONG * float(body[top]), med + 4.0 * sigma)
     mid = body[1:-1]

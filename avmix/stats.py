@@ -19,6 +19,12 @@ def median(x: np.ndarray) -> float:
     return percentile(x, 50.0)
 
 
+def robust_spread(x: np.ndarray) -> tuple[float, float]:
+    """(median, spread): the median absolute deviation scaled to a normal distribution's sigma."""
+    med = median(x)
+    return med, 1.4826 * median(np.abs(x - med))
+
+
 def unique(x: np.ndarray) -> np.ndarray:
     """The sorted distinct values of ``x`` (a flat array)."""
     s = np.sort(np.asarray(x).ravel())

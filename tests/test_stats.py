@@ -40,3 +40,11 @@ def test_mix_with_a_reference_does_not_import_numpy_ma(tmp_path):
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "o.wav").exists()
     assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_robust_spread_is_the_scaled_median_absolute_deviation():
+    x = np.random.default_rng(3).normal(5.0, 2.0, 20001)
+    med, sigma = stats.robust_spread(x)
+    assert med == pytest.approx(float(np.median(x)))
+    assert sigma == pytest.approx(1.4826 * float(np.median(np.abs(x - np.median(x)))))
+    assert sigma == pytest.approx(2.0, rel=0.05)  # a normal distribution's sigma

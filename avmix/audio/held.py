@@ -15,8 +15,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from avmix.audio import dynamics, gainsearch
-from avmix.audio.loudness import (ABS_GATE, BLOCK_S, OFFSET, STEP_S, LoudnessMeter, gated_loudness, loudness_range,
-                                  to_lufs)
+from avmix.audio.loudness import BLOCK_S, OFFSET, STEP_S, LoudnessMeter, gated_loudness, loudness_range
 from avmix.audio.match import (FAST_RANGE, RATIO_RANGE, _eq_band_gains, _Shape, _solve, corrector, pack_curve, ramp,
                                unpack_curve)
 from avmix.audio.reference import DYNAMICS_SECONDS, HOP, Measurement, crest_db
@@ -193,8 +192,7 @@ def _gated_lufs(hop_power: np.ndarray, sample_rate: int) -> float:
     per = STEP_S * sample_rate / HOP
     k = int(len(hop_power) // per)
     if k < int(round(BLOCK_S / STEP_S)):
-        level = to_lufs(float(hop_power.mean()) if len(hop_power) else 0.0)
-        return level if level > ABS_GATE else -math.inf
+        return gated_loudness(np.array([hop_power.mean() if len(hop_power) else 0.0]))  # as one block
     edges = np.round(np.arange(k + 1) * per).astype(np.int64)
     c = np.concatenate([[0.0], np.cumsum(hop_power)])
     steps = (c[edges[1:]] - c[edges[:-1]]) / np.diff(edges)
@@ -237,18 +235,17 @@ def refine_dynamics(corr: dict, ref: Measurement, mix: Measurement, held: Held, 
     target = corr["target_lufs"]
     gain = [gainsearch.solve(model.level, target, target - model.lufs - 6.0, target - model.lufs + 18.0)]
 
-    seen: dict[tuple[float, float], tuple[float, float, np.ndarray]] = {}  # a pair already tried is not redone
+    seen: dict[tuple[float, float], tuple[float, float]] = {}  # a pair already tried is not redone
 
-    def outcome(sr: float, fr: float) -> tuple[float, float, np.ndarray]:
+    def outcome(sr: float, fr: float) -> tuple[float, float]:
         if (sr, fr) not in seen:
             d = (shape.curve(sr, fr) - g0)[:hops]
             d = np.pad(d, (0, hops - len(d)), mode="edge") if len(d) < hops else d
             gain[0] = _secant(lambda g: model.level(g, d), target, gain[0])
-            lra, crest = model.dynamics(gain[0], d)
-            seen[(sr, fr)] = lra, crest, d
+            seen[(sr, fr)] = model.dynamics(gain[0], d)
         return seen[(sr, fr)]
 
-    lra0, crest0, _ = outcome(slow, fast)
+    lra0, crest0 = outcome(slow, fast)
     if abs(lra0 - want_lra) <= LRA_SLACK and abs(crest0 - want_crest) <= CREST_SLACK:
         return False
     if crest0 > want_crest + CREST_SLACK and fast < FAST_RANGE[1]:
@@ -260,7 +257,7 @@ def refine_dynamics(corr: dict, ref: Measurement, mix: Measurement, held: Held, 
             # the slow stage at its most cannot even the sections out: take the peaks the limiter
             # would take from the loud ones with the fast stage instead
             fast = _bisect(lambda r: outcome(slow, r)[0], want_lra, fast, FAST_RANGE[1])
-    lra2, crest2, _ = outcome(slow, fast)
+    lra2, crest2 = outcome(slow, fast)
     if abs(lra2 - want_lra) > abs(lra0 - want_lra) - 0.1 and abs(crest2 - want_crest) >= abs(crest0 - want_crest):
         return False  # no better: keep the first choice
     packed = pack_curve(shape.curve(slow, fast))  # the mix gets the curve the timeline records, as stems do

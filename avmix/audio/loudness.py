@@ -229,8 +229,7 @@ class LoudnessMeter:
             total = steps.sum() + self._acc
             if self._pos == 0:
                 return -math.inf
-            z = total / self._pos
-            return to_lufs(z) if to_lufs(z) > ABS_GATE else -math.inf
+            return gated_loudness(np.array([total / self._pos]))
         cs = np.concatenate([[0.0], np.cumsum(steps)])
         cl = np.concatenate([[0.0], np.cumsum(lens)])
         return gated_loudness((cs[per_block:] - cs[:-per_block]) / (cl[per_block:] - cl[:-per_block]))

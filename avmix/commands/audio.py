@@ -78,8 +78,7 @@ def _synthesize(inputs: list[str], output: str, opts: Options, labels: list[str]
         resolved, tracks = synth.resolve(inputs, settings, on_step=synth.progress_to(bar, texts))
     for t in tracks.values():
         synth.note_track(t, quiet=quiet)
-    prompts = {i: t.spec.prompt for i, t in tracks.items()}
-    return resolved, synth.labels_with_prompts(labels, prompts, len(inputs)), {i: t.origin for i, t in tracks.items()}
+    return resolved, synth.labels_with_prompts(labels, texts, len(inputs)), {i: t.origin for i, t in tracks.items()}
 
 
 def register(app: typer.Typer) -> None:

@@ -26,7 +26,7 @@ def label_from_name(path: str | os.PathLike) -> str:
 def track_labels(labels: Sequence[str], inputs: list[Path], texts: dict, *, tagger: str | None) -> list[str]:
     """Each input's label (inputs not composed): its --label, else a text input's prompt, else its file
     name; "" where --tagger is to name it."""
-    out = synth.labels_with_prompts(labels, {i: spec.prompt for i, spec in texts.items()}, len(inputs))
+    out = synth.labels_with_prompts(labels, texts, len(inputs))
     return out if tagger else [x or label_from_name(p) for x, p in zip(out, inputs)]
 
 

@@ -147,13 +147,13 @@ def progress_to(progress: Callable[[str, float, float], None] | None, texts: dic
     return on_step
 
 
-def labels_with_prompts(labels: Sequence[str], prompts: dict[int, str], count: int) -> list[str]:
-    """``labels`` (one per input, in order, possibly fewer) with each text input's prompt (by index)
-    where no label was given; "" leaves a file input to its default label."""
+def labels_with_prompts(labels: Sequence[str], texts: dict[int, TextSpec], count: int) -> list[str]:
+    """``labels`` (one per input, in order, possibly fewer) with each text input's prompt (``texts`` by
+    index, as :func:`check` gives them) where no label was given; "" leaves a file input to its default label."""
     out = list(labels) + [""] * (count - len(labels))
-    for i, prompt in prompts.items():
+    for i, spec in texts.items():
         if not out[i]:
-            out[i] = prompt
+            out[i] = spec.prompt
     return out
 
 
