@@ -22,20 +22,28 @@ from common import DATA  # noqa: E402
 SIZE, FPS = "1280x720", 30
 
 
-def _avmix_encode() -> tuple[int, str, str | None]:
-    """The crf, x264 preset and x264 options avmix's procedural renderer encodes with (its defaults), so
-    the peers match."""
+def _avmix_encode() -> tuple[int, int, str, str | None]:
+    """The crf, the constant QP it becomes, the x264 preset and the x264 options avmix's procedural
+    renderer encodes with (its defaults), so the peers match."""
     import inspect
     from avmix.video import procedural
     p = inspect.signature(procedural.render).parameters
-    return p["crf"].default, p["preset"].default, p["x264_params"].default
+    crf = p["crf"].default
+    return crf, procedural.quantizer(crf), p["preset"].default, p["x264_params"].default
 
 
-CRF, PRESET, X264_PARAMS = _avmix_encode()
+CRF, QP, PRESET, X264_PARAMS = _avmix_encode()
 GOP = 2 * FPS  # avmix's keyframe interval (avmix.video.writer.GOP_SECONDS)
-ENCODE = ["-c:v", "libx264", "-preset", PRESET, "-crf", str(CRF), "-g", str(GOP), "-pix_fmt", "yuv420p",
-          *(["-x264-params", X264_PARAMS] if X264_PARAMS else []),
-          "-c:a", "aac", "-b:a", "192k", "-movflags", "+faststart"]
+
+
+def encode(rate: list[str]) -> list[str]:
+    return ["-c:v", "libx264", "-preset", PRESET, *rate, "-g", str(GOP), "-pix_fmt", "yuv420p",
+            *(["-x264-params", X264_PARAMS] if X264_PARAMS else []),
+            "-c:a", "aac", "-b:a", "192k", "-movflags", "+faststart"]
+
+
+ENCODE = encode(["-qp", str(QP)])  # identical to avmix's
+ENCODE_CRF = encode(["-crf", str(CRF)])  # the user's --crf as x264's CRF, as the issue first compared
 
 
 def avmix(audio: Path, out: Path) -> list[str]:
@@ -135,6 +143,53 @@ def profile(audio: Path, out: Path) -> dict:
     return rows
 
 
+def quality(audio: Path) -> list[dict]:
+    """Size and PSNR of avmix's constant QP against x264's CRF at the same --crf, on the frames of three
+    renders: this benchmark's 60 s, and a 4-track mix and a 3-track concat of the real recordings."""
+    import re
+    import subprocess
+    import tempfile
+    from avmix import ffmpeg
+    from avmix.timeline import Analysis
+    from avmix.video import procedural, writer
+    real = common.HERE.parent / "tests" / "fixtures" / "real"
+    jobs = {"benchmark 60 s": ("mix", [audio]),
+            "4-track mix (real)": ("mix", [real / f"{n}.flac" for n in ("music_electronic", "speech_congrats",
+                                                                          "field_birds", "effects_pygame")]),
+            "3-track concat (real)": ("concat", [real / f"{n}.flac" for n in ("music_piano_notes", "speech_instruct",
+                                                                               "effects_tuxracer")])}
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for name, (mode, files) in jobs.items():
+            work = tmp / name.split()[0]
+            subprocess.run(common.avmix_cmd() + ["generate", *files, "--mode", mode, "-o", tmp / "out.mp4",
+                                                 "--size", SIZE, "--workdir", work, "-y", "-q"], check=True)
+            analysis = Analysis.load(work / "analysis.json")
+            w, h, _ = procedural.internal_size(1280, 720)
+            painter, raw = procedural.Painter(analysis, w, h, seed=0, captions=False), tmp / "frames.raw"
+            with open(raw, "wb") as f:
+                for k in range(analysis.frames):
+                    f.write(painter.frame(k).tobytes())
+            scaled = (f"[0:v]scale=1280:720:out_color_matrix=bt709:out_range=tv:flags=bicubic,format=yuv420p[r];"
+                      "[1:v][r]psnr")
+            for rc, qp in ((f"crf {CRF}", None), (f"qp {QP}", QP)):
+                video = tmp / "v.mp4"
+                args = writer.encode_args(video, width=1280, height=720, fps=FPS, src_size=(w, h), crf=CRF,
+                                          qp=qp, preset=PRESET, movflags=False, pix_fmt="gbrp",
+                                          x264_params=X264_PARAMS)
+                with open(raw, "rb") as f:
+                    subprocess.run([ffmpeg.executable(), "-v", "error", "-y", *args], stdin=f, check=True)
+                out = subprocess.run([ffmpeg.executable(), "-nostats", "-f", "rawvideo", "-pix_fmt", "gbrp", "-s",
+                                      f"{w}x{h}", "-framerate", str(FPS), "-i", raw, "-i", video, "-lavfi", scaled,
+                                      "-f", "null", "-"], capture_output=True, text=True, check=True).stderr
+                m = re.search(r"average:([\d.]+) min:([\d.]+)", out)
+                rows.append({"render": name, "rate control": rc, "MB": round(video.stat().st_size / 1e6, 2),
+                             "mean PSNR dB": float(m[1]), "worst frame PSNR dB": float(m[2])})
+                print(rows[-1], flush=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="10 s of audio (40 s for memory), one run each")
@@ -143,10 +198,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-long", action="store_true", help="skip the memory run on the long input")
     ap.add_argument("--profile", action="store_true",
                     help="only profile one avmix run: CPU per stage (Python and ffmpeg) and wall time")
+    ap.add_argument("--quality", action="store_true",
+                    help=f"only compare size and PSNR of the constant QP avmix uses with x264's CRF {CRF}")
     args = ap.parse_args(argv)
     seconds, long_seconds = (10, 40) if args.quick else (60, 240)
     runs = args.runs or (1 if args.quick else 3)
     audio = common.make_wav(DATA / f"render_{seconds}.wav", seconds, seed=5, peak=0.9)
+    if args.quality:
+        rows = quality(audio)
+        common.save(common.HERE / "results-render-quality.json", {"date": time.strftime("%Y-%m-%d %H:%M"),
+                                                                   "rows": rows})
+        return 0
     if args.profile:
         (DATA / "out").mkdir(parents=True, exist_ok=True)
         profile(audio, DATA / "out" / "render_profile.mp4")
@@ -157,12 +219,13 @@ def main(argv: list[str] | None = None) -> int:
     common.warm(audio, long_audio)
     started, env = time.time(), common.environment()  # load average before we add ours
 
-    keys = ("avmix", "showwaves", "showwaves_default", "showspectrum", "showspectrum_default")
+    keys = ("avmix", "showwaves", "showwaves_crf", "showwaves_default", "showspectrum", "showspectrum_default")
     o = {k: out / f"render_{k}.mp4" for k in keys + ("avmix_long",)}
     waves, spectrum = f"showwaves=s={SIZE}:rate={FPS}", f"showspectrum=s={SIZE}:slide=scroll:fps={FPS}"
     cmds = {
         "avmix generate procedural": avmix(audio, o["avmix"]),
         "ffmpeg showwaves": ffmpeg_viz(audio, o["showwaves"], waves),
+        f"ffmpeg showwaves (crf {CRF})": ffmpeg_viz(audio, o["showwaves_crf"], waves, ENCODE_CRF),
         "ffmpeg showwaves (x264 defaults)": ffmpeg_viz(audio, o["showwaves_default"], waves, DEFAULT_ENCODE),
     }
     if not args.no_spectrum:
@@ -191,12 +254,13 @@ def main(argv: list[str] | None = None) -> int:
         r["ratio"] = round(r["wall_s"] / base, 2)
         if base_cpu and r.get("cpu_s"):  # on a shared machine CPU seconds compare better than wall
             r["cpu_ratio"] = round(r["cpu_s"] / base_cpu, 2)
-    av, waves, waves_default = rows[0], rows[1], rows[2]
+    av, waves, waves_crf, waves_default = rows[:4]
     av_long = rows[-1] if not args.no_long else None
     fine = not av["check"].startswith("FAIL") and not (av_long and av_long["check"].startswith("FAIL"))
     goals = {
         f"avmix >= 10x real time ({seconds} s in <= {seconds / 10:.0f} s)": fine and av["wall_s"] <= seconds / 10,
         "avmix <= ffmpeg showwaves (same x264 settings)": fine and av["wall_s"] <= waves["wall_s"],
+        f"avmix <= ffmpeg showwaves (crf {CRF})": fine and av["wall_s"] <= waves_crf["wall_s"],
         "avmix <= ffmpeg showwaves (x264 defaults)": fine and av["wall_s"] <= waves_default["wall_s"],
         f"peak memory flat ({long_seconds} s <= {seconds} s + 10%)": (
             fine and av_long["peak_mb"] <= av["peak_mb"] * 1.1 if av_long else None),
@@ -211,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     common.save(results, {
         "date": time.strftime("%Y-%m-%d %H:%M", time.localtime(started)), "quick": args.quick,
         "seconds": seconds, "long_seconds": long_seconds, "runs": runs, "size": SIZE, "fps": FPS,
-        "crf": CRF, "preset": PRESET, "x264_params": X264_PARAMS, "environment": env, "rows": rows, "targets": goals,
+        "crf": CRF, "qp": QP, "preset": PRESET, "x264_params": X264_PARAMS, "environment": env, "rows": rows, "targets": goals,
     })
     print(f"wrote {results}")
     return 0 if goals["all outputs checked ok"] else 1

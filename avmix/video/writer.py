@@ -44,9 +44,9 @@ def check_size(width: int, height: int, fps: float) -> None:
 
 def encode_args(output: str | os.PathLike, *, width: int, height: int, fps: float, src_size: tuple[int, int],
                 crf: int, preset: str, movflags: bool, pix_fmt: str = "rgb24",
-                x264_params: str | None = None) -> list[str]:
+                x264_params: str | None = None, qp: int | None = None) -> list[str]:
     """ffmpeg arguments (without the binary): raw frames on stdin -> H.264 yuv420p BT.709 in the file
-    ``output``."""
+    ``output``, at ``crf``, or at the constant quantizer ``qp`` when it is given."""
     sw, sh = src_size
     stream = ffmpeg_python.input("pipe:", format="rawvideo", pix_fmt=pix_fmt, s=f"{sw}x{sh}",
                                  framerate=rate_string(fps))
@@ -57,7 +57,8 @@ def encode_args(output: str | os.PathLike, *, width: int, height: int, fps: floa
         stream = stream.filter("scale", width, height, **scale)
     stream = (stream.filter("format", "yuv420p")
               .filter("setparams", color_primaries="bt709", color_trc="bt709", colorspace="bt709", range="tv"))
-    out_opts = {"vcodec": "libx264", "preset": preset, "crf": crf, "pix_fmt": "yuv420p",
+    rate = {"crf": crf} if qp is None else {"qp": qp}
+    out_opts = {"vcodec": "libx264", "preset": preset, **rate, "pix_fmt": "yuv420p",
                 "g": max(1, round(GOP_SECONDS * fps)),  # a keyframe every 2 s: quick seeking
                 "colorspace": "bt709", "color_primaries": "bt709", "color_trc": "bt709",
                 "color_range": "tv", "an": None}
@@ -86,14 +87,14 @@ class VideoWriter:
 
     def __init__(self, path: str | os.PathLike, *, width: int, height: int, fps: float, crf: int = 18,
                  preset: str = "veryfast", src_size: tuple[int, int] | None = None, pix_fmt: str = "rgb24",
-                 x264_params: str | None = None):
+                 x264_params: str | None = None, qp: int | None = None):
         check_size(width, height, fps)
         if pix_fmt not in ("rgb24", "gbrp", "yuv420p"):
             raise ValueError(f"pix_fmt must be rgb24, gbrp or yuv420p, not {pix_fmt!r}")
         self.pix_fmt = pix_fmt
         self.path = Path(path)
         self.width, self.height, self.fps = width, height, fps
-        self.crf, self.preset, self.x264_params = crf, preset, x264_params
+        self.crf, self.qp, self.preset, self.x264_params = crf, qp, preset, x264_params
         self.src_size = tuple(src_size) if src_size else (width, height)
         self.frames = 0
         self._atomic = None
@@ -110,7 +111,7 @@ class VideoWriter:
             args = encode_args(tmp, width=self.width, height=self.height, fps=self.fps,
                                src_size=self.src_size, crf=self.crf, preset=self.preset,
                                movflags=self.path.suffix.lower() in MOV_LIKE, pix_fmt=self.pix_fmt,
-                               x264_params=self.x264_params)
+                               x264_params=self.x264_params, qp=self.qp)
             self._proc = ffmpeg.popen(args, stdin=subprocess.PIPE, needs=ffmpeg.VIDEO_NEEDS)
             ffmpeg.grow_pipe(self._proc.stdin)
             self._thread = threading.Thread(target=self._feed, name="avmix-video-pipe", daemon=True)
