@@ -370,7 +370,7 @@ class VideoOptions(_Group):
     pip_size: float = opt(0.3, "--pip-size", metavar="FRACTION", panel=VIDEO, commands=("generate",),
                           min=0.05, max=1.0, help="composite, overlay: TOP's picture width, of the frame's.")
     crf: int = opt(20, "--crf", panel=VIDEO, commands=("generate",), min=0, max=51,
-                   help="Video quality (x264 CRF; lower is better).")
+                   help="Video quality (x264 CRF; lower is better; the procedural renderer uses QP crf - 4).")
     preset: str = opt("veryfast")  # x264 preset of the mux when it has to encode; library only
 
     def checked(self) -> "VideoOptions":

@@ -3,9 +3,9 @@
     .venv/bin/python benchmarks/render.py            # 60 s of audio (and 240 s for memory flatness)
     .venv/bin/python benchmarks/render.py --quick    # 10 s (and 40 s), one run each
 
-Every tool makes a 1280x720 30 fps H.264 (libx264 yuv420p with the crf, preset, x264 options and
-keyframe interval avmix's procedural renderer uses, read from its defaults; the x264 settings written
-in each output are recorded to confirm) + AAC 192k MP4 with +faststart from the same stereo 48 kHz WAV, muxing included. Outputs are probed (duration within a frame of the audio, size, fps, an audio stream).
+Every tool makes a 1280x720 30 fps H.264 (libx264 yuv420p with the constant QP, preset, x264 options
+and keyframe interval avmix's procedural renderer uses, read from its defaults; the x264 settings
+written in each output are recorded to confirm; showwaves also at x264's CRF of the same --crf) + AAC 192k MP4 with +faststart from the same stereo 48 kHz WAV, muxing included. Outputs are probed (duration within a frame of the audio, size, fps, an audio stream).
 Writes benchmarks/results-render.json.
 """
 from __future__ import annotations
@@ -85,14 +85,15 @@ def check(path: Path, seconds: float, r: dict, *, slack: float = 1.5 / FPS) -> s
 
 
 def x264_settings(path: Path) -> str | None:
-    """crf / me / subme / ref from the x264 settings string inside an H.264 file (tells the preset)."""
+    """Rate control / me / subme / ref from the x264 settings string inside an H.264 file (tells the
+    preset)."""
     with open(path, "rb") as f:
         head = f.read(4 << 20)
     i = head.find(b"x264 - core")
     if i < 0:
         return None
     opts = head[i:i + 2000].split(b"\0")[0].decode("ascii", "replace").split()
-    keep = ("cabac=", "deblock=", "crf=", "me=", "subme=", "ref=", "keyint=")
+    keep = ("cabac=", "deblock=", "rc=", "crf=", "qp=", "me=", "subme=", "ref=", "keyint=")
     return " ".join(o for o in opts if o.startswith(keep))
 
 
