@@ -6,6 +6,8 @@
 Every tool makes a 1280x720 30 fps H.264 (libx264 yuv420p with the constant QP, preset, x264 options
 and keyframe interval avmix's procedural renderer uses, read from its defaults; the x264 settings
 written in each output are recorded to confirm; showwaves also at x264's CRF of the same --crf) + AAC 192k MP4 with +faststart from the same stereo 48 kHz WAV, muxing included. Outputs are probed (duration within a frame of the audio, size, fps, an audio stream).
+One more row encodes avmix's own frames, drawn beforehand, with one ffmpeg command: the encoding's
+share of the job on this machine, with no drawing, analysis or Python.
 Writes benchmarks/results-render.json.
 """
 from __future__ import annotations
@@ -144,6 +146,31 @@ def profile(audio: Path, out: Path) -> dict:
     return rows
 
 
+def paint(files: list[Path], mode: str, raw: Path, work: Path) -> tuple[int, int]:
+    """avmix's procedural frames of ``files`` (an ``avmix generate`` run at SIZE, for its analysis), drawn
+    into ``raw`` as planar G, B, R at the internal size; returns that size."""
+    import subprocess
+    from avmix.timeline import Analysis
+    from avmix.video import procedural
+    work.mkdir(parents=True, exist_ok=True)
+    subprocess.run(common.avmix_cmd() + ["generate", *files, "--mode", mode, "-o", work / "out.mp4",
+                                         "--size", SIZE, "--workdir", work, "-y", "-q"], check=True)
+    analysis = Analysis.load(work / "analysis.json")
+    w, h, _ = procedural.internal_size(*map(int, SIZE.split("x")))
+    painter = procedural.Painter(analysis, w, h, seed=0, captions=False)
+    with open(raw, "wb") as f:
+        for k in range(analysis.frames):
+            f.write(painter.frame(k).tobytes())
+    return w, h
+
+
+def scaled_input(raw: Path, w: int, h: int) -> list[str]:
+    return ["-f", "rawvideo", "-pix_fmt", "gbrp", "-s", f"{w}x{h}", "-framerate", str(FPS), "-i", str(raw)]
+
+
+UPSCALE = f"scale={SIZE.replace('x', ':')}:out_color_matrix=bt709:out_range=tv:flags=bicubic,format=yuv420p"
+
+
 def quality(audio: Path) -> list[dict]:
     """Size and PSNR of avmix's constant QP against x264's CRF at the same --crf, on the frames of three
     renders: this benchmark's 60 s, and a 4-track mix and a 3-track concat of the real recordings."""
@@ -151,8 +178,7 @@ def quality(audio: Path) -> list[dict]:
     import subprocess
     import tempfile
     from avmix import ffmpeg
-    from avmix.timeline import Analysis
-    from avmix.video import procedural, writer
+    from avmix.video import writer
     real = common.HERE.parent / "tests" / "fixtures" / "real"
     jobs = {"benchmark 60 s": ("mix", [audio]),
             "4-track mix (real)": ("mix", [real / f"{n}.flac" for n in ("music_electronic", "speech_congrats",
@@ -163,17 +189,8 @@ def quality(audio: Path) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for name, (mode, files) in jobs.items():
-            work = tmp / name.split()[0]
-            subprocess.run(common.avmix_cmd() + ["generate", *files, "--mode", mode, "-o", tmp / "out.mp4",
-                                                 "--size", SIZE, "--workdir", work, "-y", "-q"], check=True)
-            analysis = Analysis.load(work / "analysis.json")
-            w, h, _ = procedural.internal_size(1280, 720)
-            painter, raw = procedural.Painter(analysis, w, h, seed=0, captions=False), tmp / "frames.raw"
-            with open(raw, "wb") as f:
-                for k in range(analysis.frames):
-                    f.write(painter.frame(k).tobytes())
-            scaled = (f"[0:v]scale=1280:720:out_color_matrix=bt709:out_range=tv:flags=bicubic,format=yuv420p[r];"
-                      "[1:v][r]psnr")
+            raw = tmp / "frames.raw"
+            w, h = paint(files, mode, raw, tmp / name.split()[0])
             for rc, qp in ((f"crf {CRF}", None), (f"qp {QP}", QP)):
                 video = tmp / "v.mp4"
                 args = writer.encode_args(video, width=1280, height=720, fps=FPS, src_size=(w, h), crf=CRF,
@@ -181,9 +198,9 @@ def quality(audio: Path) -> list[dict]:
                                           x264_params=X264_PARAMS)
                 with open(raw, "rb") as f:
                     subprocess.run([ffmpeg.executable(), "-v", "error", "-y", *args], stdin=f, check=True)
-                out = subprocess.run([ffmpeg.executable(), "-nostats", "-f", "rawvideo", "-pix_fmt", "gbrp", "-s",
-                                      f"{w}x{h}", "-framerate", str(FPS), "-i", raw, "-i", video, "-lavfi", scaled,
-                                      "-f", "null", "-"], capture_output=True, text=True, check=True).stderr
+                out = subprocess.run([ffmpeg.executable(), "-nostats", *scaled_input(raw, w, h), "-i", video,
+                                      "-lavfi", f"[0:v]{UPSCALE}[r];[1:v][r]psnr", "-f", "null", "-"],
+                                     capture_output=True, text=True, check=True).stderr
                 m = re.search(r"average:([\d.]+) min:([\d.]+)", out)
                 rows.append({"render": name, "rate control": rc, "MB": round(video.stat().st_size / 1e6, 2),
                              "mean PSNR dB": float(m[1]), "worst frame PSNR dB": float(m[2])})
@@ -220,8 +237,10 @@ def main(argv: list[str] | None = None) -> int:
     common.warm(audio, long_audio)
     started, env = time.time(), common.environment()  # load average before we add ours
 
-    keys = ("avmix", "showwaves", "showwaves_crf", "showwaves_default", "showspectrum", "showspectrum_default")
+    keys = ("avmix", "showwaves", "showwaves_crf", "showwaves_default", "encode", "showspectrum",
+            "showspectrum_default")
     o = {k: out / f"render_{k}.mp4" for k in keys + ("avmix_long",)}
+    o["frames"] = out / "render_frames.gbrp"
     waves, spectrum = f"showwaves=s={SIZE}:rate={FPS}", f"showspectrum=s={SIZE}:slide=scroll:fps={FPS}"
     cmds = {
         "avmix generate procedural": avmix(audio, o["avmix"]),
@@ -229,12 +248,19 @@ def main(argv: list[str] | None = None) -> int:
         f"ffmpeg showwaves (crf {CRF})": ffmpeg_viz(audio, o["showwaves_crf"], waves, ENCODE_CRF),
         "ffmpeg showwaves (x264 defaults)": ffmpeg_viz(audio, o["showwaves_default"], waves, DEFAULT_ENCODE),
     }
+    # avmix's own frames, drawn beforehand (untimed), scaled and encoded with its audio by one ffmpeg: what
+    # the job costs this machine with no drawing, analysis or Python at all
+    w, h = paint([audio], "mix", o["frames"], out / "render_frames")
+    cmds["ffmpeg encode of avmix's frames (no drawing)"] = common.ffmpeg_cmd(
+        *scaled_input(o["frames"], w, h), "-i", str(audio), "-map", "0:v", "-map", "1:a", "-vf", UPSCALE,
+        *ENCODE, str(o["encode"]))
     if not args.no_spectrum:
         cmds["ffmpeg showspectrum"] = ffmpeg_viz(audio, o["showspectrum"], spectrum)
         cmds["ffmpeg showspectrum (x264 defaults)"] = ffmpeg_viz(audio, o["showspectrum_default"], spectrum,
                                                                  DEFAULT_ENCODE)
     print(f"render {seconds} s of audio at {SIZE} {FPS} fps, muxed MP4 (runs interleaved)", flush=True)
     res = common.run_side_by_side(cmds, runs)
+    o["frames"].unlink()  # 1.2 GB a minute
     rows = []
     for (tool, r), key in zip(res.items(), keys):
         # avmix promises one frame; the peers get 0.2 s (showwaves' video runs 2 frames long)
@@ -270,6 +296,9 @@ def main(argv: list[str] | None = None) -> int:
     goals = {k: v for k, v in goals.items() if v is not None}  # None: not measured in this run
     common.report(rows, goals, "(x avmix = tool wall time / avmix wall time; peak MB = largest of single-process "
                                "maxrss and the summed RSS of the process tree)")
+    floor = rows[4]
+    print(f"the encode alone (avmix's frames, no drawing) took {floor['wall_s']:.2f} s here, "
+          f"{seconds / floor['wall_s']:.1f}x real time")
     print("CPU s (user + sys of every process), tool / avmix: "
           + ", ".join(f"{r['tool']} {r['cpu_ratio']:.2f}" for r in rows if "cpu_ratio" in r))
     results = DATA / "results-render-quick.json" if args.quick else common.HERE / "results-render.json"
