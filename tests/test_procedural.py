@@ -238,6 +238,7 @@ def test_crf_sets_the_constant_quantizer(tmp_path):
         sizes.append(out.stat().st_size)
     assert sizes[0] > 1.5 * sizes[1]  # lower is better, and bigger
     assert procedural.quantizer(0) == 0  # --crf 0 stays lossless
+    assert procedural.quantizer(3) == 1  # and only 0 is: QP 0 is x264's lossless High 4:4:4 profile
 
 
 def test_same_seed_same_frames(tmp_path):

@@ -510,8 +510,9 @@ CRF_TO_QP = 4
 
 
 def quantizer(crf: int) -> int:
-    """The constant x264 QP the renderer encodes at for the user's ``crf``."""
-    return max(0, crf - CRF_TO_QP)
+    """The constant x264 QP the renderer encodes at for the user's ``crf``. Only 0 gives QP 0, which x264
+    codes losslessly in a profile many players lack."""
+    return 0 if crf <= 0 else max(1, crf - CRF_TO_QP)
 
 
 def render(analysis: Analysis, output: str | os.PathLike, *, width: int = 1280, height: int = 720, seed: int = 0,
