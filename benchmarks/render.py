@@ -147,14 +147,16 @@ def profile(audio: Path, out: Path) -> dict:
 
 
 def paint(files: list[Path], mode: str, raw: Path, work: Path) -> tuple[int, int]:
-    """avmix's procedural frames of ``files`` (an ``avmix generate`` run at SIZE, for its analysis), drawn
-    into ``raw`` as planar G, B, R at the internal size; returns that size."""
+    """avmix's procedural frames of ``files`` at SIZE, drawn into ``raw`` as planar G, B, R at the internal
+    size; returns that size. The analysis comes from an ``avmix generate`` run at a tiny size: it depends
+    on the frame rate, not on the size."""
     import subprocess
     from avmix.timeline import Analysis
     from avmix.video import procedural
     work.mkdir(parents=True, exist_ok=True)
     subprocess.run(common.avmix_cmd() + ["generate", *files, "--mode", mode, "-o", work / "out.mp4",
-                                         "--size", SIZE, "--workdir", work, "-y", "-q"], check=True)
+                                         "--size", "64x36", "--fps", str(FPS), "--backend", "procedural",
+                                         "--workdir", work, "-y", "-q"], check=True)
     analysis = Analysis.load(work / "analysis.json")
     w, h, _ = procedural.internal_size(*map(int, SIZE.split("x")))
     painter = procedural.Painter(analysis, w, h, seed=0, captions=False)
@@ -164,7 +166,7 @@ def paint(files: list[Path], mode: str, raw: Path, work: Path) -> tuple[int, int
     return w, h
 
 
-def scaled_input(raw: Path, w: int, h: int) -> list[str]:
+def raw_frames(raw: Path, w: int, h: int) -> list[str]:
     return ["-f", "rawvideo", "-pix_fmt", "gbrp", "-s", f"{w}x{h}", "-framerate", str(FPS), "-i", str(raw)]
 
 
@@ -198,7 +200,7 @@ def quality(audio: Path) -> list[dict]:
                                           x264_params=X264_PARAMS)
                 with open(raw, "rb") as f:
                     subprocess.run([ffmpeg.executable(), "-v", "error", "-y", *args], stdin=f, check=True)
-                out = subprocess.run([ffmpeg.executable(), "-nostats", *scaled_input(raw, w, h), "-i", video,
+                out = subprocess.run([ffmpeg.executable(), "-nostats", *raw_frames(raw, w, h), "-i", video,
                                       "-lavfi", f"[0:v]{UPSCALE}[r];[1:v][r]psnr", "-f", "null", "-"],
                                      capture_output=True, text=True, check=True).stderr
                 m = re.search(r"average:([\d.]+) min:([\d.]+)", out)
@@ -252,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     # the job costs this machine with no drawing, analysis or Python at all
     w, h = paint([audio], "mix", o["frames"], out / "render_frames")
     cmds["ffmpeg encode of avmix's frames (no drawing)"] = common.ffmpeg_cmd(
-        *scaled_input(o["frames"], w, h), "-i", str(audio), "-map", "0:v", "-map", "1:a", "-vf", UPSCALE,
+        *raw_frames(o["frames"], w, h), "-i", str(audio), "-map", "0:v", "-map", "1:a", "-vf", UPSCALE,
         *ENCODE, str(o["encode"]))
     if not args.no_spectrum:
         cmds["ffmpeg showspectrum"] = ffmpeg_viz(audio, o["showspectrum"], spectrum)
@@ -296,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     goals = {k: v for k, v in goals.items() if v is not None}  # None: not measured in this run
     common.report(rows, goals, "(x avmix = tool wall time / avmix wall time; peak MB = largest of single-process "
                                "maxrss and the summed RSS of the process tree)")
-    floor = rows[4]
+    floor = rows[keys.index("encode")]
     print(f"the encode alone (avmix's frames, no drawing) took {floor['wall_s']:.2f} s here, "
           f"{seconds / floor['wall_s']:.1f}x real time")
     print("CPU s (user + sys of every process), tool / avmix: "

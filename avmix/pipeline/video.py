@@ -54,7 +54,6 @@ def _render(backend: str, analysis: Analysis, timeline: Timeline, work: Path, op
     return dict(info or {}, backend=backend)
 
 
-
 def write_preview(work: Path, analysis: Analysis, path: str, stages: Stages) -> str:
     """--preview: a contact sheet of video.mp4 (``contact_sheet`` writes it atomically). Returns ``path``."""
     t = time.perf_counter()
