@@ -7,6 +7,7 @@ frame), and each colour is seen where the manifest's boxes say.
 """
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 
 import numpy as np
@@ -321,6 +322,72 @@ def test_stem_is_the_unlit_picture_full_frame(tmp_path, clips, mix_job):
     base = [k for k in range(len(frames)) if chroma(frames[k:k + 1], [0, 0, W, H], W, H)[0] @ rgb_uv(clips[1]["color"]) > 0]
     assert np.all(np.abs(y[base, 40:140, 80:240].mean(axis=(1, 2)) - want) < 4)
     check_job(tmp_path, [clips[1]], paths, {"layout": [dict(info["layout"][0], index=0)]}, frames, x, sr)
+
+
+def _amber_png(path):
+    from PIL import Image
+
+    img = np.zeros((30, 40, 4), np.uint8)
+    img[..., :3] = (230, 160, 20)
+    img[..., 3] = 255
+    img[:, :20, 3] = 0  # a transparent half: the background shows there
+    Image.fromarray(img, "RGBA").save(path)
+    return path
+
+
+@pytest.mark.parametrize("case", ["grid", "row", "concat-grid", "image", "stem"])
+def test_one_ffmpeg_graph_draws_what_the_numpy_compositor_draws(tmp_path, clips, mix_job, monkeypatch, case):
+    """Still layouts are drawn by one ffmpeg graph (avmix.video.stack); frame for frame, losslessly
+    coded, its picture is the numpy compositor's: timing, holds, boxes, lighting and borders."""
+    from avmix.video import stack
+
+    paths = [c["path"] for c in clips]
+    tl, an, x, sr = mix_job
+    layout, only, pics = {"row": "row"}.get(case), None, paths
+    if case == "concat-grid":  # tracks start apart and are read from trimmed offsets: held before and after
+        tl, an, x, sr = compose_job(tmp_path, paths, mode="concat", trim_silence=True)
+        assert any(s.offset_sample > 0 for s in tl.sources) and any(s.start_sample > 0 for s in tl.sources)
+        layout = "grid"
+    if case == "image":
+        pics = [paths[0], _amber_png(tmp_path / "amber.png"), paths[2]]
+    if case == "stem":
+        only = 1
+    used = []
+    plan = stack.plan
+    monkeypatch.setattr(stack, "plan", lambda *a, **k: used.append(plan(*a, **k)) or used[-1])
+    kw = dict(picture_files=pics, width=W, height=H, layout=layout, only=only, crf=0)
+    info = composite.render(tl, an, tmp_path / "graph.mp4", **kw)
+    assert used and used[-1] is not None  # the graph drew it
+    monkeypatch.setattr(stack, "plan", lambda *a, **k: None)
+    assert composite.render(tl, an, tmp_path / "numpy.mp4", **kw) == info
+    a = decode_yuv(tmp_path / "graph.mp4", W, H).astype(np.int16)
+    b = decode_yuv(tmp_path / "numpy.mp4", W, H).astype(np.int16)
+    assert a.shape == b.shape and len(a) == an.frames
+    diff = np.abs(a - b)
+    assert diff.mean() < 0.3 and np.percentile(diff, 99.9) <= 2, (diff.mean(), np.percentile(diff, 99.9))
+    worst = diff.reshape(len(diff), -1).max(axis=1)
+    assert np.count_nonzero(worst > 4) <= 0.01 * len(worst), np.flatnonzero(worst > 4)  # no frame is off
+    if case != "stem":
+        assert a.std(axis=0).mean() > 1  # the lighting moved
+
+
+def test_spotlight_pip_loops_captions_and_elements_stay_with_numpy(clips, mix_job):
+    from avmix.video import stack
+
+    paths = [c["path"] for c in clips]
+    tl, an, x, sr = mix_job
+    pics = [pictures.probe(p) for p in paths]
+    tracks = composite._tracks(tl, an, pics)
+    fps, frames = float(an.fps), an.frames
+    _, grid = composite.plan_shots(tl, an, "grid", W, H)
+    _, spot = composite.plan_shots(tl, an, "spotlight", W, H)
+    assert stack.plan(tracks, grid, frames, fps, tl.sample_rate, captions=False) is not None
+    assert stack.plan(tracks, grid, frames, fps, tl.sample_rate, captions=True) is None
+    assert stack.plan(tracks, spot, frames, fps, tl.sample_rate, captions=False) is None
+    no_picture = [dataclasses.replace(t, picture=None) if t.index == 1 else t for t in tracks]
+    assert stack.plan(no_picture, grid, frames, fps, tl.sample_rate, captions=False) is None
+    looped = [dataclasses.replace(t, loop=True, length=t.length // 3) if t.index == 0 else t for t in tracks]
+    assert stack.plan(looped, grid, frames, fps, tl.sample_rate, captions=False) is None
 
 
 # ------------------------------------------------------------------------- pictures from the wild

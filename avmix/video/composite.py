@@ -123,6 +123,17 @@ def duck_dimming(trigger_level: np.ndarray, db: float, fps: float, attack: float
     return out
 
 
+def border_rgb(t: "Track", k: int, alpha: float) -> tuple[float, float, float]:
+    """The colour of a tile's border at frame ``k``: the track's colour, brighter with its loudness,
+    towards white on a flash, faded over the background by ``alpha``."""
+    lvl = float(t.level[min(k, len(t.level) - 1)])
+    fl = float(t.flash[min(k, len(t.flash) - 1)])
+    bright = min(1.0, 0.25 + 0.75 * lvl + 0.6 * fl)
+    white = 0.5 * fl
+    rgb = tuple(min(1.0, c * bright * (1 - white) + white) for c in t.color)
+    return tuple(bg + (c - bg) * alpha for c, bg in zip(rgb, BG_RGB)) if alpha < 1 else rgb
+
+
 # ---------------------------------------------------------------------------------------- tiles
 
 @dataclass
@@ -320,13 +331,7 @@ class Compositor:
         Y, U, V = dst
         h, w = Y.shape
         bw = max(2, lay.even(min(w, h) * BORDER))
-        lvl = float(t.level[min(k, len(t.level) - 1)])
-        fl = float(t.flash[min(k, len(t.flash) - 1)])
-        bright = min(1.0, 0.25 + 0.75 * lvl + 0.6 * fl)
-        white = 0.5 * fl
-        rgb = tuple(min(1.0, c * bright * (1 - white) + white) for c in t.color)
-        rgb = tuple(bg + (c - bg) * alpha for c, bg in zip(rgb, BG_RGB)) if alpha < 1 else rgb
-        cy, cu, cv = (int(round(c)) for c in yuv(rgb))
+        cy, cu, cv = (int(round(c)) for c in yuv(border_rgb(t, k, alpha)))
         b2 = bw // 2
         for plane, val, b in ((Y, cy, bw), (U, cu, b2), (V, cv, b2)):
             plane[:b] = val
@@ -460,18 +465,31 @@ def render(timeline: Timeline, analysis: Analysis, output: str | os.PathLike, *,
     else:
         name, shots = plan_shots(timeline, analysis, layout, width, height, pip_position=pip_position,
                                  pip_size=pip_size)
+    x264 = X264_PARAMS if x264_params is None else x264_params
+    from avmix.video import stack
+
+    # tiles that stand still, each a picture whose frames follow one another: one ffmpeg graph draws them
+    runs = stack.plan(tracks, shots, frames, fps, timeline.sample_rate, captions=captions and only is None)
+    if runs is not None:
+        stack.render(tracks, shots, runs, output, width=width, height=height, fps=fps, frames=frames,
+                     lit=only is None, crf=crf, preset=preset, x264_params=x264, progress=progress)
+        return _info(timeline, name, shots, fps)
     comp = Compositor(timeline, analysis, tracks, shots, width=width, height=height, lit=only is None,
                       captions=captions and only is None, seed=seed)
     try:
         comp.start()
         with VideoWriter(output, width=width, height=height, fps=fps, crf=crf, preset=preset, pix_fmt="yuv420p",
-                         x264_params=X264_PARAMS if x264_params is None else x264_params) as writer:
+                         x264_params=x264) as writer:
             for k in range(frames):
                 writer.write(comp.frame(k))
                 if k % 10 == 0 or k == frames - 1:
                     report(progress, "video", k + 1, frames)
     finally:
         comp.close()
+    return _info(timeline, name, shots, fps)
+
+
+def _info(timeline: Timeline, name: str, shots: list[lay.Shot], fps: float) -> dict:
     labels = [s.label for s in timeline.sources]
     entries = lay.entries(shots, labels, fps)
     for e in entries:

@@ -182,10 +182,12 @@ def cover_size(picture: Picture, width: int, height: int) -> tuple[int, int]:
     return max(width, round(picture.width * s)), max(height, round(picture.height * s))
 
 
-def cover_filter(picture: Picture, width: int, height: int, fps: float, start: float) -> str:
-    """Filter text: ``fps`` frames from ``start`` seconds (of the decoder's timestamps), scaled once to
-    cover width x height (square pixels) and centre-cropped, yuv420p BT.709 limited range. ffmpeg
-    rotates by the display matrix before this graph. Alpha is flattened over BACKGROUND."""
+def cover_filter(picture: Picture, width: int, height: int, fps: float, start: float, *, src: str = "0:v:0",
+                 out: str = "out") -> str:
+    """Filter text from label ``src`` to label ``out``: ``fps`` frames from ``start`` seconds (of the
+    decoder's timestamps), scaled once to cover width x height (square pixels) and centre-cropped, yuv420p
+    BT.709 limited range. ffmpeg rotates by the display matrix before this graph. Alpha is flattened over
+    BACKGROUND."""
     sw, sh = cover_size(picture, width, height)
     shown = picture.stored[::-1] if picture.rotation in (90, 270) else picture.stored
     # setpts: the first frame at 0, or a constant-rate muxer would pad the gap before ``start``
@@ -198,10 +200,10 @@ def cover_filter(picture: Picture, width: int, height: int, fps: float, start: f
     chain.append("setsar=1")
     if picture.alpha:
         chain.append("format=yuva420p")
-        return (f"color=c={BACKGROUND}:s={width}x{height}:r={fps!r}[bg];[0:v:0]{','.join(chain)}[fg];"
-                f"[bg][fg]overlay=shortest=1:format=yuv420,format=yuv420p[out]")
+        return (f"color=c={BACKGROUND}:s={width}x{height}:r={fps!r}[{out}_bg];[{src}]{','.join(chain)}[{out}_fg];"
+                f"[{out}_bg][{out}_fg]overlay=shortest=1:format=yuv420,format=yuv420p[{out}]")
     chain.append("format=yuv420p")
-    return f"[0:v:0]{','.join(chain)}[out]"
+    return f"[{src}]{','.join(chain)}[{out}]"
 
 
 def needs_conversion(picture: Picture) -> bool:
@@ -218,6 +220,23 @@ def needs_conversion(picture: Picture) -> bool:
 
 def frame_bytes(width: int, height: int) -> int:
     return width * height * 3 // 2
+
+
+def decode_input(picture: Picture, width: int, height: int, fps: float, j: int, *, index: int = 0,
+                 out: str = "out", alone: bool = True) -> tuple[list[str], str]:
+    """(ffmpeg input options ending in ``-i``, filter text) that decode ``picture`` as input ``index``
+    from its frame ``j`` on, at width x height and ``fps``, into the filter label ``out``. ``alone``: the
+    only input of its ffmpeg (which then decodes up to 1080p in one thread)."""
+    want = picture.audio_start + j / fps  # on the decoder's clock without a seek
+    seek = 0.0 if picture.kind == "image" or want <= SEEK_MARGIN_S * 2 else want - SEEK_MARGIN_S
+    graph = cover_filter(picture, width, height, fps, round(want - seek, 6), src=f"{index}:v:0", out=out)
+    # one decoding thread up to 1080p: ~0.3 s less CPU for 4 pictures, and one core decodes 1080p H.264
+    # at ~200 fps, ahead of the encoder; bigger pictures (4K: ~60 fps a core) keep ffmpeg's threads. Beside
+    # other inputs, a decoder keeps its threads: ffmpeg 5.1 runs single-threaded decoders one after another
+    small = alone and picture.stored[0] * picture.stored[1] <= SINGLE_THREAD_PIXELS
+    args = (["-threads", "1"] if small else []) + (["-c:v", picture.decoder] if picture.decoder else [])
+    args += (["-ss", f"{seek:.6f}"] if seek > 0 else []) + ["-i", ffmpeg.url(picture.path)]
+    return args, graph
 
 
 class Reader:
@@ -250,17 +269,9 @@ class Reader:
 
     def _start(self, j: int) -> None:
         self.close()
-        pic = self.picture
-        want = pic.audio_start + j / self.fps  # on the decoder's clock without a seek
-        seek = 0.0 if pic.kind == "image" or want <= SEEK_MARGIN_S * 2 else want - SEEK_MARGIN_S
-        graph = cover_filter(pic, self.width, self.height, self.fps, round(want - seek, 6))
-        # one decoding thread up to 1080p: ~0.3 s less CPU for 4 pictures, and one core decodes 1080p H.264
-        # at ~200 fps, ahead of the encoder; bigger pictures (4K: ~60 fps a core) keep ffmpeg's threads
-        small = pic.stored[0] * pic.stored[1] <= SINGLE_THREAD_PIXELS
-        args = (["-threads", "1"] if small else []) + (["-c:v", pic.decoder] if pic.decoder else [])
-        args += (["-ss", f"{seek:.6f}"] if seek > 0 else []) + [
-            "-i", ffmpeg.url(pic.path), "-filter_complex", graph, "-map", "[out]", "-an", "-sn",
-            "-f", "rawvideo", "-pix_fmt", "yuv420p", "pipe:"]
+        args, graph = decode_input(self.picture, self.width, self.height, self.fps, j)
+        args += ["-filter_complex", graph, "-map", "[out]", "-an", "-sn", "-f", "rawvideo", "-pix_fmt", "yuv420p",
+                 "pipe:"]
         self._proc = ffmpeg.popen(args, stdout=subprocess.PIPE, needs=DECODE_NEEDS)
         ffmpeg.grow_pipe(self._proc.stdout)  # a bigger pipe lets a decoder run a frame ahead
         self._pump = _Pump(self._proc.stdout, self.size)

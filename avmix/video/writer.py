@@ -57,6 +57,13 @@ def encode_args(output: str | os.PathLike, *, width: int, height: int, fps: floa
         stream = stream.filter("scale", width, height, **scale)
     stream = (stream.filter("format", "yuv420p")
               .filter("setparams", color_primaries="bt709", color_trc="bt709", colorspace="bt709", range="tv"))
+    out_opts = x264_options(fps, crf=crf, preset=preset, movflags=movflags, x264_params=x264_params, qp=qp)
+    return ffargs.fill(ffmpeg_python.output(stream, ffargs.slot(0), **out_opts).get_args(), [output])
+
+
+def x264_options(fps: float, *, crf: int, preset: str, movflags: bool, x264_params: str | None = None,
+                 qp: int | None = None) -> dict:
+    """ffmpeg output options (ffmpeg-python's keywords) of a silent H.264 yuv420p BT.709 video."""
     rate = {"crf": crf} if qp is None else {"qp": qp}
     out_opts = {"vcodec": "libx264", "preset": preset, **rate, "pix_fmt": "yuv420p",
                 "g": max(1, round(GOP_SECONDS * fps)),  # a keyframe every 2 s: quick seeking
@@ -66,7 +73,7 @@ def encode_args(output: str | os.PathLike, *, width: int, height: int, fps: floa
         out_opts["x264-params"] = x264_params
     if movflags:
         out_opts["movflags"] = "+faststart"
-    return ffargs.fill(ffmpeg_python.output(stream, ffargs.slot(0), **out_opts).get_args(), [output])
+    return out_opts
 
 
 def described(path: str | os.PathLike, *, width: int, height: int, fps: float, frames: int) -> ffmpeg.MediaInfo:

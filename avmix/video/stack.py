@@ -1,0 +1,215 @@
+"""The composite backend in one ffmpeg filter graph, for layouts that stand still.
+
+When every tile keeps its box for the whole video (grid, row, column, a picture stem) and each picture's
+frames follow one another (its first frame held until its track starts, its last after it ends, no
+loop), one ffmpeg decodes the pictures, lights each tile and stacks them (``xstack``) into the encoder:
+no frame passes through a pipe or through Python. Each tile's lighting is the numpy compositor's, sent
+by its own ``sendcmd`` on the frames where :func:`avmix.video.composite.calm` changes it: ``eq``
+scales the picture about black (Y) and grey (U, V) through its look-up table, within 1 of the exact
+value, and ``fillborders`` paints the border. Everything else (spotlight, PiP, crossfades, loops,
+captions, procedural elements) is drawn by :class:`avmix.video.composite.Compositor`.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from avmix import ffmpeg
+from avmix.errors import FFmpegError, InputError
+from avmix.paths import atomic_path
+from avmix.progress import ProgressFn, report
+from avmix.video import composite
+from avmix.video import layout as lay
+from avmix.video import pictures, writer
+
+NEEDS = pictures.DECODE_NEEDS | {"libx264", "trim", "tpad", "sendcmd", "eq", "fillborders", "xstack", "pad",
+                                 "setparams"}
+# eq's exact path (a look-up table) is taken only when a gamma is not 1; these are 1 to 6 decimals
+EQ_LUT = "gamma=1.000001:gamma_r=1.000002:gamma_b=1.000002"
+# ffmpeg turns the RGB of a painted colour into limited-range BT.601 Y, U, V (5.1 and 9.0 alike)
+_TO_601 = np.array([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
+_SCALE_601 = np.array([219.0, 224.0, 224.0]) / 255
+
+
+@dataclass
+class Run:
+    """How a picture's frames are shown: from frame ``first``, that frame held for ``hold`` output frames,
+    then ``count`` frames in turn, then the last held."""
+
+    first: int
+    hold: int
+    count: int
+
+
+def straight_run(t: composite.Track, frames: int, fps: float, sample_rate: int) -> Run | None:
+    """The picture frames a track shows, as a :class:`Run`; None when they do not follow one another
+    (a loop)."""
+    if t.picture.kind == "image":
+        return Run(0, 0, 1)
+    j = np.array([pictures.picture_index(lay.picture_time(k, fps, start=t.start, end=t.end, offset=t.offset,
+                                                          length=t.length, loop=t.loop, sample_rate=sample_rate),
+                                         fps) for k in range(frames)], np.int64)
+    steps = np.diff(j)
+    moving = np.flatnonzero(steps)
+    if np.any((steps != 0) & (steps != 1)) or (len(moving) and moving[-1] - moving[0] + 1 != len(moving)):
+        return None
+    return Run(int(j[0]), int(moving[0]) if len(moving) else 0, int(j[-1] - j[0]) + 1)
+
+
+def plan(tracks: list[composite.Track], shots: list[lay.Shot], frames: int, fps: float, sample_rate: int, *,
+         captions: bool) -> list[Run] | None:
+    """The :class:`Run` of each shot's picture when the graph can draw the shots: whole-video tiles of
+    pictures, none overlapping, each picture's frames following one another; else None."""
+    if captions or not shots or len({s.index for s in shots}) < len(shots):
+        return None
+    for s in shots:
+        if s.start != 0 or s.end != frames or s.fade or tracks[s.index].picture is None:
+            return None
+    boxes = sorted(s.box for s in shots)
+    if any(a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3] for i, a in enumerate(boxes)
+           for b in boxes[i + 1:]):
+        return None
+    runs = [straight_run(tracks[s.index], frames, fps, sample_rate) for s in shots]
+    return None if any(r is None for r in runs) else runs
+
+
+def paint_rgb(rgb: tuple[float, float, float]) -> str:
+    """The ffmpeg colour (0xRRGGBB) that ffmpeg paints as the BT.709 limited-range Y, U, V of ``rgb``
+    (0..1): the 8-bit RGB whose BT.601 conversion comes nearest."""
+    want = np.array([round(c) for c in composite.yuv(rgb)], np.float64)
+    base = np.array([16.0, 128.0, 128.0])
+    guess = np.linalg.solve(_TO_601 * _SCALE_601[:, None], want - base)
+    best, err = None, None
+    for dr in (-1, 0, 1):
+        for dg in (-1, 0, 1):
+            for db in (-1, 0, 1):
+                c = np.clip(np.round(guess) + (dr, dg, db), 0, 255)
+                e = float(np.abs(base + (_TO_601 * _SCALE_601[:, None]) @ c - want).max())
+                if err is None or e < err:
+                    best, err = c, e
+    return "0x%02x%02x%02x" % tuple(int(v) for v in best)
+
+
+def _eq(g: float) -> str:
+    """eq options that map Y to 16 + (Y - 16) g and U, V to 128 + (U - 128) g, rounded (eq's table is
+    ``256 (contrast (x / 255 - 0.5) + 0.5 + brightness)``, truncated)."""
+    c = g * 255 / 256
+    b = (16.5 - 16 * g) / 256 - 0.5 + c / 2
+    return f"contrast={c:.6f}:brightness={b:.6f}:saturation={c:.6f}"
+
+
+def _lighting(t: composite.Track, frames: int) -> list[tuple[int, str, str]]:
+    """(frame, eq options, border colour) on frame 0 and on each frame where the tile's lighting changes."""
+    out, last = [], None
+    for k in range(frames):
+        state = (float(t.gain[min(k, len(t.gain) - 1)]), composite.border_rgb(t, k, 1.0))
+        if state != last:
+            out.append((k, _eq(state[0]), paint_rgb(state[1])))
+            last = state
+    return out
+
+
+def _commands(changes: list[tuple[int, str, str]], name: str, fps: float) -> str:
+    """sendcmd lines: each change half a frame before its frame's timestamp, so rounding cannot move it."""
+    lines = []
+    for k, eq, colour in changes[1:]:
+        sets = [f"[enter] eq@{name} {key} {value}" for key, value in (o.split("=") for o in eq.split(":"))]
+        sets.append(f"[enter] fillborders@{name} color {colour}")
+        lines.append(f"{(k - 0.5) / fps:.6f} {', '.join(sets)};")
+    return "\n".join(lines) + "\n"
+
+
+def _quote(path: str) -> str:
+    """A file name as a filter option inside a filter graph (ffmpeg's two levels of escaping)."""
+    value = re.sub(r"([\\':])", r"\\\1", path)
+    return re.sub(r"([\\'\[\],;])", r"\\\1", value)
+
+
+def graph(tracks: list[composite.Track], shots: list[lay.Shot], runs: list[Run], *, width: int, height: int,
+          fps: float, lit: bool, frames: int, scripts: Path) -> tuple[list[str], str]:
+    """(input options, filter graph) that make the video as the filter label ``[v]``. Lighting scripts are
+    written into the directory ``scripts``."""
+    inputs, parts, labels = [], [], []
+    rate = Fraction(writer.rate_string(fps))
+    tick = f"{rate.denominator}/{rate.numerator}"
+    for n, (shot, run) in enumerate(zip(shots, runs)):
+        t = tracks[shot.index]
+        x0, y0, x1, y1 = shot.box
+        w, h = x1 - x0, y1 - y0
+        args, decode = pictures.decode_input(t.picture, w, h, fps, run.first, index=n, out=f"p{n}",
+                                              alone=False)
+        inputs += args
+        # the frames numbered afresh, one time base unit apart: tpad times its clones from where the input
+        # ended, which an overlay (an alpha picture over its background) reports as its last frame's time
+        chain = [f"trim=end_frame={run.count}", f"tpad=start={run.hold}:start_mode=clone:stop=-1:stop_mode=clone",
+                 f"settb={tick}", "setpts=N"]
+        if lit:
+            name = f"t{n}"
+            changes = _lighting(t, frames)
+            script = scripts / f"{name}.cmd"
+            script.write_text(_commands(changes, name, fps))
+            bw = max(2, lay.even(min(w, h) * composite.BORDER))
+            _, eq, colour = changes[0]
+            chain += [f"sendcmd=f={_quote(os.fspath(script))}", f"eq@{name}={eq}:{EQ_LUT}",
+                      f"fillborders@{name}=left={bw}:right={bw}:top={bw}:bottom={bw}:mode=fixed:color={colour}"]
+        parts += [decode, f"[p{n}]{','.join(chain)}[t{n}]"]
+        labels.append(f"[t{n}]")
+    background = paint_rgb(composite.BG_RGB)
+    tail = []
+    if len(shots) > 1:  # xstack places tiles from the top left and fills what none covers
+        layout = "|".join(f"{s.box[0]}_{s.box[1]}" for s in shots)
+        parts.append(f"{''.join(labels)}xstack=inputs={len(shots)}:layout={layout}:fill={background}[s]")
+        if (max(s.box[2] for s in shots), max(s.box[3] for s in shots)) != (width, height):
+            tail.append(f"pad={width}:{height}:0:0:color={background}")
+    else:
+        parts.append(f"{labels[0]}null[s]")
+        if shots[0].box != (0, 0, width, height):
+            tail.append(f"pad={width}:{height}:{shots[0].box[0]}:{shots[0].box[1]}:color={background}")
+    tail += ["format=yuv420p", "setparams=color_primaries=bt709:color_trc=bt709:colorspace=bt709:range=tv"]
+    parts.append(f"[s]{','.join(tail)}[v]")
+    return inputs, ";".join(parts)
+
+
+def render(tracks: list[composite.Track], shots: list[lay.Shot], runs: list[Run], output: str | os.PathLike, *,
+           width: int, height: int, fps: float, frames: int, lit: bool, crf: int, preset: str, x264_params: str,
+           progress: ProgressFn = None) -> None:
+    """Write the silent H.264 video of ``frames`` frames to ``output`` with one ffmpeg."""
+    out_opts = writer.x264_options(fps, crf=crf, preset=preset, x264_params=x264_params,
+                                   movflags=Path(output).suffix.lower() in writer.MOV_LIKE)
+    with tempfile.TemporaryDirectory(prefix="avmix-stack-") as scripts, atomic_path(output) as tmp:
+        inputs, text = graph(tracks, shots, runs, width=width, height=height, fps=fps, lit=lit, frames=frames,
+                             scripts=Path(scripts))
+        args = inputs + ["-filter_complex", text, "-map", "[v]", "-frames:v", str(frames)]
+        for key, value in out_opts.items():
+            args += [f"-{key}"] + ([] if value is None else [str(value)])
+        args += ["-nostats", "-progress", "pipe:1", ffmpeg.url(tmp)]
+        _run(args, frames, progress, [tracks[s.index].picture.path for s in shots])
+
+
+def _run(args: list[str], frames: int, progress: ProgressFn, pictures_used: list[str]) -> None:
+    proc = ffmpeg.popen(args, stdout=subprocess.PIPE, needs=NEEDS)
+    try:
+        report(progress, "video", 0, frames)
+        for raw in proc.stdout:
+            key, _, value = raw.decode("ascii", "replace").strip().partition("=")
+            if key == "frame" and value.isdigit():
+                report(progress, "video", min(frames, int(value)), frames)
+        try:
+            ffmpeg.finish(proc, what="composing the video")
+        except FFmpegError as e:
+            said = e.message.split(": ffmpeg failed: ")[-1]
+            bad = next((p for p in pictures_used if os.fspath(p) in said), None)
+            if bad is not None:
+                raise InputError(f"cannot decode its picture ({said})", path=bad) from None
+            raise
+    except BaseException:
+        ffmpeg.kill(proc)
+        raise
+    report(progress, "video", frames, frames)
