@@ -8,8 +8,9 @@ The job: 4 inputs of 640x360 H.264 + AAC (a moving test pattern and a music-like
 backend's: preset, crf and x264-params read from avmix) and AAC 192k.
 
 * avmix: compose (mix) -> analyse -> composite video (grid, lit by each track's loudness and onsets)
-  -> mux, the whole job (``avmix generate --backend composite`` when the CLI has it, else the same
-  library calls in one Python process);
+  -> mux, the whole job (``avmix generate --backend composite``); its grid is drawn by one ffmpeg graph;
+* avmix, numpy compositor: the same command with every frame composed in numpy (the other way avmix
+  draws, used for moving layouts), a row for reference;
 * ffmpeg xstack + amix: the command a user would write, with no lighting;
 * ffmpeg lit graph: the same graph with per-tile lighting, ``eq`` brightness and a ``drawbox`` border per
   tile, both driven through ``sendcmd`` from avmix's own envelopes, on the frames where avmix's lighting
@@ -65,29 +66,22 @@ def make_input(path: Path, seconds: float, seed: int) -> Path:
     return path
 
 
-RUNNER = r"""
-import sys, tempfile
-from pathlib import Path
-from avmix.audio import analyze, compose, io, plan
-from avmix.video import composite
-from avmix import mux
-inputs, out = sys.argv[1:-1], sys.argv[-1]
-with tempfile.TemporaryDirectory() as d:
-    d = Path(d)
-    tl = plan.plan("mix", [io.open_audio(p) for p in inputs], settings=plan.Settings())
-    compose.render(tl, d / "audio.wav")
-    an = analyze.analyze(tl, d / "audio.wav", fps=30)
-    composite.render(tl, an, d / "video.mp4", picture_files=inputs, width=1280, height=720)
-    mux.render(d / "video.mp4", d / "audio.wav", out, overwrite=True)
+NUMPY = r"""
+import sys
+from avmix.video import stack
+stack.plan = lambda *a, **k: None  # no layout drawn by one ffmpeg graph: every frame composed in numpy
+from avmix.cli import main
+sys.argv[0] = "avmix"
+main()
 """
 
 
-def avmix(inputs: list[Path], out: Path) -> list[str]:
-    from avmix import pipeline
-    if "composite" in getattr(pipeline, "BACKENDS", ()):
-        return common.avmix_cmd() + ["generate", *map(str, inputs), "-o", str(out), "--backend", "composite",
-                                     "--size", f"{SIZE[0]}x{SIZE[1]}", "--fps", str(FPS), "-y", "--quiet"]
-    return [sys.executable, "-c", RUNNER, *map(str, inputs), str(out)]
+def avmix(inputs: list[Path], out: Path, *, numpy: bool = False) -> list[str]:
+    """``avmix generate`` of the job; with ``numpy``, its frames composed by the numpy compositor (the
+    other way the composite backend draws), not by one ffmpeg graph."""
+    args = ["generate", *map(str, inputs), "-o", str(out), "--backend", "composite", "--size", f"{SIZE[0]}x{SIZE[1]}",
+            "--fps", str(FPS), "-y", "--quiet"]
+    return ([sys.executable, "-c", NUMPY] if numpy else common.avmix_cmd()) + args
 
 
 def tiles() -> list[tuple[int, int]]:
@@ -179,16 +173,17 @@ def main(argv: list[str] | None = None) -> int:
     started, env = time.time(), common.environment()
     lit = sendcmd_file(inputs, seconds, out / f"composite_{seconds}.cmd")
     every = sendcmd_file(inputs, seconds, out / f"composite_{seconds}_every.cmd", calm=False)
-    o = {k: out / f"composite_{k}.mp4" for k in ("avmix", "xstack", "lit", "every", "long")}
+    o = {k: out / f"composite_{k}.mp4" for k in ("avmix", "xstack", "lit", "every", "numpy", "long")}
     cmds = {"avmix composite": avmix(inputs, o["avmix"]),
             "ffmpeg xstack+amix": xstack(inputs, o["xstack"]),
             "ffmpeg lit graph": xstack(inputs, o["lit"], lit=lit),
-            "ffmpeg lit graph, every frame": xstack(inputs, o["every"], lit=every)}
+            "ffmpeg lit graph, every frame": xstack(inputs, o["every"], lit=every),
+            "avmix composite, numpy compositor": avmix(inputs, o["numpy"], numpy=True)}
     print(f"composite: {N} x {seconds} s of 640x360 into {SIZE[0]}x{SIZE[1]} {FPS} fps (runs interleaved)",
           flush=True)
     res = common.run_side_by_side(cmds, runs)
     rows = []
-    for (tool, r), key in zip(res.items(), ("avmix", "xstack", "lit", "every")):
+    for (tool, r), key in zip(res.items(), ("avmix", "xstack", "lit", "every", "numpy")):
         rows.append({"job": f"grid {N}x{seconds} s", "tool": tool, **r, "check": check(o[key], seconds, r),
                      "cmd": " ".join(map(str, cmds[tool]))[:400]})
     if not args.no_long:
@@ -199,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"job": f"grid {N}x{long_seconds} s", "tool": tool, **r,
                      "check": check(o["long"], long_seconds, r), "cmd": ""})
     base = rows[0]["wall_s"]
-    for r in rows[:4]:
+    for r in rows[:5]:
         r["ratio"] = round(r["wall_s"] / base, 2)
     av, plain, litr = rows[:3]
     ok = all(not r["check"].startswith("FAIL") for r in rows)

@@ -11,6 +11,7 @@ captions, procedural elements) is drawn by :class:`avmix.video.composite.Composi
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
 import subprocess
@@ -34,8 +35,11 @@ NEEDS = pictures.DECODE_NEEDS | {"libx264", "trim", "tpad", "sendcmd", "eq", "fi
 # eq's exact path (a look-up table) is taken only when a gamma is not 1; these are 1 to 6 decimals
 EQ_LUT = "gamma=1.000001:gamma_r=1.000002:gamma_b=1.000002"
 # ffmpeg turns the RGB of a painted colour into limited-range BT.601 Y, U, V (5.1 and 9.0 alike)
-_TO_601 = np.array([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
-_SCALE_601 = np.array([219.0, 224.0, 224.0]) / 255
+_TO_601 = np.array([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]]) * \
+    (np.array([219.0, 224.0, 224.0])[:, None] / 255)
+_FROM_601 = np.linalg.inv(_TO_601)
+_BLACK_601 = np.array([16.0, 128.0, 128.0])
+_NEAR = np.array([(r, g, b) for r in (-1, 0, 1) for g in (-1, 0, 1) for b in (-1, 0, 1)], np.float64)
 
 
 @dataclass
@@ -83,18 +87,15 @@ def plan(tracks: list[composite.Track], shots: list[lay.Shot], frames: int, fps:
 def paint_rgb(rgb: tuple[float, float, float]) -> str:
     """The ffmpeg colour (0xRRGGBB) that ffmpeg paints as the BT.709 limited-range Y, U, V of ``rgb``
     (0..1): the 8-bit RGB whose BT.601 conversion comes nearest."""
-    want = np.array([round(c) for c in composite.yuv(rgb)], np.float64)
-    base = np.array([16.0, 128.0, 128.0])
-    guess = np.linalg.solve(_TO_601 * _SCALE_601[:, None], want - base)
-    best, err = None, None
-    for dr in (-1, 0, 1):
-        for dg in (-1, 0, 1):
-            for db in (-1, 0, 1):
-                c = np.clip(np.round(guess) + (dr, dg, db), 0, 255)
-                e = float(np.abs(base + (_TO_601 * _SCALE_601[:, None]) @ c - want).max())
-                if err is None or e < err:
-                    best, err = c, e
-    return "0x%02x%02x%02x" % tuple(int(v) for v in best)
+    return _paint(tuple(round(c) for c in composite.yuv(rgb)))
+
+
+@functools.lru_cache(maxsize=4096)
+def _paint(want: tuple[int, int, int]) -> str:
+    guess = np.rint(_FROM_601 @ (np.array(want, np.float64) - _BLACK_601))
+    candidates = np.clip(guess + _NEAR, 0, 255)  # the rounded guess and its 26 neighbours
+    err = np.abs(candidates @ _TO_601.T + _BLACK_601 - want).max(axis=1)
+    return "0x%02x%02x%02x" % tuple(int(v) for v in candidates[int(np.argmin(err))])
 
 
 def _eq(g: float) -> str:
