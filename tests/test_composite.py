@@ -352,6 +352,12 @@ def test_one_ffmpeg_graph_draws_what_the_numpy_compositor_draws(tmp_path, clips,
         pics = [paths[0], _amber_png(tmp_path / "amber.png"), paths[2]]
     if case == "stem":
         only = 1
+    if case == "grid":  # the lighting scripts' folder in the graph: every character ffmpeg escapes
+        import tempfile
+
+        weird = tmp_path / "a b,c:d'e[f];g\\h"
+        weird.mkdir()
+        monkeypatch.setattr(tempfile, "tempdir", str(weird))
     used = []
     plan = stack.plan
     monkeypatch.setattr(stack, "plan", lambda *a, **k: used.append(plan(*a, **k)) or used[-1])

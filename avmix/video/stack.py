@@ -32,7 +32,8 @@ from avmix.video import pictures, writer
 
 NEEDS = pictures.DECODE_NEEDS | {"libx264", "trim", "tpad", "sendcmd", "eq", "fillborders", "xstack", "pad",
                                  "setparams"}
-# eq's exact path (a look-up table) is taken only when a gamma is not 1; these are 1 to 6 decimals
+# eq takes its exact path (a look-up table) only where a gamma is not 1 (Y: gamma, U and V: the square
+# root of gamma_b or gamma_r over gamma_g); a gamma of 1.000001 moves no level
 EQ_LUT = "gamma=1.000001:gamma_r=1.000002:gamma_b=1.000002"
 # ffmpeg turns the RGB of a painted colour into limited-range BT.601 Y, U, V (5.1 and 9.0 alike)
 _TO_601 = np.array([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]]) * \
@@ -98,15 +99,15 @@ def _paint(want: tuple[int, int, int]) -> str:
     return "0x%02x%02x%02x" % tuple(int(v) for v in candidates[int(np.argmin(err))])
 
 
-def _eq(g: float) -> str:
+def _eq(g: float) -> dict[str, str]:
     """eq options that map Y to 16 + (Y - 16) g and U, V to 128 + (U - 128) g, rounded (eq's table is
     ``256 (contrast (x / 255 - 0.5) + 0.5 + brightness)``, truncated)."""
     c = g * 255 / 256
     b = (16.5 - 16 * g) / 256 - 0.5 + c / 2
-    return f"contrast={c:.6f}:brightness={b:.6f}:saturation={c:.6f}"
+    return {"contrast": f"{c:.6f}", "brightness": f"{b:.6f}", "saturation": f"{c:.6f}"}
 
 
-def _lighting(t: composite.Track, frames: int) -> list[tuple[int, str, str]]:
+def _lighting(t: composite.Track, frames: int) -> list[tuple[int, dict[str, str], str]]:
     """(frame, eq options, border colour) on frame 0 and on each frame where the tile's lighting changes."""
     out, last = [], None
     for k in range(frames):
@@ -117,11 +118,11 @@ def _lighting(t: composite.Track, frames: int) -> list[tuple[int, str, str]]:
     return out
 
 
-def _commands(changes: list[tuple[int, str, str]], name: str, fps: float) -> str:
+def _commands(changes: list[tuple[int, dict[str, str], str]], name: str, fps: float) -> str:
     """sendcmd lines: each change half a frame before its frame's timestamp, so rounding cannot move it."""
     lines = []
     for k, eq, colour in changes[1:]:
-        sets = [f"[enter] eq@{name} {key} {value}" for key, value in (o.split("=") for o in eq.split(":"))]
+        sets = [f"[enter] eq@{name} {key} {value}" for key, value in eq.items()]
         sets.append(f"[enter] fillborders@{name} color {colour}")
         lines.append(f"{(k - 0.5) / fps:.6f} {', '.join(sets)};")
     return "\n".join(lines) + "\n"
@@ -158,6 +159,7 @@ def graph(tracks: list[composite.Track], shots: list[lay.Shot], runs: list[Run],
             script.write_text(_commands(changes, name, fps))
             bw = max(2, lay.even(min(w, h) * composite.BORDER))
             _, eq, colour = changes[0]
+            eq = ":".join(f"{key}={value}" for key, value in eq.items())
             chain += [f"sendcmd=f={_quote(os.fspath(script))}", f"eq@{name}={eq}:{EQ_LUT}",
                       f"fillborders@{name}=left={bw}:right={bw}:top={bw}:bottom={bw}:mode=fixed:color={colour}"]
         parts += [decode, f"[p{n}]{','.join(chain)}[t{n}]"]
