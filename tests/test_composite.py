@@ -335,7 +335,7 @@ def _amber_png(path):
     return path
 
 
-@pytest.mark.parametrize("case", ["grid", "row", "concat-grid", "image", "stem"])
+@pytest.mark.parametrize("case", ["grid", "row", "concat-grid", "image", "stem", "pieces"])
 def test_one_ffmpeg_graph_draws_what_the_numpy_compositor_draws(tmp_path, clips, mix_job, monkeypatch, case):
     """Still layouts are drawn by one ffmpeg graph (avmix.video.stack); frame for frame, losslessly
     coded, its picture is the numpy compositor's: timing, holds, boxes, lighting and borders."""
@@ -344,7 +344,7 @@ def test_one_ffmpeg_graph_draws_what_the_numpy_compositor_draws(tmp_path, clips,
     paths = [c["path"] for c in clips]
     tl, an, x, sr = mix_job
     layout, only, pics = {"row": "row"}.get(case), None, paths
-    if case == "concat-grid":  # tracks start apart and are read from trimmed offsets: held before and after
+    if case in ("concat-grid", "pieces"):  # tracks start apart and are read from trimmed offsets: held before and after
         tl, an, x, sr = compose_job(tmp_path, paths, mode="concat", trim_silence=True)
         assert any(s.offset_sample > 0 for s in tl.sources) and any(s.start_sample > 0 for s in tl.sources)
         layout = "grid"
@@ -352,6 +352,9 @@ def test_one_ffmpeg_graph_draws_what_the_numpy_compositor_draws(tmp_path, clips,
         pics = [paths[0], _amber_png(tmp_path / "amber.png"), paths[2]]
     if case == "stem":
         only = 1
+    if case == "pieces":  # a long video is made in pieces of whole keyframe intervals, then joined
+        monkeypatch.setattr(stack, "PIECE_GOPS", 1)
+        assert an.frames > 3 * 2 * FPS
     if case == "grid":  # the lighting scripts' folder in the graph: every character ffmpeg escapes
         import tempfile
 

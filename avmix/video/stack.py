@@ -40,6 +40,9 @@ _TO_601 = np.array([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0
     (np.array([219.0, 224.0, 224.0])[:, None] / 255)
 _FROM_601 = np.linalg.inv(_TO_601)
 _BLACK_601 = np.array([16.0, 128.0, 128.0])
+# one ffmpeg renders at most this many keyframe intervals (60 s at 30 fps), then the next goes on: sendcmd
+# holds every change of its script in memory (~50 KB each in ffmpeg 5.1), which a long video would pile up
+PIECE_GOPS = 30
 _NEAR = np.array([(r, g, b) for r in (-1, 0, 1) for g in (-1, 0, 1) for b in (-1, 0, 1)], np.float64)
 
 
@@ -118,14 +121,25 @@ def _lighting(t: composite.Track, frames: int) -> list[tuple[int, dict[str, str]
     return out
 
 
-def _commands(changes: list[tuple[int, dict[str, str], str]], name: str, fps: float) -> str:
-    """sendcmd lines: each change half a frame before its frame's timestamp, so rounding cannot move it."""
+def _commands(changes: list[tuple[int, dict[str, str], str]], name: str, fps: float, start: int) -> str:
+    """sendcmd lines of the changes after frame ``start`` (the piece's frame 0), each half a frame before
+    its frame's timestamp, so that rounding cannot move it."""
     lines = []
-    for k, eq, colour in changes[1:]:
+    for k, eq, colour in changes:
+        if k <= start:
+            continue
         sets = [f"[enter] eq@{name} {key} {value}" for key, value in eq.items()]
         sets.append(f"[enter] fillborders@{name} color {colour}")
-        lines.append(f"{(k - 0.5) / fps:.6f} {', '.join(sets)};")
-    return "\n".join(lines) + "\n"
+        lines.append(f"{(k - start - 0.5) / fps:.6f} {', '.join(sets)};\n")
+    return "".join(lines)
+
+
+def _piece(run: Run, a: int, b: int) -> Run:
+    """The part of ``run`` shown in output frames [a, b), as a run of its own."""
+    def shown(k: int) -> int:
+        return run.first + min(max(k - run.hold, 0), run.count - 1)
+
+    return Run(shown(a), max(0, run.hold - a), shown(b - 1) - shown(a) + 1)
 
 
 def _quote(path: str) -> str:
@@ -134,10 +148,11 @@ def _quote(path: str) -> str:
     return re.sub(r"([\\'\[\],;])", r"\\\1", value)
 
 
-def graph(tracks: list[composite.Track], shots: list[lay.Shot], runs: list[Run], *, width: int, height: int,
-          fps: float, lit: bool, frames: int, scripts: Path) -> tuple[list[str], str]:
-    """(input options, filter graph) that make the video as the filter label ``[v]``. Lighting scripts are
-    written into the directory ``scripts``."""
+def graph(tracks: list[composite.Track], shots: list[lay.Shot], runs: list[Run], lighting: list | None, *,
+          width: int, height: int, fps: float, start: int, scripts: Path) -> tuple[list[str], str]:
+    """(input options, filter graph) that make the video from output frame ``start`` on, as the filter label
+    ``[v]``. ``lighting``: each shot's changes (:func:`_lighting`), None for unlit tiles. The lighting
+    scripts are written into the directory ``scripts``."""
     inputs, parts, labels = [], [], []
     rate = Fraction(writer.rate_string(fps))
     tick = f"{rate.denominator}/{rate.numerator}"
@@ -152,15 +167,17 @@ def graph(tracks: list[composite.Track], shots: list[lay.Shot], runs: list[Run],
         # ended, which an overlay (an alpha picture over its background) reports as its last frame's time
         chain = [f"trim=end_frame={run.count}", f"tpad=start={run.hold}:start_mode=clone:stop=-1:stop_mode=clone",
                  f"settb={tick}", "setpts=N"]
-        if lit:
+        if lighting is not None:
             name = f"t{n}"
-            changes = _lighting(t, frames)
-            script = scripts / f"{name}.cmd"
-            script.write_text(_commands(changes, name, fps))
-            bw = max(2, lay.even(min(w, h) * composite.BORDER))
-            _, eq, colour = changes[0]
+            commands = _commands(lighting[n], name, fps, start)
+            if commands:  # sendcmd refuses a script with no command
+                script = scripts / f"{name}.cmd"
+                script.write_text(commands)
+                chain.append(f"sendcmd=f={_quote(os.fspath(script))}")
+            _, eq, colour = [c for c in lighting[n] if c[0] <= start][-1]  # the lighting at the first frame
             eq = ":".join(f"{key}={value}" for key, value in eq.items())
-            chain += [f"sendcmd=f={_quote(os.fspath(script))}", f"eq@{name}={eq}:{EQ_LUT}",
+            bw = max(2, lay.even(min(w, h) * composite.BORDER))
+            chain += [f"eq@{name}={eq}:{EQ_LUT}",
                       f"fillborders@{name}=left={bw}:right={bw}:top={bw}:bottom={bw}:mode=fixed:color={colour}"]
         parts += [decode, f"[p{n}]{','.join(chain)}[t{n}]"]
         labels.append(f"[t{n}]")
@@ -183,27 +200,47 @@ def graph(tracks: list[composite.Track], shots: list[lay.Shot], runs: list[Run],
 def render(tracks: list[composite.Track], shots: list[lay.Shot], runs: list[Run], output: str | os.PathLike, *,
            width: int, height: int, fps: float, frames: int, lit: bool, crf: int, preset: str, x264_params: str,
            progress: ProgressFn = None) -> None:
-    """Write the silent H.264 video of ``frames`` frames to ``output`` with one ffmpeg."""
-    out_opts = writer.x264_options(fps, crf=crf, preset=preset, x264_params=x264_params,
-                                   movflags=Path(output).suffix.lower() in writer.MOV_LIKE)
-    with tempfile.TemporaryDirectory(prefix="avmix-stack-") as scripts, atomic_path(output) as tmp:
-        inputs, text = graph(tracks, shots, runs, width=width, height=height, fps=fps, lit=lit, frames=frames,
-                             scripts=Path(scripts))
-        args = inputs + ["-filter_complex", text, "-map", "[v]", "-frames:v", str(frames)]
-        for key, value in out_opts.items():
-            args += [f"-{key}"] + ([] if value is None else [str(value)])
-        args += ["-nostats", "-progress", "pipe:1", ffmpeg.url(tmp)]
-        _run(args, frames, progress, [tracks[s.index].picture.path for s in shots])
+    """Write the silent H.264 video of ``frames`` frames to ``output``: one ffmpeg per piece of at most
+    PIECE_GOPS keyframe intervals, the pieces joined without re-encoding."""
+    mov = Path(output).suffix.lower() in writer.MOV_LIKE
+    out_opts = writer.x264_options(fps, crf=crf, preset=preset, x264_params=x264_params, movflags=mov)
+    lighting = [_lighting(tracks[s.index], frames) for s in shots] if lit else None
+    step = max(1, round(writer.GOP_SECONDS * fps)) * PIECE_GOPS  # pieces start on keyframes
+    starts = list(range(0, frames, step))
+    used = [tracks[s.index].picture.path for s in shots]
+    with tempfile.TemporaryDirectory(prefix="avmix-stack-") as work, atomic_path(output) as tmp:
+        work = Path(work)
+        pieces = [tmp] if len(starts) == 1 else [work / f"piece{i:05d}.mp4" for i in range(len(starts))]
+        report(progress, "video", 0, frames)
+        for start, piece in zip(starts, pieces):
+            end = min(frames, start + step)
+            inputs, text = graph(tracks, shots, [_piece(r, start, end) for r in runs], lighting, width=width,
+                                 height=height, fps=fps, start=start, scripts=work)
+            args = inputs + ["-filter_complex", text, "-map", "[v]", "-frames:v", str(end - start)]
+            for key, value in out_opts.items():
+                args += [f"-{key}"] + ([] if value is None else [str(value)])
+            args += ["-nostats", "-progress", "pipe:1", ffmpeg.url(piece)]
+            _run(args, lambda done, start=start: report(progress, "video", start + done, frames), used)
+        if len(pieces) > 1:
+            _join(pieces, tmp, work / "pieces.txt", mov)
+    report(progress, "video", frames, frames)
 
 
-def _run(args: list[str], frames: int, progress: ProgressFn, pictures_used: list[str]) -> None:
+def _join(pieces: list[Path], output: Path, listing: Path, mov: bool) -> None:
+    """The pieces, one after another, in ``output`` (ffmpeg's concat demuxer; the video is copied)."""
+    listing.write_text("".join("file '" + os.fspath(p).replace("'", "'\\''") + "'\n" for p in pieces))
+    ffmpeg.run(["-f", "concat", "-safe", "0", "-i", ffmpeg.url(listing), "-c", "copy"]
+               + (["-movflags", "+faststart"] if mov else []) + [ffmpeg.url(output)], what="joining the video")
+
+
+def _run(args: list[str], done, pictures_used: list[str]) -> None:
+    """Run one piece's ffmpeg, telling ``done(frames)`` as it goes."""
     proc = ffmpeg.popen(args, stdout=subprocess.PIPE, needs=NEEDS)
     try:
-        report(progress, "video", 0, frames)
         for raw in proc.stdout:
             key, _, value = raw.decode("ascii", "replace").strip().partition("=")
             if key == "frame" and value.isdigit():
-                report(progress, "video", min(frames, int(value)), frames)
+                done(int(value))
         try:
             ffmpeg.finish(proc, what="composing the video")
         except FFmpegError as e:
@@ -215,4 +252,3 @@ def _run(args: list[str], frames: int, progress: ProgressFn, pictures_used: list
     except BaseException:
         ffmpeg.kill(proc)
         raise
-    report(progress, "video", frames, frames)
