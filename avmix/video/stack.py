@@ -121,12 +121,12 @@ def _lighting(t: composite.Track, frames: int) -> list[tuple[int, dict[str, str]
     return out
 
 
-def _commands(changes: list[tuple[int, dict[str, str], str]], name: str, fps: float, start: int) -> str:
-    """sendcmd lines of the changes after frame ``start`` (the piece's frame 0), each half a frame before
-    its frame's timestamp, so that rounding cannot move it."""
+def _commands(changes: list[tuple[int, dict[str, str], str]], name: str, fps: float, start: int, end: int) -> str:
+    """sendcmd lines of the changes in frames (start, end), timed from ``start`` (the piece's frame 0), each
+    half a frame before its frame's timestamp, so that rounding cannot move it."""
     lines = []
     for k, eq, colour in changes:
-        if k <= start:
+        if not start < k < end:
             continue
         sets = [f"[enter] eq@{name} {key} {value}" for key, value in eq.items()]
         sets.append(f"[enter] fillborders@{name} color {colour}")
@@ -149,8 +149,8 @@ def _quote(path: str) -> str:
 
 
 def graph(tracks: list[composite.Track], shots: list[lay.Shot], runs: list[Run], lighting: list | None, *,
-          width: int, height: int, fps: float, start: int, scripts: Path) -> tuple[list[str], str]:
-    """(input options, filter graph) that make the video from output frame ``start`` on, as the filter label
+          width: int, height: int, fps: float, start: int, end: int, scripts: Path) -> tuple[list[str], str]:
+    """(input options, filter graph) that make output frames [start, end) of the video, as the filter label
     ``[v]``. ``lighting``: each shot's changes (:func:`_lighting`), None for unlit tiles. The lighting
     scripts are written into the directory ``scripts``."""
     inputs, parts, labels = [], [], []
@@ -169,7 +169,7 @@ def graph(tracks: list[composite.Track], shots: list[lay.Shot], runs: list[Run],
                  f"settb={tick}", "setpts=N"]
         if lighting is not None:
             name = f"t{n}"
-            commands = _commands(lighting[n], name, fps, start)
+            commands = _commands(lighting[n], name, fps, start, end)
             if commands:  # sendcmd refuses a script with no command
                 script = scripts / f"{name}.cmd"
                 script.write_text(commands)
@@ -215,7 +215,7 @@ def render(tracks: list[composite.Track], shots: list[lay.Shot], runs: list[Run]
         for start, piece in zip(starts, pieces):
             end = min(frames, start + step)
             inputs, text = graph(tracks, shots, [_piece(r, start, end) for r in runs], lighting, width=width,
-                                 height=height, fps=fps, start=start, scripts=work)
+                                 height=height, fps=fps, start=start, end=end, scripts=work)
             args = inputs + ["-filter_complex", text, "-map", "[v]", "-frames:v", str(end - start)]
             for key, value in out_opts.items():
                 args += [f"-{key}"] + ([] if value is None else [str(value)])
