@@ -603,5 +603,5 @@ def test_a_piece_of_the_graph_holds_only_its_own_lighting_changes():
     changes = [(k, {"contrast": "1"}, "0xffffff") for k in (0, 30, 60, 61, 90, 119, 120, 150)]
     lines = stack._commands(changes, "t0", 30.0, 60, 120).splitlines()
     times = [float(line.split()[0]) for line in lines]
-    assert times == pytest.approx([0.5 / 30, 29.5 / 30, 58.5 / 30])  # frames 61, 90 and 119, from frame 60
+    assert times == pytest.approx([0.5 / 30, 29.5 / 30, 58.5 / 30], abs=1e-6)  # frames 61, 90 and 119, from frame 60
     assert all("eq@t0 contrast 1" in line and "fillborders@t0 color 0xffffff" in line for line in lines)
