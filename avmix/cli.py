@@ -18,7 +18,7 @@ import typer
 from typer._click.exceptions import ClickException
 
 from avmix import __version__
-from avmix import signals
+from avmix import heap, signals
 from avmix.errors import AvmixError, Terminated
 
 COMMAND_MODULES = ["audio", "generate", "render", "models", "score", "batch", "align"]
@@ -146,31 +146,12 @@ def run(argv: list[str] | None = None) -> int:
         return 1
 
 
-def _keep_freed_memory() -> None:
-    """Stop glibc returning every freed block over 128 KB to the kernel.
-
-    The audio stage makes short-lived numpy temporaries of 0.5-1 MB per 131072-frame block; by default
-    each is mmap'ed (or the heap top trimmed) and page-faults anew on first touch: ~0.1 s of system time
-    and 5-10 % of a 10-minute normalised mix. With higher thresholds the freed blocks are reused from the
-    heap; peak memory does not change (the same few blocks are live at a time). Best effort, glibc only.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):  # pragma: no cover - no mallopt (not glibc)
-        return
-    mallopt(-3, 64 << 20)  # M_MMAP_THRESHOLD: mmap only allocations over 64 MB
-    mallopt(-1, 128 << 20)  # M_TRIM_THRESHOLD: keep up to 128 MB of free heap top
-
-
 def main() -> None:
     """The console script: runs the command line and ends the process (call :func:`run` for an exit code)."""
     # OpenBLAS starts a thread per core when numpy loads: ~0.05 s of CPU a command, and avmix's products
     # are small (a 10-minute normalised mix took no longer on one thread)
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    _keep_freed_memory()
+    heap.keep_freed()
     _exit(run())
 
 

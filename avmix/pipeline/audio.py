@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from avmix import paths, synth
+from avmix import heap, paths, synth
 from avmix.errors import InputError
 from avmix.manifest import key
 from avmix.options import ComposeOptions, Options
@@ -116,6 +116,7 @@ def run_analyze(timeline: Timeline, work: Path, *, fps: float, k_compose: str, s
         from avmix.audio import analyze
 
         analyze.analyze(timeline, work / AUDIO, fps=fps, progress=progress).save(work / ANALYSIS)
+        heap.give_back()
 
     stages.run("analyze", k_analyze, depends, [ANALYSIS], _analyze)
     return k_analyze
