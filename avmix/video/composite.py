@@ -11,6 +11,9 @@ only decays, and its border glows in the track's colour. The lighting moves in s
 (:func:`calm`), so the encoder is not handed a new picture for changes nobody sees. Timing comes from the timeline alone
 (:func:`avmix.video.layout.picture_time`): offset, trim, loop and crossfade move picture and sound
 together. Memory is a few frames per picture and one per tile, whatever the length.
+
+Layouts whose tiles stand still are drawn by one ffmpeg filter graph instead (:mod:`avmix.video.stack`),
+with the same lighting; the :class:`Compositor` here draws the rest.
 """
 from __future__ import annotations
 
@@ -466,7 +469,7 @@ def render(timeline: Timeline, analysis: Analysis, output: str | os.PathLike, *,
         name, shots = plan_shots(timeline, analysis, layout, width, height, pip_position=pip_position,
                                  pip_size=pip_size)
     x264 = X264_PARAMS if x264_params is None else x264_params
-    from avmix.video import stack
+    from avmix.video import stack  # imports this module
 
     # tiles that stand still, each a picture whose frames follow one another: one ffmpeg graph draws them
     runs = stack.plan(tracks, shots, frames, fps, timeline.sample_rate, captions=captions and only is None)
