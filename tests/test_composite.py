@@ -365,8 +365,10 @@ def test_one_ffmpeg_graph_draws_what_the_numpy_compositor_draws(tmp_path, clips,
     plan = stack.plan
     monkeypatch.setattr(stack, "plan", lambda *a, **k: used.append(plan(*a, **k)) or used[-1])
     kw = dict(picture_files=pics, width=W, height=H, layout=layout, only=only, crf=0)
-    info = composite.render(tl, an, tmp_path / "graph.mp4", **kw)
+    seen = []
+    info = composite.render(tl, an, tmp_path / "graph.mp4", **kw, progress=lambda stage, done, total: seen.append(done))
     assert used and used[-1] is not None  # the graph drew it
+    assert seen == sorted(seen) and seen[0] == 0 and seen[-1] == an.frames  # the progress bar moves on to the end
     monkeypatch.setattr(stack, "plan", lambda *a, **k: None)
     assert composite.render(tl, an, tmp_path / "numpy.mp4", **kw) == info
     a = decode_yuv(tmp_path / "graph.mp4", W, H).astype(np.int16)
