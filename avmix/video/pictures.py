@@ -232,7 +232,7 @@ def decode_input(picture: Picture, width: int, height: int, fps: float, j: int, 
     graph = cover_filter(picture, width, height, fps, round(want - seek, 6), src=f"{index}:v:0", out=out)
     # one decoding thread up to 1080p: ~0.3 s less CPU for 4 pictures, and one core decodes 1080p H.264
     # at ~200 fps, ahead of the encoder; bigger pictures (4K: ~60 fps a core) keep ffmpeg's threads. Beside
-    # other inputs, a decoder keeps its threads: ffmpeg 5.1 runs single-threaded decoders one after another
+    # other inputs a decoder keeps them too: ffmpeg 5.1 runs a one-thread decoder in its main thread
     small = alone and picture.stored[0] * picture.stored[1] <= SINGLE_THREAD_PIXELS
     args = (["-threads", "1"] if small else []) + (["-c:v", picture.decoder] if picture.decoder else [])
     args += (["-ss", f"{seek:.6f}"] if seek > 0 else []) + ["-i", ffmpeg.url(picture.path)]
