@@ -170,6 +170,20 @@ def finish(proc: subprocess.Popen, *, what: str, timeout: float = 600.0) -> None
         raise FFmpegError(f"{what}: ffmpeg failed: {_why(proc.returncode, err or b'')}")
 
 
+def run_progress(args: list[str], on, *, what: str, needs: Iterable[str] = (), timeout: float = 600.0) -> None:
+    """Run ffmpeg with ``args`` (without the binary; they ask for ``-progress pipe:1``), handing each
+    ``key=value`` line it reports to ``on(key, value)``. FFmpegError if it fails; killed on any error."""
+    proc = popen(args, stdout=subprocess.PIPE, needs=needs)
+    try:
+        for raw in proc.stdout:
+            key, _, value = raw.decode("ascii", "replace").strip().partition("=")
+            on(key, value)
+        finish(proc, what=what, timeout=timeout)
+    except BaseException:
+        kill(proc)
+        raise
+
+
 def _why(code: int, stderr: bytes) -> str:
     """ffmpeg's last error lines, or the signal that killed it (SIGXFSZ: file too large, SIGKILL: the
     out-of-memory killer or a user)."""

@@ -235,15 +235,10 @@ class AudioEncode:
 
 def _run_with_progress(args: list[str], total: float, progress: ProgressFn, needs: set[str]) -> None:
     """Run ffmpeg, turning its ``-progress`` lines (out_time_us) into progress('mux', s, total)."""
-    proc = ffmpeg.popen(args, stdout=subprocess.PIPE, needs=needs)
-    try:
-        report(progress, "mux", 0.0, total)
-        for raw in proc.stdout:
-            key, _, value = raw.decode("ascii", "replace").strip().partition("=")
-            if key == "out_time_us" and value.isdigit():
-                report(progress, "mux", min(total, int(value) / 1e6), total)
-        ffmpeg.finish(proc, what="mux", timeout=MUX_TIMEOUT)
-    except BaseException:
-        ffmpeg.kill(proc)
-        raise
+    def on(key: str, value: str) -> None:
+        if key == "out_time_us" and value.isdigit():
+            report(progress, "mux", min(total, int(value) / 1e6), total)
+
+    report(progress, "mux", 0.0, total)
+    ffmpeg.run_progress(args, on, what="mux", needs=needs, timeout=MUX_TIMEOUT)
     report(progress, "mux", total, total)

@@ -275,16 +275,21 @@ def test_calm_lighting_shows_flashes_at_once_and_holds_small_changes():
     assert np.all(steps[95:] == 0)  # a 1% wobble shows nothing
 
 
-def test_audio_only_track_gets_its_element_and_images_are_held(tmp_path, clips):
+def _amber_png(path):
+    """A 40x30 amber PNG whose left half is transparent (the tile's background shows there)."""
     from PIL import Image
 
-    tone = write_wav(tmp_path / "tone.wav", sine(440, 2.0, amp=0.3))
-    png = tmp_path / "amber.png"
     img = np.zeros((30, 40, 4), np.uint8)
     img[..., :3] = (230, 160, 20)
     img[..., 3] = 255
-    img[:, :20, 3] = 0  # the left half is transparent: the tile's background shows there
-    Image.fromarray(img, "RGBA").save(png)
+    img[:, :20, 3] = 0
+    Image.fromarray(img, "RGBA").save(path)
+    return path
+
+
+def test_audio_only_track_gets_its_element_and_images_are_held(tmp_path, clips):
+    tone = write_wav(tmp_path / "tone.wav", sine(440, 2.0, amp=0.3))
+    png = _amber_png(tmp_path / "amber.png")
     paths = [clips[0]["path"], tone, tone]
     tl, an, x, sr = compose_job(tmp_path, paths)
     out = tmp_path / "v.mp4"
@@ -322,17 +327,6 @@ def test_stem_is_the_unlit_picture_full_frame(tmp_path, clips, mix_job):
     base = [k for k in range(len(frames)) if chroma(frames[k:k + 1], [0, 0, W, H], W, H)[0] @ rgb_uv(clips[1]["color"]) > 0]
     assert np.all(np.abs(y[base, 40:140, 80:240].mean(axis=(1, 2)) - want) < 4)
     check_job(tmp_path, [clips[1]], paths, {"layout": [dict(info["layout"][0], index=0)]}, frames, x, sr)
-
-
-def _amber_png(path):
-    from PIL import Image
-
-    img = np.zeros((30, 40, 4), np.uint8)
-    img[..., :3] = (230, 160, 20)
-    img[..., 3] = 255
-    img[:, :20, 3] = 0  # a transparent half: the background shows there
-    Image.fromarray(img, "RGBA").save(path)
-    return path
 
 
 @pytest.mark.parametrize("case", ["grid", "row", "concat-grid", "image", "stem", "pieces"])

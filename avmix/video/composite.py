@@ -267,14 +267,7 @@ class Compositor:
             reader.prepare(j)
 
     def _apart(self, live: list[int]) -> bool:
-        if len(live) < 2:
-            return False
-        shots = [self.shots[s] for s in live]
-        if len({s.index for s in shots}) < len(shots):
-            return False
-        boxes = sorted(s.box for s in shots)
-        return all(not (a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3])
-                   for i, a in enumerate(boxes) for b in boxes[i + 1:])
+        return len(live) >= 2 and lay.apart([self.shots[s] for s in live])
 
     def _covered(self, live: list[int], k: int, apart: bool) -> bool:
         """Whether opaque tiles cover the whole frame: the first one drawn (a full-frame base under a

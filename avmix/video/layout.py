@@ -208,6 +208,15 @@ def overlay_shots(top_start: float, top_end: float, width: int, height: int, fra
     return [Shot(0, (0, 0, width, height), 0, frames), Shot(1, pip_box(width, height, position, size), a, b)]
 
 
+def apart(shots: list[Shot]) -> bool:
+    """Whether the shots are of different tracks and no two of their boxes share a pixel."""
+    if len({s.index for s in shots}) < len(shots):
+        return False
+    boxes = sorted(s.box for s in shots)
+    return not any(a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+                   for i, a in enumerate(boxes) for b in boxes[i + 1:])
+
+
 def fade_alpha(shot: Shot, k: int) -> float:
     """Opacity of ``shot`` at frame ``k`` (a linear crossfade over its first ``fade`` frames, the
     value at the middle of the frame, so the fade is symmetric about the audio crossfade)."""

@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import os
 import re
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
@@ -76,15 +75,11 @@ def plan(tracks: list[composite.Track], shots: list[lay.Shot], frames: int, fps:
          captions: bool) -> list[Run] | None:
     """The :class:`Run` of each shot's picture when the graph can draw the shots: whole-video tiles of
     pictures, none overlapping, each picture's frames following one another; else None."""
-    if captions or not shots or len({s.index for s in shots}) < len(shots):
+    if captions or not shots or not lay.apart(shots):
         return None
     for s in shots:
         if s.start != 0 or s.end != frames or s.fade or tracks[s.index].picture is None:
             return None
-    boxes = sorted(s.box for s in shots)
-    if any(a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3] for i, a in enumerate(boxes)
-           for b in boxes[i + 1:]):
-        return None
     runs = [straight_run(tracks[s.index], frames, fps, sample_rate) for s in shots]
     return None if any(r is None for r in runs) else runs
 
@@ -113,9 +108,13 @@ def _eq(g: float) -> dict[str, str]:
 
 def _lighting(t: composite.Track, frames: int) -> list[tuple[int, dict[str, str], str]]:
     """(frame, eq options, border colour) on frame 0 and on each frame where the tile's lighting changes."""
+    held = np.minimum(np.arange(frames), len(t.gain) - 1)
+    moved = np.zeros(frames, bool)
+    for a in (t.gain, t.level, t.flash):  # the picture's and the border's lighting
+        moved[1:] |= np.diff(np.asarray(a)[held]) != 0
     out, last = [], None
-    for k in range(frames):
-        state = (float(t.gain[min(k, len(t.gain) - 1)]), composite.border_rgb(t, k, 1.0))
+    for k in [0, *np.flatnonzero(moved).tolist()]:
+        state = (float(t.gain[held[k]]), composite.border_rgb(t, int(held[k]), 1.0))
         if state != last:
             out.append((k, _eq(state[0]), paint_rgb(state[1])))
             last = state
@@ -237,21 +236,17 @@ def _join(pieces: list[Path], output: Path, listing: Path, mov: bool) -> None:
 
 
 def _run(args: list[str], done, pictures_used: list[str]) -> None:
-    """Run one piece's ffmpeg, telling ``done(frames)`` as it goes."""
-    proc = ffmpeg.popen(args, stdout=subprocess.PIPE, needs=NEEDS)
+    """Run one piece's ffmpeg, telling ``done(frames)`` as it goes; a failure that names a picture is that
+    picture's InputError."""
+    def on(key: str, value: str) -> None:
+        if key == "frame" and value.isdigit():
+            done(int(value))
+
     try:
-        for raw in proc.stdout:
-            key, _, value = raw.decode("ascii", "replace").strip().partition("=")
-            if key == "frame" and value.isdigit():
-                done(int(value))
-        try:
-            ffmpeg.finish(proc, what="composing the video")
-        except FFmpegError as e:
-            said = e.message.split(": ffmpeg failed: ")[-1]
-            bad = next((p for p in pictures_used if os.fspath(p) in said), None)
-            if bad is not None:
-                raise InputError(f"cannot decode its picture ({said})", path=bad) from None
-            raise
-    except BaseException:
-        ffmpeg.kill(proc)
+        ffmpeg.run_progress(args, on, what="composing the video", needs=NEEDS)
+    except FFmpegError as e:
+        said = e.message.split(": ffmpeg failed: ")[-1]
+        bad = next((p for p in pictures_used if os.fspath(p) in said), None)
+        if bad is not None:
+            raise InputError(f"cannot decode its picture ({said})", path=bad) from None
         raise
